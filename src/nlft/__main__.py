@@ -1,0 +1,5 @@
+import sys
+
+from nlft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""The ``nlft`` command line: one console script with subcommands.
+
+Each subcommand lives in ``nlft.commands.<name>`` and exposes ``add_arguments(parser)`` and
+``run(args) -> int``. Command modules import only the standard library at module level, so that
+``nlft --help`` is instant; heavy imports (torch, transformers, datasets) happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (name, module, one-line help). Modules are imported when the parser is built, so they stay light.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("quickstart", "nlft.commands.quickstart", "run the whole pipeline on a small model, offline"),
+    ("generate", "nlft.commands.generate", "generate chain-of-thought outputs for questions"),
+    ("judge", "nlft.commands.judge", "grade outputs and judge the incorrect ones"),
+    ("prepare", "nlft.commands.prepare", "dataset -> outputs -> grades -> judgments -> NLFT jsonl"),
+    ("train", "nlft.commands.train", "train with NLFT or a baseline (sft, cut, reft)"),
+    ("eval", "nlft.commands.evaluate", "accuracy of a model (and adapter) on a split"),
+    ("saliency", "nlft.commands.saliency", "HTML saliency map of NLFT token scales"),
+    ("compare", "nlft.commands.compare", "compare several run directories"),
+    ("study", "nlft.commands.study", "small-data study: NLFT vs baselines over sizes and seeds"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nlft import __version__
+
+    parser = argparse.ArgumentParser(prog="nlft", description="Natural Language Fine-Tuning.")
+    parser.add_argument("--version", action="version", version=f"nlft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # a command not shipped in this build
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nlft`` console script. Returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from nlft.io import DataError
+
+    try:
+        return int(args._run(args) or 0)
+    except DataError as err:
+        print(f"nlft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nlft {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
