@@ -1,0 +1,129 @@
+"""Per-token log-probabilities of a response under a prompt (one "view"), computed lean.
+
+Batches are laid out so that every row's response starts at the same column: prompts are padded
+on the left, responses on the right::
+
+    [pad pad prompt prompt | response response pad]
+     <------- P ---------> <-------- R --------->
+
+The output head is then evaluated only on the ``R`` columns that predict response tokens (through
+the model's ``logits_to_keep`` where it has it), and log-probabilities are gathered for the label
+tokens only: no ``(B, S, V)`` softmax is ever built. Position ids are derived from the attention
+mask, so left padding does not shift positions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits)[..., index]`` without materialising the full log-softmax.
+
+    Args:
+        logits: ``(..., V)`` logits, any float dtype.
+        index: ``(...)`` long token ids to read.
+
+    Returns:
+        ``(...)`` float32 log-probabilities of ``index``.
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        picked = logits.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        return (picked - torch.logsumexp(logits, dim=-1)).float()
+    # Half precision: upcast one row at a time so that only (T, V) float32 exists at once.
+    out = []
+    for row_logits, row_index in zip(logits.reshape(-1, *logits.shape[-2:]), index.reshape(-1, index.shape[-1])):
+        row = row_logits.float().log_softmax(dim=-1)
+        out.append(row.gather(-1, row_index.unsqueeze(-1)).squeeze(-1))
+    return torch.stack(out).reshape(index.shape)
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    forward = getattr(model, "forward", None)
+    base = getattr(model, "get_base_model", None)
+    if base is not None:  # PEFT passes keyword arguments through to the wrapped model
+        forward = base().forward
+    try:
+        return "logits_to_keep" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def view_logps(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    return_hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log P(y_t | prompt, y_<t) of each response token of a left/right padded batch.
+
+    Args:
+        model: a causal LM (or a PEFT / accelerate wrapper around one).
+        input_ids: ``(B, P + R)`` token ids, prompts left-padded, responses right-padded.
+        attention_mask: ``(B, P + R)`` 1 on real tokens.
+        labels: ``(B, R)`` response token ids, ``-100`` on response padding.
+        return_hidden: also return the last hidden states of the response tokens (the token's own
+            position), for phrase clustering.
+
+    Returns:
+        ``(logps, hidden)``: ``(B, R)`` float32 log-probabilities (0 on padding), and ``(B, R, H)``
+        detached hidden states or None. Gradients flow into ``logps`` when grad mode is on.
+    """
+    seq = input_ids.shape[1]
+    resp = labels.shape[1]
+    prompt = seq - resp
+    if prompt < 1:
+        raise ValueError("every row needs a prompt of at least one token before its response")
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    kwargs: dict[str, Any] = {}
+    if return_hidden:
+        kwargs["output_hidden_states"] = True
+    keep = _accepts_logits_to_keep(model)
+    if keep:
+        # Columns P-1 .. P+R-2 predict the response tokens.
+        kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                **kwargs)
+    logits = out.logits if keep else out.logits[:, prompt - 1 : seq - 1]
+    mask = labels != IGNORE_INDEX
+    logps = selective_log_softmax(logits, labels.clamp(min=0))
+    logps = torch.where(mask, logps, torch.zeros_like(logps))
+    hidden = None
+    if return_hidden:
+        hidden = out.hidden_states[-1][:, prompt:].detach()
+    return logps, hidden
+
+
+def pad_views(
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_token_id: int,
+) -> dict[str, torch.Tensor]:
+    """Build the left/right padded layout of :func:`view_logps` from token id lists.
+
+    Args:
+        prompts: B prompt id lists. responses: B response id lists (the same tokens in every view).
+        pad_token_id: the id written in padding positions (masked out, never read).
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` ``(B, P + R)``, and ``labels`` ``(B, R)``.
+    """
+    p_max = max(len(p) for p in prompts)
+    r_max = max(len(r) for r in responses)
+    bsz = len(prompts)
+    input_ids = torch.full((bsz, p_max + r_max), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((bsz, p_max + r_max), dtype=torch.long)
+    labels = torch.full((bsz, r_max), IGNORE_INDEX, dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        input_ids[i, p_max - len(p) : p_max] = torch.tensor(p, dtype=torch.long)
+        input_ids[i, p_max : p_max + len(r)] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, p_max - len(p) : p_max + len(r)] = 1
+        labels[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

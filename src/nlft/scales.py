@@ -1,0 +1,226 @@
+"""Per-token NLFT scales (paper Eq. 1-4) and the CUT token selection, as pure functions of tensors.
+
+Every function here takes per-token probabilities of the *same* response tokens under different
+prompts (views) and returns tensors of the same shape. Shapes are written ``(...)`` for "any shape";
+the last dimension is the token axis where a per-example quantity is needed. Inputs are detached
+measurements: nothing here needs gradients.
+
+Vocabulary: ``p_base`` = P(y_t | X_base, y_<t), ``p_std`` = P(y_t | X_standard, y_<t),
+``p_judge`` = P(y_t | X_judge, y_<t).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+# Smallest probability used as a divisor, so that ratios of probabilities stay finite.
+PROB_FLOOR = 1e-12
+
+
+def correct_token_scales(
+    p_std: torch.Tensor,
+    sub_saliency: torch.Tensor | None = None,
+    *,
+    p0: float = 0.95,
+    c1: float = 5.0,
+    c2: float = 0.3,
+    c3: float = 0.6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scales of the tokens of a *correct* output (paper Eq. 3).
+
+    Saliency tokens (``p_std > p0``) get ``1 + ((p_std - p0) / (1 - p0)) ** c1`` (in [1, 2]);
+    sub-saliency tokens (in the phrase of a saliency token, not saliency themselves) get
+    ``(p_std / p0) ** c2``; the other ("irrelevant") tokens get ``(p_std / p0) ** c3``. With
+    ``c2 < c3`` a sub-saliency token is weighted more than an irrelevant token of equal probability.
+
+    Args:
+        p_std: ``(...)`` probabilities of the response tokens under X_standard, in [0, 1].
+        sub_saliency: ``(...)`` bool, True for tokens in the phrase of a saliency token; None means
+            no phrase tokens. Saliency tokens inside it stay saliency.
+        p0: saliency threshold (paper p0_correct).
+        c1, c2, c3: exponents of the three classes.
+
+    Returns:
+        ``(scales, saliency)``: float scales and the bool saliency mask, both of shape ``(...)``.
+    """
+    if not 0.0 < p0 < 1.0:
+        raise ValueError(f"p0 must be in (0, 1), got {p0}")
+    p = p_std.detach().float().clamp(0.0, 1.0)
+    saliency = p > p0
+    rel = (p / p0).clamp(max=1.0)  # non-saliency tokens have p <= p0; the clamp guards rounding only
+    salient_scale = 1.0 + ((p - p0) / (1.0 - p0)).clamp(min=0.0) ** c1
+    scales = torch.where(saliency, salient_scale, rel**c3)
+    if sub_saliency is not None:
+        sub = sub_saliency.to(torch.bool) & ~saliency
+        scales = torch.where(sub, rel**c2, scales)
+    return scales, saliency
+
+
+def incorrect_token_scales(
+    p_base: torch.Tensor,
+    p_std: torch.Tensor,
+    p_judge: torch.Tensor,
+    near_error: torch.Tensor | None = None,
+    *,
+    r0: float = 1.5,
+    p0: float = 0.01,
+    irrelevant: str = "zero",
+    max_error_fraction: float = 0.06,
+    response_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scales of the tokens of an *incorrect* output (paper Eq. 1, 2, 4).
+
+    With ``r1 = p_judge / p_base`` and ``r2 = p_judge / p_std``, erroneous (saliency) tokens are
+    those with ``r1 > r0``, ``r2 > r0`` and ``p_judge > p0``; their scale is
+    ``2 * sigmoid(r1 - r0)``, in (1, 2), and they are trained away with unlikelihood. Tokens in the
+    phrase of an erroneous token (``near_error``) get 0. The remaining ("irrelevant") tokens get:
+
+    - ``irrelevant="zero"`` (the paper): 0;
+    - ``irrelevant="reference"`` (the reference code): ``sqrt(p_std)``, trained with likelihood,
+      unless more than ``max_error_fraction`` of the output's tokens are erroneous, in which case 0.
+
+    Args:
+        p_base, p_std, p_judge: ``(..., T)`` probabilities of the response tokens under each view.
+        near_error: ``(..., T)`` bool phrase mask around erroneous tokens, or None.
+        r0: ratio threshold. p0: minimum ``p_judge`` of an erroneous token (paper p0_incorrect).
+        irrelevant: ``"zero"`` or ``"reference"``.
+        max_error_fraction: the erroneous share above which irrelevant tokens get 0
+            (``"reference"`` only); the share is taken along the last axis.
+        response_mask: ``(..., T)`` bool, the real response tokens (padding excluded) for that share;
+            None means every position is a response token.
+
+    Returns:
+        ``(scales, saliency)``: float scales and the bool erroneous-token mask, shape ``(..., T)``.
+    """
+    if irrelevant not in ("zero", "reference"):
+        raise ValueError(f"irrelevant must be 'zero' or 'reference', got {irrelevant!r}")
+    p_base = p_base.detach().float().clamp(0.0, 1.0)
+    p_std = p_std.detach().float().clamp(0.0, 1.0)
+    p_judge = p_judge.detach().float().clamp(0.0, 1.0)
+    r1 = p_judge / p_base.clamp(min=PROB_FLOOR)
+    r2 = p_judge / p_std.clamp(min=PROB_FLOOR)
+    erroneous = (r1 > r0) & (r2 > r0) & (p_judge > p0)
+    if response_mask is not None:
+        erroneous = erroneous & response_mask.to(torch.bool)
+    scales = torch.where(erroneous, 2.0 * torch.sigmoid(r1 - r0), torch.zeros_like(r1))
+    if irrelevant == "reference":
+        mask = torch.ones_like(erroneous) if response_mask is None else response_mask.to(torch.bool)
+        n_tokens = mask.sum(dim=-1, keepdim=True).clamp(min=1)
+        error_fraction = erroneous.sum(dim=-1, keepdim=True) / n_tokens
+        keep = (error_fraction <= max_error_fraction) & mask & ~erroneous
+        scales = torch.where(keep, p_std.sqrt(), scales)
+    if near_error is not None:
+        near = near_error.to(torch.bool) & ~erroneous
+        scales = torch.where(near, torch.zeros_like(scales), scales)
+    return scales, erroneous
+
+
+def cut_token_scales(
+    p_base: torch.Tensor,
+    p_judge: torch.Tensor,
+    *,
+    threshold: float = 1.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CUT's token selection for an *incorrect* output (Xu et al. 2023).
+
+    Tokens whose probability rises under the judgment, ``p_judge / p_base > threshold``, are the
+    mistakes: scale 1, trained with unlikelihood. The other tokens get 0 (CUT trains correct outputs
+    with plain likelihood, scale 1 everywhere, which needs no function).
+
+    Args:
+        p_base, p_judge: ``(...)`` probabilities of the response tokens.
+        threshold: the ratio above which a token is a mistake (CUT uses about 1.1 to 1.2).
+
+    Returns:
+        ``(scales, selected)``: float scales and the bool selection mask, shape ``(...)``.
+    """
+    ratio = p_judge.detach().float() / p_base.detach().float().clamp(min=PROB_FLOOR)
+    selected = ratio > threshold
+    return selected.float(), selected
+
+
+class TokenScales(NamedTuple):
+    """Per-token weights of a batch, all ``(B, T)``."""
+
+    scales: torch.Tensor  # float, the S_t of the loss
+    unlikelihood: torch.Tensor  # bool, trained with -log(1 - P)
+    saliency: torch.Tensor  # bool, saliency tokens of correct outputs
+    sub_saliency: torch.Tensor  # bool, phrase tokens of correct outputs
+    erroneous: torch.Tensor  # bool, erroneous tokens of incorrect outputs
+
+
+def batch_token_scales(
+    p_base: torch.Tensor,
+    p_std: torch.Tensor | None,
+    p_judge: torch.Tensor | None,
+    correct: torch.Tensor,
+    response_mask: torch.Tensor,
+    spans: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    loss_type: str = "nlft",
+    p0_correct: float = 0.95,
+    c1: float = 5.0,
+    c2: float = 0.3,
+    c3: float = 0.6,
+    r0: float = 1.5,
+    p0_incorrect: float = 0.01,
+    irrelevant: str = "zero",
+    max_error_fraction: float = 0.06,
+    cut_threshold: float = 1.1,
+) -> TokenScales:
+    """Scales of a mixed batch of correct and incorrect outputs.
+
+    Args:
+        p_base, p_std, p_judge: ``(B, T)`` probabilities of the response tokens under each view
+            (``p_std``/``p_judge`` may be None where the loss type does not read them; rows that do
+            not need a view may hold anything there).
+        correct: ``(B,)`` bool, whether each output is correct.
+        response_mask: ``(B, T)`` bool, real response tokens.
+        spans: ``(lo, hi)`` ``(B, T)`` phrase spans (see :mod:`nlft.clustering`), or None for no
+            phrase tokens.
+        loss_type: ``"nlft"`` (paper), ``"cut"`` (CUT selection; likelihood on correct outputs) or
+            ``"nll"`` (scale 1 on every response token: plain supervised fine-tuning).
+        The remaining arguments are those of :func:`correct_token_scales`,
+        :func:`incorrect_token_scales` and :func:`cut_token_scales`.
+
+    Returns:
+        :class:`TokenScales`; every field is zero / False outside the response.
+    """
+    from nlft.clustering import spans_to_mask
+
+    mask = response_mask.to(torch.bool)
+    row_correct = correct.to(torch.bool)[:, None].expand_as(mask)
+    false = torch.zeros_like(mask)
+    if loss_type == "nll":
+        return TokenScales(mask.float(), false, false, false, false)
+    if loss_type == "cut":
+        if p_judge is None:
+            raise ValueError("loss_type='cut' needs p_judge")
+        cut_scales, selected = cut_token_scales(p_base, p_judge, threshold=cut_threshold)
+        selected = selected & ~row_correct & mask
+        scales = torch.where(row_correct, torch.ones_like(cut_scales), cut_scales) * mask
+        return TokenScales(scales, selected, false, false, selected)
+    if loss_type != "nlft":
+        raise ValueError(f"loss_type must be 'nlft', 'cut' or 'nll', got {loss_type!r}")
+    if p_std is None:
+        raise ValueError("loss_type='nlft' needs p_std")
+    saliency = (p_std.detach() > p0_correct) & row_correct & mask
+    sub = spans_to_mask(saliency, *spans) & mask if spans is not None else None
+    c_scales, _ = correct_token_scales(p_std, sub, p0=p0_correct, c1=c1, c2=c2, c3=c3)
+    if p_judge is None:  # a batch of correct outputs only
+        i_scales, erroneous = torch.zeros_like(c_scales), false
+    else:
+        wrong_mask = mask & ~row_correct
+        _, erroneous = incorrect_token_scales(
+            p_base, p_std, p_judge, r0=r0, p0=p0_incorrect, response_mask=wrong_mask
+        )
+        near = spans_to_mask(erroneous, *spans) & wrong_mask if spans is not None else None
+        i_scales, erroneous = incorrect_token_scales(
+            p_base, p_std, p_judge, near, r0=r0, p0=p0_incorrect, irrelevant=irrelevant,
+            max_error_fraction=max_error_fraction, response_mask=wrong_mask,
+        )
+    scales = torch.where(row_correct, c_scales, i_scales) * mask
+    sub_mask = (sub if sub is not None else false) & row_correct
+    return TokenScales(scales, erroneous & ~row_correct, saliency, sub_mask, erroneous & ~row_correct)
