@@ -1,0 +1,236 @@
+"""Saliency maps: every output token coloured by its NLFT scale, in a self-contained HTML page.
+
+The model runs once per record, measuring for each response token ``t``:
+
+- ``p_base``, ``p_std``, ``p_judge``: its probability under the three views (``p_judge`` only for
+  incorrect outputs, which have a judgment);
+- its phrase span ``(lo, hi)`` under the cosine rule (hidden states of the X_base view) and under
+  the word rule. Spans do not depend on the thresholds (see :mod:`nlft.clustering`).
+
+These numbers are stored in the page. Its JavaScript recomputes the token classes (saliency,
+sub-saliency, irrelevant; erroneous, near-error) and scales exactly as
+:func:`nlft.scales.batch_token_scales` does, so the thresholds and exponents can be tuned with
+sliders without running the model again. The page needs no server and no network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+# Significant digits kept for the probabilities stored in the page (float32 holds about 7).
+PROB_DIGITS = 6
+DATA_MARKER = "/*__NLFT_DATA__*/null"
+TITLE_MARKER = "__NLFT_TITLE__"
+
+# The hyperparameters the page's controls start from: NLFTConfig field name -> page parameter.
+PAGE_PARAMS = ("p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant_incorrect", "max_error_fraction",
+               "phrase_rule", "cut_threshold")
+
+
+def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
+    """The page's starting hyperparameters, from an :class:`nlft.config.NLFTConfig` (or its defaults).
+
+    Returns a dict with ``p0_correct``, ``c1``, ``c2``, ``c3``, ``r0``, ``p0_incorrect``,
+    ``irrelevant`` (``"zero"``/``"reference"``), ``max_error_fraction``, ``phrase_rule``
+    (``"cosine"``/``"word"``/``"none"``) and ``cut_threshold``.
+    """
+    import dataclasses
+
+    from nlft.config import NLFTConfig
+
+    if config is None:
+        values = {f.name: f.default for f in dataclasses.fields(NLFTConfig) if f.name in PAGE_PARAMS}
+    else:
+        values = {name: getattr(config, name) for name in PAGE_PARAMS}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["irrelevant"] = values.pop("irrelevant_incorrect")
+    if values["phrase_rule"] not in ("cosine", "word", "none"):
+        raise ValueError(f"phrase_rule must be 'cosine', 'word' or 'none', got {values['phrase_rule']!r}")
+    if values["irrelevant"] not in ("zero", "reference"):
+        raise ValueError(f"irrelevant must be 'zero' or 'reference', got {values['irrelevant']!r}")
+    return values
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The text each token adds to the decoded response, so that ``"".join(pieces) == decode(ids)``.
+
+    Decoding token by token breaks characters split over several byte-level tokens; decoding growing
+    prefixes gives each token the characters it completes (a token that completes none gets ``""``).
+    """
+    pieces: list[str] = []
+    previous = ""
+    for i in range(len(ids)):
+        text = tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if "\ufffd" in text[len(previous):] and i + 1 < len(ids):
+            pieces.append("")  # an incomplete multi-byte character: the next token completes it
+            continue
+        pieces.append(text[len(previous):] if text.startswith(previous) else text)
+        previous = text
+    return pieces
+
+
+def _round(values: Sequence[float]) -> list[float]:
+    return [float(f"{v:.{PROB_DIGITS}g}") if math.isfinite(v) else 0.0 for v in values]
+
+
+def compute_token_probs(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    *,
+    config: Any = None,
+    batch_size: int = 4,
+    max_length: int | None = None,
+    source: str = "records",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Per-token view probabilities and phrase spans of NLFT records, ready for the page.
+
+    The model runs in eval mode under ``no_grad``; P_base and the hidden states come from the X_base
+    view (:func:`nlft.logps.view_logps`), P_std and P_judge from the measurement views
+    (:func:`nlft.trainer.measure_views`), with the prompt templates of ``config``. Over-long records
+    lose the end of their output (``truncation="response"``).
+
+    Args:
+        model: a causal LM (a PEFT model works too).
+        tokenizer: its tokenizer.
+        records: NLFT records (``question``, ``reference``, ``output``, ``correct``, ``judgment``;
+            ``id`` is kept when present). Every incorrect output needs a judgment.
+        config: an :class:`nlft.config.NLFTConfig` (templates, ``phrase_threshold``,
+            ``max_phrase_span``); None uses the defaults.
+        batch_size: records per forward pass.
+        max_length: prompt + output token limit (None: the config's, else 4096).
+        source: the name shown in data errors (the file path).
+        progress: show a progress bar.
+
+    Returns:
+        One dict per record: ``id``, ``correct``, ``question``, ``reference``, ``judgment``,
+        ``tokens`` (T strings), ``p_base``, ``p_std`` (T floats), ``p_judge`` (T floats, or None for a
+        correct output), ``spans`` = ``{"cosine": [lo, hi], "word": [lo, hi]}`` (T ints each, inclusive,
+        0-based within the output).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from nlft.clustering import cosine_spans, word_spans
+    from nlft.config import NLFTConfig
+    from nlft.logps import IGNORE_INDEX, view_logps
+    from nlft.records import check_length, tokenize_record, validate_records
+    from nlft.trainer import NLFTCollator, measure_views
+
+    if config is None:
+        config = NLFTConfig(output_dir=str(Path.cwd() / "nlft-output"), report_to=[])
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    records = list(records)
+    validate_records(records, source=source, needs_judgment=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    limit = max_length or config.max_length or 4096
+    features = []
+    for i, row in enumerate(records):
+        tokens = tokenize_record(
+            row, tokenizer, base_template=config.base_template, standard_template=config.standard_template,
+            judge_template=config.judge_template, use_chat_template=config.use_chat_template,
+            views=("standard", "judge"),
+        )
+        features.append({**check_length(tokens, i, limit, truncation="response", source=source), "row_idx": i})
+    collate = NLFTCollator(tokenizer.pad_token_id, ("standard",), ("standard", "judge"))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    examples: list[dict[str, Any]] = []
+    try:
+        bar = tqdm(total=len(features), desc="saliency: view probabilities", unit="record", disable=not progress)
+        for start in range(0, len(features), batch_size):
+            feats = features[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(feats).items()}
+            mask = batch["labels"] != IGNORE_INDEX
+            with torch.no_grad():
+                logps, hidden = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                           return_hidden=True)
+                p_std, p_judge = measure_views(model, batch)
+            p_base = logps.exp().float().cpu()
+            cos_lo, cos_hi = cosine_spans(hidden, mask, threshold=config.phrase_threshold,
+                                          max_span=config.max_phrase_span)
+            word_lo, word_hi = word_spans(batch["word_ids"])
+            for j, feat in enumerate(feats):
+                row = records[feat["row_idx"]]
+                n = len(feat["response_ids"])
+                examples.append({
+                    "id": row.get("id", feat["row_idx"]),
+                    "correct": bool(row["correct"]),
+                    "question": row["question"],
+                    "reference": row["reference"],
+                    "judgment": row.get("judgment"),
+                    "tokens": token_pieces(tokenizer, feat["response_ids"]),
+                    "p_base": _round(p_base[j, :n].tolist()),
+                    "p_std": _round(p_std[j, :n].float().cpu().tolist()),
+                    "p_judge": None if row["correct"] else _round(p_judge[j, :n].float().cpu().tolist()),
+                    "spans": {
+                        "cosine": [cos_lo[j, :n].tolist(), cos_hi[j, :n].tolist()],
+                        "word": [word_lo[j, :n].tolist(), word_hi[j, :n].tolist()],
+                    },
+                })
+            bar.update(len(feats))
+        bar.close()
+    finally:
+        model.train(was_training)
+    return examples
+
+
+def render_page(examples: Sequence[dict[str, Any]], params: dict[str, Any] | None = None, *,
+                title: str = "NLFT saliency map", meta: dict[str, Any] | None = None) -> str:
+    """The self-contained HTML page (inline CSS and JavaScript, no network) of measured examples.
+
+    Args:
+        examples: dicts from :func:`compute_token_probs`.
+        params: starting hyperparameters (:func:`page_params`); None uses the defaults.
+        title: the page title.
+        meta: free-form facts shown in the header (model, adapter, data file).
+    """
+    template = resources.files("nlft").joinpath("saliency_template.html").read_text(encoding="utf-8")
+    payload = {"examples": list(examples), "params": params or page_params(), "meta": meta or {}}
+    # Inside <script>, "</script>" or "<!--" in a model's output would end the block: escape every "<".
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    data = data.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return template.replace(TITLE_MARKER, html.escape(title)).replace(DATA_MARKER, data)
+
+
+def write_page(path: str | Path, examples: Sequence[dict[str, Any]], params: dict[str, Any] | None = None, *,
+               title: str = "NLFT saliency map", meta: dict[str, Any] | None = None) -> Path:
+    """Render the page (:func:`render_page`) and write it atomically to ``path``; returns the path."""
+    from nlft.io import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, render_page(examples, params, title=title, meta=meta))
+    return path
+
+
+def saliency_map(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    out: str | Path,
+    *,
+    config: Any = None,
+    batch_size: int = 4,
+    source: str = "records",
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+    **param_overrides: Any,
+) -> Path:
+    """Measure ``records`` with ``model`` and write the saliency page to ``out``.
+
+    ``param_overrides`` (e.g. ``p0_correct=0.9``) set the page's starting slider values on top of
+    ``config``. Returns the written path.
+    """
+    examples = compute_token_probs(model, tokenizer, records, config=config, batch_size=batch_size, source=source,
+                                   progress=progress)
+    return write_page(out, examples, page_params(config, **param_overrides), meta=meta)
