@@ -1,0 +1,47 @@
+"""`nlft compare`: table and overlay plot of several run directories."""
+
+from __future__ import annotations
+
+import json
+
+from test_plots import _png_size, write_run
+
+from nlft.cli import main
+from nlft.plots import plot_compare
+
+
+def test_compare_prints_table_and_writes_png(tmp_path, capsys):
+    nlft = write_run(tmp_path / "nlft", method="nlft")
+    sft = write_run(tmp_path / "sft", losses=(2.0, 1.0, 0.5, 0.2), accuracies=(0.3, 0.2), method="sft",
+                    with_metrics=False)
+    empty = tmp_path / "crashed"
+    empty.mkdir()
+    out = tmp_path / "cmp" / "compare.png"
+    code = main(["compare", str(nlft), str(sft), str(empty), "--out", str(out), "--json", str(tmp_path / "t.json")])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "method", "final", "loss", "accuracy", "wall", "time", "peak", "memory"]
+    assert lines[2].split() == ["nlft", "nlft", "0.9000", "55.00%", "2.1", "min", "3.00", "GiB"]
+    assert lines[3].split() == ["sft", "sft", "0.2000", "20.00%", "2.1", "min", "3.00", "GiB"]
+    assert lines[4].split() == ["crashed", "-", "-", "-", "-", "-"]
+    assert lines[5] == f"plot: {out}"
+    assert _png_size(out) == (1232, 440)
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert [r["accuracy"] for r in table] == [0.55, 0.2, None]
+
+
+def test_compare_labels_and_errors(tmp_path, capsys):
+    a = write_run(tmp_path / "a")
+    assert main(["compare", str(a), "--labels", "x", "y", "--out", str(tmp_path / "c.png")]) == 2
+    assert "--labels has 2 names for 1 runs" in capsys.readouterr().err
+    assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
+    assert "missing: not a run directory" in capsys.readouterr().err
+    assert plot_compare([a], tmp_path / "l.png", labels=["NLFT (ours)"]) == tmp_path / "l.png"
+
+
+def test_compare_with_nothing_to_draw(tmp_path, capsys):
+    empty = tmp_path / "e"
+    empty.mkdir()
+    assert main(["compare", str(empty), "--out", str(tmp_path / "c.png")]) == 0
+    assert "nothing to draw" in capsys.readouterr().out
+    assert not (tmp_path / "c.png").exists()

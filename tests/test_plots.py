@@ -1,0 +1,116 @@
+"""Run-directory plots and summaries, on hand-written run files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nlft.plots import ACCURACY_PNG, LOSS_PNG, SCALES_PNG, format_table, plot_run, series, summarize_run
+
+
+def write_run(run: Path, *, losses=(2.0, 1.5, 1.2, 0.9), accuracies=(0.25, 0.5), method="nlft",
+              with_manifest=True, with_metrics=True, steps_per_epoch=2) -> Path:
+    """A run directory as the trainer leaves it: per-step logs, per-epoch evaluations, manifest, metrics."""
+    run.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, loss in enumerate(losses):
+        step = i + 1
+        rows.append({"step": step, "epoch": step / steps_per_epoch, "loss": loss, "learning_rate": 5e-5,
+                     "nlft/mean_scale": 0.5 + 0.1 * i, "nlft/saliency_share": 0.1 * i,
+                     "nlft/sub_saliency_share": 0.05, "nlft/erroneous_share": 0.02})
+    rows.append({"step": len(losses), "epoch": len(losses) / steps_per_epoch, "train_runtime": 33.0,
+                 "train_loss": sum(losses) / len(losses)})
+    (run / "log_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if accuracies:
+        evals = [{"epoch": float(e + 1), "accuracy_strict": a, "accuracy_flexible": a + 0.05, "n": 20}
+                 for e, a in enumerate(accuracies)]
+        (run / "eval_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+    if with_manifest:
+        manifest = {"method": method, "train_wall_time_s": 125.0, "epochs": [
+            {"epoch": 1.0, "wall_time_s": 60.0, "peak_memory_bytes": 3 * 2**30},
+            {"epoch": 2.0, "wall_time_s": 65.0, "peak_memory_bytes": 2 * 2**30}]}
+        (run / "manifest.json").write_text(json.dumps(manifest))
+    if with_metrics:
+        (run / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.55, "n": 20}))
+    return run
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the PNG header (IHDR); also checks the signature."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_series_keeps_rows_with_both_numbers():
+    rows = [{"step": 1, "loss": 2.0}, {"step": 2}, {"step": 3, "loss": float("nan")}, {"step": 4, "loss": 1.0},
+            {"step": 5, "loss": True}, {"loss": 0.5}]
+    assert series(rows, "loss") == ([1.0, 4.0], [2.0, 1.0])
+
+
+def test_plot_run_writes_three_pngs(tmp_path):
+    run = write_run(tmp_path / "run")
+    paths = plot_run(run)
+    assert [p.name for p in paths] == [LOSS_PNG, SCALES_PNG, ACCURACY_PNG]
+    sizes = [_png_size(p) for p in paths]
+    assert sizes[0] == sizes[2] == (704, 440)  # 6.4 x 4.0 inches at 110 dpi
+    assert sizes[1] == (1144, 440)  # two panels of 5.2 inches
+    from matplotlib.image import imread
+
+    pixels = imread(paths[0])
+    assert pixels[..., :3].std() > 0.05  # something is drawn, not a blank canvas
+
+
+def test_plot_run_leaves_out_what_is_missing(tmp_path):
+    run = write_run(tmp_path / "run", accuracies=(), with_manifest=False, with_metrics=False)
+    assert [p.name for p in plot_run(run, tmp_path / "pics")] == [LOSS_PNG, SCALES_PNG]
+    assert (tmp_path / "pics" / LOSS_PNG).exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert plot_run(empty) == []
+
+
+def test_plot_run_reads_a_run_cut_off_mid_write(tmp_path):
+    run = write_run(tmp_path / "run", accuracies=())
+    with open(run / "log_history.jsonl", "a") as fh:
+        fh.write('{"step": 9, "lo')
+    assert LOSS_PNG in [p.name for p in plot_run(run)]
+
+
+def test_summarize_run_reads_every_source(tmp_path):
+    full = summarize_run(write_run(tmp_path / "nlft-run"))
+    assert full == {"run": "nlft-run", "method": "nlft", "final_loss": 0.9, "accuracy": 0.55,
+                    "wall_time_s": 125.0, "peak_memory_bytes": 3 * 2**30}
+    # Without manifest and metrics: accuracy from the last evaluation, wall time from the trainer's log.
+    bare = summarize_run(write_run(tmp_path / "bare", with_manifest=False, with_metrics=False))
+    assert (bare["method"], bare["accuracy"], bare["wall_time_s"], bare["peak_memory_bytes"]) == (None, 0.5, 33.0, None)
+    (tmp_path / "bare" / "config.yaml").write_text("loss_type: cut\nlearning_rate: 5.0e-05\n")
+    assert summarize_run(tmp_path / "bare")["method"] == "cut"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert summarize_run(empty) == {"run": "empty", "method": None, "final_loss": None, "accuracy": None,
+                                    "wall_time_s": None, "peak_memory_bytes": None}
+
+
+def test_summarize_run_names_a_broken_manifest(tmp_path):
+    from nlft.io import DataError
+
+    run = write_run(tmp_path / "run")
+    (run / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"manifest\.json"):
+        summarize_run(run)
+
+
+def test_format_table():
+    rows = [{"run": "a", "method": "nlft", "final_loss": 0.91234, "accuracy": 0.5, "wall_time_s": 125.0,
+             "peak_memory_bytes": 3 * 2**30},
+            {"run": "baseline-sft", "method": None, "final_loss": None, "accuracy": None, "wall_time_s": 59.5,
+             "peak_memory_bytes": None}]
+    assert format_table(rows).splitlines() == [
+        "run           method  final loss  accuracy  wall time  peak memory",
+        "------------  ------  ----------  --------  ---------  -----------",
+        "a             nlft        0.9123    50.00%    2.1 min     3.00 GiB",
+        "baseline-sft  -                -         -     59.5 s            -",
+    ]
