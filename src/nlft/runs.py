@@ -211,6 +211,7 @@ class RunRecorder(TrainerCallback):
         self._epoch_start = 0.0
         self._train_start = 0.0
         self._in_epoch = False
+        self.phase: str | None = None  # e.g. ReFT's "warmup" and "rl"; recorded with epochs and logs when set
         old = self._read_manifest()
         self.manifest: dict[str, Any] = {
             "method": method,
@@ -259,16 +260,21 @@ class RunRecorder(TrainerCallback):
         self._in_epoch = False
         kind, peak = self.memory.stop()
         epoch = round(state.epoch or 0.0, 4)
-        entry = {"epoch": epoch, "global_step": state.global_step, "wall_time_s": time.perf_counter() - self._epoch_start,
-                 "peak_memory_bytes": peak, "memory_kind": kind}
-        self.manifest["epochs"] = [e for e in self.manifest["epochs"] if e["epoch"] != epoch] + [entry]
+        entry = {"epoch": epoch, "global_step": state.global_step,
+                 "wall_time_s": time.perf_counter() - self._epoch_start, "peak_memory_bytes": peak, "memory_kind": kind}
+        if self.phase:
+            entry["phase"] = self.phase
+        self.manifest["epochs"] = [e for e in self.manifest["epochs"]
+                                   if (e["epoch"], e.get("phase")) != (epoch, self.phase)] + [entry]
         self.write_manifest()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not logs or not state.is_world_process_zero:
             return
-        append_jsonl(self.run_dir / LOG_HISTORY, [{"step": state.global_step, "epoch": state.epoch,
-                                                   **_jsonable(logs)}])
+        entry = {"step": state.global_step, "epoch": state.epoch, **_jsonable(logs)}
+        if self.phase:
+            entry["phase"] = self.phase
+        append_jsonl(self.run_dir / LOG_HISTORY, [entry])
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._in_epoch:  # training stopped before the epoch's end hook
@@ -281,6 +287,36 @@ class RunRecorder(TrainerCallback):
 def append_eval_history(run_dir: str | os.PathLike, epoch: float, metrics: dict[str, Any]) -> None:
     """Append one evaluation (``epoch``, ``accuracy_strict``, ``accuracy_flexible``, ``n`` ...) to the run."""
     append_jsonl(Path(run_dir) / EVAL_HISTORY, [{"epoch": epoch, **_jsonable(metrics)}])
+
+
+class EpochEvalCallback(TrainerCallback):
+    """After every epoch: accuracy with :func:`nlft.evaluation.evaluate` into ``<run>/eval/epoch-N``.
+
+    Each evaluation is appended to ``eval_history.jsonl`` (``epoch``, ``accuracy_strict``,
+    ``accuracy_flexible``, ``n``, ``ci95``). ``eval_kwargs`` go to :func:`~nlft.evaluation.evaluate`
+    (batch_size, max_new_tokens, temperature, seed, template, ...).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, tokenizer: Any, rows: list[dict[str, Any]], **eval_kwargs: Any
+                 ) -> None:
+        self.run_dir = Path(run_dir)
+        self.tokenizer = tokenizer
+        self.rows = rows
+        self.eval_kwargs = eval_kwargs
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        from nlft.evaluation import evaluate
+
+        epoch = round(state.epoch or 0.0, 2)
+        was_training = model.training
+        try:
+            metrics = evaluate(model, self.tokenizer, self.rows, out_dir=self.run_dir / "eval" / f"epoch-{epoch:g}",
+                               progress=False, **self.eval_kwargs)
+        finally:
+            model.train(was_training)
+        append_eval_history(self.run_dir, epoch, {k: metrics[k] for k in
+                                                  ("accuracy_strict", "accuracy_flexible", "n", "ci95")})
+        print(f"epoch {epoch:g}: accuracy {metrics['accuracy_strict']:.2%} (n={metrics['n']})", file=sys.stderr)
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> str | None:
