@@ -30,7 +30,8 @@ METRICS = "metrics.json"
 SETTINGS = "eval_settings.json"
 TEMPLATES = {"solve": SOLVE_TEMPLATE, "base": BASE_TEMPLATE}
 
-GenerateFn = Callable[[list[str], int], list[str]]
+# generate(prompts, seeds) -> outputs: prompts are the filled templates (before any chat template), one seed per row
+GenerateFn = Callable[[list[str], list[int]], list[str]]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -107,14 +108,23 @@ def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def uses_chat(tokenizer: Any, use_chat_template: bool | None) -> bool:
+    """Whether prompts get the chat template: as asked, or (None) when the tokenizer has one."""
+    if use_chat_template is None:
+        return bool(getattr(tokenizer, "chat_template", None))
+    return use_chat_template
+
+
 def hf_generate_fn(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int, temperature: float,
-                   top_p: float, seed: int) -> GenerateFn:
-    """A ``generate(prompts, batch_seed) -> outputs`` over :func:`nlft.generation.generate_hf`."""
+                   top_p: float, use_chat_template: bool | None = None) -> GenerateFn:
+    """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.generation.generate_hf` (left padding, KV cache)."""
     from nlft.generation import generate_hf
 
-    def generate(prompts: list[str], batch_seed: int) -> list[str]:
+    chat = uses_chat(tokenizer, use_chat_template)
+
+    def generate(prompts: list[str], seeds: list[int]) -> list[str]:
         return generate_hf(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_p=top_p, seed=batch_seed, batch_size=batch_size, progress=False)
+                           top_p=top_p, seeds=seeds, batch_size=batch_size, progress=False, chat=chat)
 
     return generate
 
@@ -131,14 +141,17 @@ def vllm_available() -> bool:
 
 
 def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, max_new_tokens: int,
-                     temperature: float, top_p: float, seed: int, dtype: str = "auto",
-                     gpu_memory_utilization: float = 0.85) -> GenerateFn:
-    """A ``generate(prompts, batch_seed) -> outputs`` on vLLM (GPU), with an optional LoRA adapter.
+                     temperature: float, top_p: float, seed: int, use_chat_template: bool | None = None,
+                     dtype: str = "auto", gpu_memory_utilization: float = 0.85) -> GenerateFn:
+    """A ``generate(prompts, seeds) -> outputs`` on vLLM (GPU), with an optional LoRA adapter.
 
-    Prompts are passed as token ids, tokenized like the Hugging Face path, so that both backends
-    see identical inputs (no second BOS token from vLLM's own tokenization of a chat-templated string).
+    Prompts are passed as token ids, tokenized as for the Hugging Face path and for training (chat
+    template, special tokens only for plain prompts), so that both backends see identical inputs.
+    Outputs are cut after the answer line like :func:`nlft.generation.generate_hf`'s.
     """
     from vllm import LLM, SamplingParams
+
+    from nlft.generation import truncate_output
 
     lora_request = None
     kwargs: dict[str, Any] = {}
@@ -150,20 +163,22 @@ def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, ma
         lora_request = LoRARequest("adapter", 1, str(adapter))
     llm = LLM(model=model_path, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization, **kwargs)
 
-    def generate(prompts: list[str], batch_seed: int) -> list[str]:
-        params = SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                max_tokens=max_new_tokens, seed=batch_seed)
-        inputs = [{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+    def generate(prompts: list[str], seeds: list[int]) -> list[str]:
+        params = [SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, seed=s) for s in seeds]
+        inputs = []
+        for text in prompts:
+            wrapped = apply_chat(tokenizer, text, use_chat_template)
+            inputs.append({"prompt_token_ids": tokenizer(wrapped, add_special_tokens=wrapped == text)["input_ids"]})
         outs = llm.generate(inputs, params, lora_request=lora_request, use_tqdm=False)
-        return [o.outputs[0].text for o in outs]
+        return [truncate_output(o.outputs[0].text) for o in outs]
 
     return generate
 
 
-def build_prompts(tokenizer: Any, questions: Sequence[str], template: str = SOLVE_TEMPLATE,
-                  use_chat_template: bool | None = None) -> list[str]:
-    """The solve prompt of each question, wrapped in the chat template when the tokenizer has one."""
-    return [apply_chat(tokenizer, render(template, question=q), use_chat_template) for q in questions]
+def build_prompts(questions: Sequence[str], template: str = SOLVE_TEMPLATE) -> list[str]:
+    """The filled prompt template of each question (the generation backend applies the chat template)."""
+    return [render(template, question=q) for q in questions]
 
 
 def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -206,21 +221,25 @@ def evaluate(
             skipped (resume); settings must match those of the earlier run.
         batch_size: questions per generation batch (predictions are appended after every batch).
         temperature: 0 for greedy decoding; > 0 samples (the paper: 0.6, with ``max_new_tokens=512``).
-        seed: sampling seed; batch ``b`` uses ``seed + b`` so a rerun from scratch is repeatable.
+        seed: sampling seed; each question samples with ``derive_seed(seed, id)``, so its output does
+            not depend on its batch, and a resumed run draws what an uninterrupted one would.
         limit: evaluate the first ``limit`` rows only.
         template: the prompt, with ``{question}`` (default: the paper's solve instruction, A.2).
-        generate: ``generate(prompts, batch_seed) -> outputs``; default Hugging Face ``generate``.
+        use_chat_template: wrap prompts in the tokenizer's chat template (None: when it has one).
+        generate: ``generate(prompts, seeds) -> outputs``; default Hugging Face ``generate``.
 
     Returns:
         The metrics written to ``metrics.json`` (see :func:`summarize`), with the settings.
     """
+    from nlft.generation import derive_seed
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = eval_rows(rows, source=source)
     if limit is not None:
         items = items[:limit]
     settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-                "template": template, "batch_size": batch_size}
+                "template": template, "chat_template": uses_chat(tokenizer, use_chat_template)}
     _check_settings(out, settings)
     pred_path = out / PREDICTIONS
     repair_torn_tail(pred_path)
@@ -229,7 +248,7 @@ def evaluate(
     if generate is None:
         model.eval()
         generate = hf_generate_fn(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, seed=seed)
+                                  temperature=temperature, top_p=top_p, use_chat_template=use_chat_template)
     start = time.perf_counter()
     batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
     bar = None
@@ -237,10 +256,9 @@ def evaluate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(pending), desc="eval", unit="q", initial=0)
-    index = {r["id"]: i for i, r in enumerate(items)}
     for batch in batches:
-        prompts = build_prompts(tokenizer, [r["question"] for r in batch], template, use_chat_template)
-        outputs = generate(prompts, seed + index[batch[0]["id"]] // batch_size)
+        prompts = build_prompts([r["question"] for r in batch], template)
+        outputs = generate(prompts, [derive_seed(seed, r["id"]) for r in batch])
         new = [{"id": r["id"], "question": r["question"], "gold": r["gold"], "output": o, **grade(o, r["gold"])}
                for r, o in zip(batch, outputs, strict=True)]
         append_jsonl(pred_path, new)

@@ -16,8 +16,10 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2", help="model name or path (default: smollm2)")
+    parser.add_argument("--model", default=None, help="model name or path (default: the run's, else smollm2)")
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder to apply on the model")
+    parser.add_argument("--run", default=None,
+                        help="a run directory of `nlft train`: evaluate its final model and adapter")
     parser.add_argument("--data", default="gsm8k",
                         help="gsm8k, a reasoning-gym task (chain_sum, ...), or a JSONL/CSV file (default: gsm8k)")
     parser.add_argument("--data-dir", default=None, help="GSM8K folder (default: $NLFT_GSM8K_DIR)")
@@ -57,6 +59,21 @@ def resolve_template(prompt: str) -> str:
     return text
 
 
+def run_model(run_dir: str, model: str | None, adapter: str | None) -> tuple[str, str | None]:
+    """The final ``(model, adapter)`` recorded in a run's manifest; explicit values win."""
+    from pathlib import Path
+
+    from nlft.io import DataError
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise DataError("not a run directory of `nlft train` (no manifest.json)", path=run_dir)
+    final = json.loads(path.read_text(encoding="utf-8")).get("final")
+    if not final:
+        raise DataError("the run has not finished: its manifest has no final model", path=path, field="final")
+    return model or final["model"], adapter or final.get("adapter")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -66,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
     from nlft.models import load_model, load_tokenizer, resolve_model_path
 
     template = resolve_template(args.prompt)
+    if args.run:
+        args.model, args.adapter = run_model(args.run, args.model, args.adapter)
+    args.model = args.model or "smollm2"
     rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed)
     tokenizer = load_tokenizer(args.model)
+    chat = False if args.no_chat_template else None
     backend = args.backend
     if backend == "auto":
         backend = "vllm" if vllm_available() else "hf"
@@ -75,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         model = None
         generate = vllm_generate_fn(resolve_model_path(args.model), tokenizer, adapter=args.adapter,
                                     max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                    top_p=args.top_p, seed=args.seed, dtype=args.dtype or "auto")
+                                    top_p=args.top_p, seed=args.seed, use_chat_template=chat,
+                                    dtype=args.dtype or "auto")
     else:
         import torch
 
@@ -83,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
         if torch.cuda.is_available():
             model = model.to("cuda")
         generate = hf_generate_fn(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                                  temperature=args.temperature, top_p=args.top_p, use_chat_template=chat)
     metrics = evaluate(
         model, tokenizer, rows, out_dir=args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, limit=args.limit, template=template,
-        use_chat_template=False if args.no_chat_template else None, generate=generate,
+        use_chat_template=chat, generate=generate,
         progress=not args.no_progress, source=args.data,
     )
     metrics.update(model=args.model, adapter=args.adapter, data=args.data, split=args.split, backend=backend)

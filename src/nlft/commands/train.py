@@ -90,6 +90,9 @@ class TrainOptions:
     reft_algo: str = _opt("auto", "ReFT's RL algorithm: ppo (needs nlft[reft-ppo]), grpo, or auto (ppo when "
                                   "installed)", choices=("auto", "ppo", "grpo"))
     reft_warmup_epochs: float = _opt(2.0, "ReFT: SFT warm-up epochs before RL")
+    reft_warmup_data: str = _opt("reference", "ReFT warm-up targets: 'reference' (gold chain-of-thought, as in the "
+                                              "ReFT paper) or 'outputs' (the correct outputs)",
+                                 choices=("outputs", "reference"))
     reft_kl: float = _opt(0.05, "ReFT: KL coefficient towards the warm-up model")
     reft_num_generations: int = _opt(4, "ReFT GRPO: completions sampled per question")
     reft_max_new_tokens: int = _opt(256, "ReFT: new tokens per sampled completion")
@@ -378,7 +381,8 @@ def train(opts: TrainOptions) -> int:
                               peft_config=peft_config, callbacks=callbacks)
         final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
     elif method == "sft":
-        trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, run_dir, callbacks, opts.epochs)
+        trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, run_dir, callbacks, opts.epochs,
+                               opts.sft_data)
         final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
     elif method == "reft":
         final = _train_reft(opts, tokenizer, records, run_dir, callbacks, recorder, resolved, fresh_model, checkpoint)
@@ -392,7 +396,7 @@ def train(opts: TrainOptions) -> int:
 
 
 def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[dict[str, Any]], out: Path,
-                 callbacks: list[Any], epochs: float) -> Any:
+                 callbacks: list[Any], epochs: float, data_mode: str) -> Any:
     from trl import SFTConfig
 
     from nlft.baselines import make_sft_trainer
@@ -401,7 +405,7 @@ def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[d
     cfg = SFTConfig(**common_args(opts, out, epochs=epochs), max_length=opts.max_length, packing=False,
                     completion_only_loss=True)
     model, peft_config = _peft_setup(model, opts)
-    return make_sft_trainer(model, tokenizer, records, cfg, mode=opts.sft_data, peft_config=peft_config,
+    return make_sft_trainer(model, tokenizer, records, cfg, mode=data_mode, peft_config=peft_config,
                             callbacks=callbacks, base_template=BASE_TEMPLATE,
                             use_chat_template=opts.use_chat_template, source=opts.data)
 
@@ -435,7 +439,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
     if not (warm_model / "config.json").exists():
         recorder.phase = "warmup"
         trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, warm_dir, [recorder],
-                               opts.reft_warmup_epochs)
+                               opts.reft_warmup_epochs, opts.reft_warmup_data)
         recorder.manifest["warmup_trainer_args"] = trainer.args.to_dict()
         warm_ckpt = None
         if opts.resume:
