@@ -86,6 +86,9 @@ def test_summarize_run_reads_every_source(tmp_path):
     # Without manifest and metrics: accuracy from the last evaluation, wall time from the trainer's log.
     bare = summarize_run(write_run(tmp_path / "bare", with_manifest=False, with_metrics=False))
     assert (bare["method"], bare["accuracy"], bare["wall_time_s"], bare["peak_memory_bytes"]) == (None, 0.5, 33.0, None)
+    (tmp_path / "bare" / "eval").mkdir()
+    (tmp_path / "bare" / "eval" / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.125}))
+    assert summarize_run(tmp_path / "bare")["accuracy"] == 0.125
     (tmp_path / "bare" / "config.yaml").write_text("loss_type: cut\nlearning_rate: 5.0e-05\n")
     assert summarize_run(tmp_path / "bare")["method"] == "cut"
     empty = tmp_path / "empty"

@@ -159,13 +159,13 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     """The comparison facts of one run; a missing fact is None.
 
     Returns a dict with ``run`` (folder name), ``method``, ``final_loss`` (last logged training loss),
-    ``accuracy`` (strict accuracy of ``metrics.json``, else the manifest's metrics, else the last
-    ``eval_history.jsonl`` entry), ``wall_time_s`` (training wall time) and ``peak_memory_bytes``
-    (the largest per-epoch peak).
+    ``accuracy`` (strict accuracy of ``metrics.json`` or ``eval/metrics.json``, else the manifest's
+    metrics, else the last ``eval_history.jsonl`` entry), ``wall_time_s`` (training wall time) and
+    ``peak_memory_bytes`` (the largest per-epoch peak).
     """
     run = Path(run_dir)
     manifest = _read_json(run / "manifest.json")
-    metrics = _read_json(run / "metrics.json")
+    metrics = _read_json(run / "metrics.json") or _read_json(run / "eval" / "metrics.json")
     log = _read_jsonl(run / "log_history.jsonl")
     evals = _read_jsonl(run / "eval_history.jsonl")
 
