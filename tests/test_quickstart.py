@@ -56,6 +56,9 @@ def test_quickstart_runs_every_step_and_resumes(tiny_model, tokenizer, tmp_path,
     assert (out / "data" / "nlft.jsonl").read_text() == data_before
     assert (out / "run" / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == adapter_before
     assert len((out / "run" / "eval_history.jsonl").read_text().splitlines()) == 2
+    # Different settings in the same folder are refused, naming what changed.
+    assert main([*argv[:-1], "--epochs", "2", "--no-progress"]) == 2
+    assert "epochs: 1.0 -> 2.0" in capsys.readouterr().err
 
 
 def test_quickstart_rejects_bad_flags(tmp_path, capsys):

@@ -33,12 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "gsm8k when --data-dir is given)")
     parser.add_argument("--data-dir", default=None, help="GSM8K folder with train.jsonl and test.jsonl")
     parser.add_argument("--train-size", type=int, default=40, help="training questions (default: 40)")
-    parser.add_argument("--eval-size", type=int, default=20, help="held-out evaluation questions (default: 20)")
+    parser.add_argument("--eval-size", type=int, default=16, help="held-out evaluation questions (default: 16)")
     parser.add_argument("--epochs", type=float, default=3.0, help="NLFT epochs (default: 3)")
     parser.add_argument("--lr", type=float, default=2e-4,
                         help="learning rate (default: 2e-4; the paper's 5e-5 moves a 135M model little in 3 epochs)")
-    parser.add_argument("--max-new-tokens", type=int, default=160,
-                        help="tokens per generated answer, training and evaluation (default: 160)")
+    parser.add_argument("--max-new-tokens", type=int, default=128,
+                        help="tokens per generated answer, training and evaluation (default: 128)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per generation batch (default: 8)")
     parser.add_argument("--saliency-limit", type=int, default=16, help="records in the saliency map (default: 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of questions, sampling and training (default: 0)")
@@ -70,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("the quickstart reads GSM8K from disk: give --data-dir with train.jsonl and test.jsonl")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from nlft.resume import check_run_args
+
+    # A rerun resumes only with the same settings: two runs are never mixed in one folder.
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress", "command") and not callable(v)}
+    settings["data_dir"] = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    check_run_args(out, settings, name="quickstart_args.json")
     progress = not args.no_progress
     started = time.perf_counter()
 
