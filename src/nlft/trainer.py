@@ -11,9 +11,10 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from nlft.clustering import cosine_spans, word_spans
 from nlft.config import NLFTConfig
+from nlft.io import DataError
 from nlft.logps import IGNORE_INDEX, pad_views, view_logps
 from nlft.loss import nlft_loss
-from nlft.records import check_length, tokenize_record, validate_records
+from nlft.records import REQUIRED_FIELDS, check_length, tokenize_record, validate_records
 from nlft.scales import batch_token_scales
 
 STD, JUDGE = 0, 1
@@ -190,14 +191,20 @@ class NLFTTrainer(Trainer):
     def _prepare_dataset(self, dataset: Any, tokenizer: Any, args: NLFTConfig, name: str) -> Any:
         from datasets import Dataset
 
-        if isinstance(dataset, list):
-            dataset = Dataset.from_list(dataset)
         if dataset is None:
             return None
-        if "response_ids" in dataset.column_names:  # already tokenized
+        if not isinstance(dataset, list) and "response_ids" in dataset.column_names:  # already tokenized
             return dataset
-        needs_judgment = args.loss_type in ("nlft", "cut")
-        validate_records(dataset, source=name, needs_judgment=needs_judgment)
+        if not isinstance(dataset, list):
+            missing = [c for c in REQUIRED_FIELDS if c not in dataset.column_names]
+            if missing:
+                have = ", ".join(dataset.column_names)
+                raise DataError(f"missing column(s) {', '.join(missing)}; columns are {have}", path=name,
+                                field=missing[0])
+        # Validate before any conversion: Dataset.from_list would turn a missing key into None.
+        validate_records(dataset, source=name, needs_judgment=args.loss_type in ("nlft", "cut"))
+        if isinstance(dataset, list):
+            dataset = Dataset.from_list(dataset)
         views_correct, views_incorrect = args.needed_views
         views = tuple(dict.fromkeys(views_correct + views_incorrect))
         max_length, truncation = self._max_length, args.truncation
