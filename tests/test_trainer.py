@@ -175,3 +175,26 @@ def test_smollm2_lora_steps(tmp_path, smollm2_path, tokenizer):
     assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
     # a real model is confident on much of a fluent answer: some saliency tokens appear
     assert max(h.get("nlft/saliency_share", 0.0) for h in logs) > 0
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_other_architectures(tmp_path, tokenizer, arch):
+    """Qwen2 and GPT-2 style models (Conv1D projections, absolute positions) train with LoRA too."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+        lora = LoraConfig(**LORA)
+    else:
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4))
+        lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_fc", "c_proj"], fan_in_fan_out=True,
+                          task_type="CAUSAL_LM")
+    trainer = NLFTTrainer(model, make_args(tmp_path, max_steps=2, learning_rate=1e-2), train_dataset=sample_records(),
+                          processing_class=tokenizer, peft_config=lora)
+    before = lora_state(trainer.model)
+    trainer.train()
+    after = lora_state(trainer.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
