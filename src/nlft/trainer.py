@@ -285,6 +285,8 @@ class NLFTTrainer(Trainer):
         correct = inputs["correct"].to(torch.bool)
         if args.loss_type == "nlft" and p_std is None:
             p_std = torch.zeros_like(p_base)
+        if args.loss_type == "cut" and p_judge is None:  # a batch of correct outputs only: no judge view
+            p_judge = torch.zeros_like(p_base)
         ts = batch_token_scales(
             p_base, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
             p0_correct=args.p0_correct, c1=args.c1, c2=args.c2, c3=args.c3, r0=args.r0,
