@@ -52,18 +52,13 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "adapter" / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("view_probs", [
-    "dynamic",
-    pytest.param("per_epoch", marks=pytest.mark.xfail(
-        strict=True, reason="the per-epoch view cache is not stored in checkpoints: a resumed epoch recomputes "
-                            "it with the checkpoint's model (docs/reliability.md)")),
-])
+@pytest.mark.parametrize("view_probs", ["dynamic", "per_epoch", "cached"])
 def test_train_killed_mid_epoch_resumes_to_the_same_adapter(tmp_path, tiny_dir, train_data, view_probs):
     """SIGKILL once the first checkpoint (step 4 of 12 in epoch 1) is complete; ``--resume`` ends with
     the adapter of an uninterrupted run: same seed, equal within float32 tolerance.
 
-    ``per_epoch`` caches P_std / P_judge at each epoch's start; a resumed epoch would need the cache of
-    that epoch's start, which checkpoints do not hold yet (expected failure).
+    ``per_epoch`` and ``cached`` hold P_std / P_judge computed at an epoch's (or the run's) start: each
+    checkpoint stores that cache, and the resumed run reloads it instead of recomputing it.
     """
     extra = ("--view-probs", view_probs)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
