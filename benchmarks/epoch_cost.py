@@ -31,28 +31,35 @@ SMALL_SHAPE = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers
                "num_key_value_heads": 3, "max_position_embeddings": 2048, "tie_word_embeddings": True}
 
 
+# The test suite's 2-layer, width-64 random Llama: steps of about a second, for a quick look at overheads.
+TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 2048, "tie_word_embeddings": True}
+
+
 def make_model(kind: str, vocab_size: int) -> Any:
-    """``smollm2`` (the real model) or ``small`` (random, SmolLM2's width and vocabulary, 4 layers)."""
+    """``smollm2`` (the real model), ``small`` (random, SmolLM2's width and vocabulary, 4 layers) or ``tiny``."""
     import torch
 
     if kind == "smollm2":
         from nlft.models import load_model
 
         return load_model("smollm2")
-    if kind == "small":
+    if kind in ("small", "tiny"):
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
+        shape = SMALL_SHAPE if kind == "small" else TINY_SHAPE
         return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, pad_token_id=2, bos_token_id=1, eos_token_id=2,
-                                            **SMALL_SHAPE))
-    raise ValueError(f"model must be 'smollm2' or 'small', got {kind!r}")
+                                            **shape))
+    raise ValueError(f"model must be 'smollm2', 'small' or 'tiny', got {kind!r}")
 
 
 def run_once(config: str, epochs: int, records: list[dict], tokenizer: Any, args: argparse.Namespace) -> float:
     """Wall time in seconds of one whole training run (trainer built outside the timing)."""
+    from workload import lora_config
+
     from nlft.config import NLFTConfig
     from nlft.trainer import NLFTTrainer
-    from workload import lora_config
 
     loss_type = "nll" if config == "sft" else "nlft"
     view_probs = {"nlft_cached": "cached", "nlft_per_epoch": "per_epoch"}.get(config, "dynamic")
@@ -70,7 +77,7 @@ def run_once(config: str, epochs: int, records: list[dict], tokenizer: Any, args
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the report here")
-    parser.add_argument("--model", default="smollm2", choices=("smollm2", "small"))
+    parser.add_argument("--model", default="smollm2", choices=("smollm2", "small", "tiny"))
     parser.add_argument("--examples", type=int, default=50, help="training records (2:1 correct:incorrect)")
     parser.add_argument("--epochs", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--batch-size", type=int, default=4)
@@ -79,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from workload import realistic_records
 
     from nlft.models import load_tokenizer
-    from workload import realistic_records
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer("smollm2")

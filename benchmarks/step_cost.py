@@ -61,15 +61,15 @@ def batch_indices(kind: str, batch_size: int, single_size: int = 1) -> list[int]
     raise ValueError(f"batch kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
-def nlft_args(config: str, batch_size: int, output_dir: str, gradient_checkpointing: bool, bf16: bool) -> Any:
+def nlft_args(config: str, batch_size: int, output_dir: str, bf16: bool) -> Any:
     from nlft.config import NLFTConfig
 
     loss_type = "nll" if config == "sft_nll" else "nlft"
     view_probs = "cached" if config == "nlft_cached" else "dynamic"
+    # Checkpointing is switched on the shared model (see build_shared); the steps here bypass Trainer.train().
     return NLFTConfig(
         output_dir=output_dir, loss_type=loss_type, view_probs=view_probs, per_device_train_batch_size=batch_size,
-        report_to=[], gradient_checkpointing=gradient_checkpointing, bf16=bf16, use_cpu=not bf16,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        report_to=[], bf16=bf16, use_cpu=not bf16,
     )
 
 
@@ -77,19 +77,19 @@ class Bench:
     """One configuration: its trainer and its collated batches, ready to step."""
 
     def __init__(self, config: str, model: Any, tokenizer: Any, records: list[dict], batch_size: int,
-                 single_size: int, output_dir: str, gradient_checkpointing: bool, bf16: bool) -> None:
-        from nlft.trainer import NLFTTrainer
+                 single_size: int, output_dir: str, bf16: bool) -> None:
         from refstyle import RefStyleTrainer
+
+        from nlft.trainer import NLFTTrainer
 
         self.config = config
         self.cache_fill_s: float | None = None
-        args = nlft_args(config, batch_size, output_dir, gradient_checkpointing, bf16)
+        args = nlft_args(config, batch_size, output_dir, bf16)
         if config == "trl_sft":
             # Tokenize exactly as NLFT does, so that both see the same tokens.
-            ref = NLFTTrainer(model, args=nlft_args("sft_nll", batch_size, output_dir, False, bf16),
+            ref = NLFTTrainer(model, args=nlft_args("sft_nll", batch_size, output_dir, bf16),
                               train_dataset=records, processing_class=tokenizer)
-            self.trainer = self._trl_trainer(model, tokenizer, ref.train_dataset, batch_size, output_dir,
-                                             gradient_checkpointing, bf16)
+            self.trainer = self._trl_trainer(model, tokenizer, ref.train_dataset, batch_size, output_dir, bf16)
         elif config == "refstyle":
             self.trainer = RefStyleTrainer(model, args=args, train_dataset=records, processing_class=tokenizer)
         elif config in CONFIGS:
@@ -110,17 +110,15 @@ class Bench:
             self.batches[kind] = (batch, int((labels != -100).sum()))
 
     @staticmethod
-    def _trl_trainer(model: Any, tokenizer: Any, tokenized: Any, batch_size: int, output_dir: str,
-                     gradient_checkpointing: bool, bf16: bool) -> Any:
+    def _trl_trainer(model: Any, tokenizer: Any, tokenized: Any, batch_size: int, output_dir: str, bf16: bool
+                     ) -> Any:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
         rows = [{"input_ids": p + r, "labels": [-100] * len(p) + r}
                 for p, r in zip(tokenized["base_prompt_ids"], tokenized["response_ids"])]
         args = SFTConfig(output_dir=output_dir, per_device_train_batch_size=batch_size, report_to=[], max_length=None,
-                         learning_rate=5e-5, lr_scheduler_type="cosine", bf16=bf16, use_cpu=not bf16,
-                         gradient_checkpointing=gradient_checkpointing,
-                         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None)
+                         learning_rate=5e-5, lr_scheduler_type="cosine", bf16=bf16, use_cpu=not bf16)
         return SFTTrainer(model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
 
     def step(self, kind: str) -> float:
@@ -146,9 +144,9 @@ def build_shared(args: argparse.Namespace) -> tuple[Any, Any, list[dict]]:
     """The tokenizer, the LoRA-wrapped model (shared by every configuration) and the records."""
     import torch
     from peft import get_peft_model
+    from workload import load_workload_model, lora_config, realistic_records
 
     from nlft.models import load_tokenizer
-    from workload import load_workload_model, lora_config, realistic_records
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer("smollm2")
@@ -156,6 +154,8 @@ def build_shared(args: argparse.Namespace) -> tuple[Any, Any, list[dict]]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = get_peft_model(load_workload_model(args.model, device), lora_config())
     if args.gradient_checkpointing:
+        # Trainer.train() would do this; the steps here are driven directly.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return tokenizer, model, records
 
@@ -188,8 +188,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     tokenizer, model, records = build_shared(args)
     with tempfile.TemporaryDirectory() as out:
-        bench = Bench(args.child[0], model, tokenizer, records, args.batch_size, args.single_size, out,
-                      args.gradient_checkpointing, False)
+        bench = Bench(args.child[0], model, tokenizer, records, args.batch_size, args.single_size, out, False)
         exact = _reset_peak_rss()
         before = _status_kb("VmRSS")
         for _ in range(2):
@@ -204,7 +203,8 @@ def cpu_memory(args: argparse.Namespace, configs: list[str], kinds: list[str]) -
     for config in configs:
         for kind in kinds:
             cmd = [sys.executable, __file__, "--child", config, kind, "--model", args.model,
-                   "--batch-size", str(args.batch_size), "--single-size", str(args.single_size), "--threads", str(args.threads)]
+                   "--batch-size", str(args.batch_size), "--single-size", str(args.single_size),
+                   "--threads", str(args.threads)]
             if args.gradient_checkpointing:
                 cmd.append("--gradient-checkpointing")
             env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -321,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer, model, records = build_shared(args)
     with tempfile.TemporaryDirectory() as out:
-        benches = {c: Bench(c, model, tokenizer, records, args.batch_size, args.single_size, out,
-                            args.gradient_checkpointing, cuda) for c in args.configs}
+        benches = {c: Bench(c, model, tokenizer, records, args.batch_size, args.single_size, out, cuda)
+                   for c in args.configs}
         times: dict[tuple[str, str], list[float]] = {(c, k): [] for c in args.configs for k in args.kinds}
         memory: dict[tuple[str, str], dict] = {}
         rounds = args.warmup + args.reps
@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = {
             "device": torch.cuda.get_device_name() if cuda else "cpu",
             "model": args.model, "dtype": "bfloat16" if cuda else "float32", "lora": "r16 alpha16 MLP",
-            "batch_size": args.batch_size, "single_size": args.single_size, "threads": args.threads, "warmup": args.warmup, "reps": args.reps,
+            "batch_size": args.batch_size, "single_size": args.single_size, "threads": args.threads,
+            "warmup": args.warmup, "reps": args.reps,
             "gradient_checkpointing": args.gradient_checkpointing,
             "memory_method": "torch.cuda.max_memory_allocated" if cuda else "VmHWM of a fresh child process",
             "torch": torch.__version__,
