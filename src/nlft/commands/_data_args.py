@@ -1,0 +1,136 @@
+"""Command-line options shared by ``generate``, ``judge`` and ``prepare`` (standard library only)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+# Options that do not change a run's results: a rerun may change them freely.
+NON_RESULT_OPTIONS = {"out", "no_progress", "max_concurrency", "timeout", "max_retries", "command", "_run"}
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("dataset")
+    g.add_argument("--dataset", default="gsm8k",
+                   help="gsm8k, gsm_symbolic, chain_sum, basic_arithmetic, a .jsonl/.csv file, "
+                        "or hf:NAME[:CONFIG]")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with {split}.jsonl for gsm8k (default $NLFT_GSM8K_DIR, else the hub)")
+    g.add_argument("--split", default="train")
+    g.add_argument("--limit", type=int, default=None, help="keep the first N questions")
+    g.add_argument("--question-field", default="question")
+    g.add_argument("--answer-field", default="answer")
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--backend", choices=("hf", "openai"), default="hf",
+                   help="local Hugging Face model, or an OpenAI-compatible server (vLLM, llama.cpp, OpenAI)")
+    g.add_argument("--model", default="smollm2",
+                   help="hf backend: model name or folder (default smollm2, offline SmolLM2-135M-Instruct)")
+    g.add_argument("--adapter", default=None, help="hf backend: a LoRA adapter folder (self-study)")
+    g.add_argument("--no-chat-template", action="store_true",
+                   help="hf backend: send the prompt as plain text, without the tokenizer's chat template")
+    g.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--model-name", default=None, help="model name sent to the server")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the API key (optional for local servers)")
+    g.add_argument("--max-concurrency", type=int, default=4, help="requests in flight at most")
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    g.add_argument("--max-retries", type=int, default=5, help="retries on 429, 5xx, timeouts, bad JSON")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("generation")
+    g.add_argument("--template", default=None,
+                   help="file with the solve prompt (uses {question}); "
+                        "default: the paper's instruction (A.2)")
+    g.add_argument("--num-samples", type=int, default=1, help="outputs per question")
+    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="run seed; each row's seed derives from it and the row id")
+    g.add_argument("--batch-size", type=int, default=8)
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser, *, with_backend_defaults: bool) -> None:
+    g = parser.add_argument_group("judge")
+    g.add_argument("--judge", choices=("calculator", "hf", "openai"), default="calculator",
+                   help="calculator: rule-based, no model; hf: local model; openai: OpenAI-compatible server")
+    g.add_argument("--judge-model", default=None,
+                   help="hf judge: model name or folder (default: --model, else smollm2)")
+    g.add_argument("--judge-max-new-tokens", type=int, default=256)
+    g.add_argument("--grading", choices=("strict", "flexible"), default="strict",
+                   help="strict: the number after '####'; flexible: the last number")
+    if with_backend_defaults:
+        g.add_argument("--judge-base-url", default=None, help="openai judge server (default: --base-url)")
+        g.add_argument("--judge-model-name", default=None,
+                       help="openai judge model name (default: --model-name)")
+
+
+def backend_spec(args: argparse.Namespace) -> Any:
+    from nlft.pipeline import BackendSpec
+
+    if args.backend == "openai":
+        return BackendSpec(backend="openai", model=args.model_name or "default", base_url=args.base_url,
+                           api_key_env=args.api_key_env, max_concurrency=args.max_concurrency,
+                           timeout=args.timeout, max_retries=args.max_retries)
+    return BackendSpec(backend="hf", model=args.model, adapter=args.adapter,
+                       chat_template=not args.no_chat_template)
+
+
+def judge_spec(args: argparse.Namespace) -> Any:
+    from nlft.pipeline import BackendSpec, JudgeSpec
+
+    backend = None
+    if args.judge == "hf":
+        model = args.judge_model or getattr(args, "model", None) or "smollm2"
+        backend = BackendSpec(backend="hf", model=model,
+                              chat_template=not getattr(args, "no_chat_template", False))
+    elif args.judge == "openai":
+        base_url = getattr(args, "judge_base_url", None) or args.base_url
+        name = getattr(args, "judge_model_name", None) or args.model_name or "default"
+        if not base_url:
+            raise SystemExit("nlft: error: --judge openai needs --base-url (or --judge-base-url)")
+        backend = BackendSpec(backend="openai", model=name, base_url=base_url, api_key_env=args.api_key_env,
+                              max_concurrency=args.max_concurrency, timeout=args.timeout,
+                              max_retries=args.max_retries)
+    return JudgeSpec(kind=args.judge, backend=backend, max_new_tokens=args.judge_max_new_tokens,
+                     batch_size=args.batch_size, grading=args.grading)
+
+
+def sampling_spec(args: argparse.Namespace) -> Any:
+    from nlft.pipeline import SamplingSpec
+
+    return SamplingSpec(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size)
+
+
+def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from nlft.datasets import load_questions
+
+    return load_questions(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit,
+                          seed=args.seed, question_field=args.question_field, answer_field=args.answer_field)
+
+
+def result_arguments(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The arguments that decide a run's results, for :func:`nlft.resume.check_run_args`."""
+    values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
+    for key in ("data_dir", "template", "input", "adapter"):
+        if values.get(key):
+            values[key] = str(Path(values[key]).resolve())
+    values.update(extra)
+    return values
+
+
+class Timer:
+    """Wall-clock seconds since creation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.start, 2)

@@ -1,0 +1,60 @@
+"""Grade outputs and write judgments for the incorrect ones (paper appendix A.1).
+
+Reads an outputs file (``nlft generate``'s ``outputs.jsonl``, or any JSONL with ``id``, ``question``,
+``reference``, ``gold`` and ``output``) and writes NLFT records to ``OUT/nlft.jsonl`` (resumable).
+``--judge calculator`` checks calculator annotations and equations without any model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nlft.commands._data_args import (
+    Timer,
+    add_backend_arguments,
+    add_judge_arguments,
+    judge_spec,
+    result_arguments,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nlft judge``."""
+    parser.add_argument("--input", required=True, help="outputs JSONL (from nlft generate)")
+    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
+    add_judge_arguments(parser, with_backend_defaults=False)
+    add_backend_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Judge the outputs; print the NLFT file's path and a summary."""
+    from nlft.generation import APIError
+    from nlft.io import DataError, atomic_write_json, iter_jsonl
+    from nlft.pipeline import NLFT_FILE, SUMMARY_FILE, format_summary, judge_outputs, summarize
+    from nlft.resume import check_run_args
+
+    timer = Timer()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    judge = judge_spec(args)
+    check_run_args(out_dir, result_arguments(args), name="judge_args.json")
+    rows = []
+    for line, row in iter_jsonl(args.input):
+        for name in ("id", "question", "reference", "gold", "output"):
+            if not isinstance(row.get(name), str):
+                raise DataError("missing or not a string", path=args.input, line=line, field=name)
+        rows.append(row)
+    try:
+        records = judge_outputs(rows, out_dir / NLFT_FILE, judge=judge, progress=not args.no_progress)
+    except APIError as err:
+        print(f"nlft judge: error: {err}", file=sys.stderr)
+        return 2
+    summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
+    print(format_summary(summary))
+    print(f"NLFT data: {out_dir / NLFT_FILE}")
+    return 0

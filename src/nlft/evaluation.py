@@ -1,0 +1,274 @@
+"""Accuracy of a model on a question set: batched generation, grading, resumable predictions.
+
+``evaluate`` writes into ``out_dir``:
+
+- ``predictions.jsonl``: one row per question (``id``, ``question``, ``gold``, ``output``,
+  ``extracted`` (strict), ``extracted_flexible``, ``correct`` (strict), ``correct_flexible``),
+  appended after every batch, so that an interrupted evaluation resumes where it stopped;
+- ``metrics.json``: ``accuracy_strict``, ``accuracy_flexible``, ``n``, ``ci95`` (Wilson 95% interval
+  of the strict accuracy), the number answered in the ``#### N`` format, and the settings.
+
+Generation goes through :func:`nlft.generation.generate_hf` (left padding, KV cache) by default, or
+any ``generate(prompts) -> outputs`` callable, e.g. the vLLM one built by :func:`vllm_generate_fn`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nlft.io import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
+from nlft.prompts import BASE_TEMPLATE, SOLVE_TEMPLATE, apply_chat, render
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+SETTINGS = "eval_settings.json"
+TEMPLATES = {"solve": SOLVE_TEMPLATE, "base": BASE_TEMPLATE}
+
+# generate(prompts, seeds) -> outputs: prompts are the filled templates (before any chat template), one seed per row
+GenerateFn = Callable[[list[str], list[int]], list[str]]
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95% for the default ``z``); ``(0, 1)`` when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def eval_rows(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> list[dict[str, Any]]:
+    """Normalise question rows to ``id``, ``question``, ``gold``: ``gold`` is read from ``reference`` when absent.
+
+    Accepts the rows of :func:`nlft.datasets.load_questions` and NLFT records alike; a row without
+    ``id`` gets its index. Raises :class:`DataError` naming the row and field.
+    """
+    from nlft.grading import gold_answer, normalize_number
+
+    out = []
+    for i, row in enumerate(rows):
+        question = row.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError("missing or empty question", path=source, line=i + 1, field="question")
+        gold = row.get("gold")
+        if gold is None:
+            reference = row.get("reference") or row.get("answer")
+            if not isinstance(reference, str):
+                raise DataError("needs 'gold' or a 'reference' ending in '#### N'", path=source, line=i + 1,
+                                field="gold")
+            try:
+                gold = gold_answer(reference)
+            except ValueError as err:
+                raise DataError(str(err), path=source, line=i + 1, field="reference") from None
+        norm = normalize_number(str(gold))
+        if norm is None:
+            raise DataError(f"gold answer {gold!r} is not a number", path=source, line=i + 1, field="gold")
+        out.append({"id": str(row.get("id", i)), "question": question, "gold": norm})
+    ids = [r["id"] for r in out]
+    if len(set(ids)) != len(ids):
+        dup = next(x for x in ids if ids.count(x) > 1)
+        raise DataError(f"duplicate id {dup!r}", path=source, field="id")
+    return out
+
+
+def grade(output: str, gold: str) -> dict[str, Any]:
+    """Extracted answers and correctness of one output, strict (``#### N``) and flexible (last number)."""
+    from nlft.grading import extract_answer, is_correct
+
+    return {
+        "extracted": extract_answer(output, "strict"),
+        "extracted_flexible": extract_answer(output, "flexible"),
+        "correct": is_correct(output, gold, "strict"),
+        "correct_flexible": is_correct(output, gold, "flexible"),
+    }
+
+
+def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy (strict, flexible), counts and the Wilson 95% interval of the strict accuracy."""
+    n = len(predictions)
+    k = sum(bool(p["correct"]) for p in predictions)
+    k_flex = sum(bool(p["correct_flexible"]) for p in predictions)
+    lo, hi = wilson_interval(k, n)
+    return {
+        "accuracy_strict": k / n if n else 0.0,
+        "accuracy_flexible": k_flex / n if n else 0.0,
+        "n": n,
+        "n_correct_strict": k,
+        "n_correct_flexible": k_flex,
+        "ci95": [lo, hi],
+        "answered_share": (sum(p["extracted"] is not None for p in predictions) / n) if n else 0.0,
+    }
+
+
+def uses_chat(tokenizer: Any, use_chat_template: bool | None) -> bool:
+    """Whether prompts get the chat template: as asked, or (None) when the tokenizer has one."""
+    if use_chat_template is None:
+        return bool(getattr(tokenizer, "chat_template", None))
+    return use_chat_template
+
+
+def hf_generate_fn(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int, temperature: float,
+                   top_p: float, use_chat_template: bool | None = None) -> GenerateFn:
+    """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.generation.generate_hf` (left padding, KV cache)."""
+    from nlft.generation import generate_hf
+
+    chat = uses_chat(tokenizer, use_chat_template)
+
+    def generate(prompts: list[str], seeds: list[int]) -> list[str]:
+        return generate_hf(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                           top_p=top_p, seeds=seeds, batch_size=batch_size, progress=False, chat=chat)
+
+    return generate
+
+
+def vllm_available() -> bool:
+    """Whether vLLM is installed and a CUDA GPU is present."""
+    from importlib.util import find_spec
+
+    if find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, max_new_tokens: int,
+                     temperature: float, top_p: float, seed: int, use_chat_template: bool | None = None,
+                     dtype: str = "auto", gpu_memory_utilization: float = 0.85) -> GenerateFn:
+    """A ``generate(prompts, seeds) -> outputs`` on vLLM (GPU), with an optional LoRA adapter.
+
+    Prompts are passed as token ids, tokenized as for the Hugging Face path and for training (chat
+    template, special tokens only for plain prompts), so that both backends see identical inputs.
+    Outputs are cut after the answer line like :func:`nlft.generation.generate_hf`'s.
+    """
+    from vllm import LLM, SamplingParams
+
+    from nlft.generation import truncate_output
+
+    lora_request = None
+    kwargs: dict[str, Any] = {}
+    if adapter:
+        from vllm.lora.request import LoRARequest
+
+        rank = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16)
+        kwargs.update(enable_lora=True, max_lora_rank=max(8, int(rank)))
+        lora_request = LoRARequest("adapter", 1, str(adapter))
+    llm = LLM(model=model_path, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization, **kwargs)
+
+    def generate(prompts: list[str], seeds: list[int]) -> list[str]:
+        params = [SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, seed=s) for s in seeds]
+        inputs = []
+        for text in prompts:
+            wrapped = apply_chat(tokenizer, text, use_chat_template)
+            inputs.append({"prompt_token_ids": tokenizer(wrapped, add_special_tokens=wrapped == text)["input_ids"]})
+        outs = llm.generate(inputs, params, lora_request=lora_request, use_tqdm=False)
+        return [truncate_output(o.outputs[0].text) for o in outs]
+
+    return generate
+
+
+def build_prompts(questions: Sequence[str], template: str = SOLVE_TEMPLATE) -> list[str]:
+    """The filled prompt template of each question (the generation backend applies the chat template)."""
+    return [render(template, question=q) for q in questions]
+
+
+def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    path = out_dir / SETTINGS
+    if path.exists() and (out_dir / PREDICTIONS).exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if changed:
+            raise DataError(
+                f"{out_dir} holds predictions made with other settings ({', '.join(changed)} differ); "
+                "use another output folder, or delete it to start over", path=path)
+    atomic_write_json(path, settings)
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    out_dir: str | os.PathLike,
+    batch_size: int = 16,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    limit: int | None = None,
+    template: str = SOLVE_TEMPLATE,
+    use_chat_template: bool | None = None,
+    generate: GenerateFn | None = None,
+    progress: bool = True,
+    source: str = "dataset",
+) -> dict[str, Any]:
+    """Generate an answer for each question, grade it and write ``predictions.jsonl`` and ``metrics.json``.
+
+    Args:
+        model, tokenizer: a causal LM (with its adapter applied, if any) and its tokenizer; the model
+            is ignored when ``generate`` is given.
+        rows: questions with ``id``, ``question`` and ``gold`` (or ``reference`` ending in ``#### N``).
+        out_dir: where predictions and metrics go. Questions already in ``predictions.jsonl`` are
+            skipped (resume); settings must match those of the earlier run.
+        batch_size: questions per generation batch (predictions are appended after every batch).
+        temperature: 0 for greedy decoding; > 0 samples (the paper: 0.6, with ``max_new_tokens=512``).
+        seed: sampling seed; each question samples with ``derive_seed(seed, id)``, so its output does
+            not depend on its batch, and a resumed run draws what an uninterrupted one would.
+        limit: evaluate the first ``limit`` rows only.
+        template: the prompt, with ``{question}`` (default: the paper's solve instruction, A.2).
+        use_chat_template: wrap prompts in the tokenizer's chat template (None: when it has one).
+        generate: ``generate(prompts, seeds) -> outputs``; default Hugging Face ``generate``.
+
+    Returns:
+        The metrics written to ``metrics.json`` (see :func:`summarize`), with the settings.
+    """
+    from nlft.generation import derive_seed
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = eval_rows(rows, source=source)
+    if limit is not None:
+        items = items[:limit]
+    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                "template": template, "chat_template": uses_chat(tokenizer, use_chat_template)}
+    _check_settings(out, settings)
+    pred_path = out / PREDICTIONS
+    repair_torn_tail(pred_path)
+    done = {str(p["id"]): p for p in read_jsonl(pred_path)}
+    pending = [r for r in items if r["id"] not in done]
+    if generate is None:
+        model.eval()
+        generate = hf_generate_fn(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, use_chat_template=use_chat_template)
+    start = time.perf_counter()
+    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+    bar = None
+    if progress and batches:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pending), desc="eval", unit="q", initial=0)
+    for batch in batches:
+        prompts = build_prompts([r["question"] for r in batch], template)
+        outputs = generate(prompts, [derive_seed(seed, r["id"]) for r in batch])
+        new = [{"id": r["id"], "question": r["question"], "gold": r["gold"], "output": o, **grade(o, r["gold"])}
+               for r, o in zip(batch, outputs, strict=True)]
+        append_jsonl(pred_path, new)
+        done.update({p["id"]: p for p in new})
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    predictions = [done[r["id"]] for r in items if r["id"] in done]
+    metrics = {**summarize(predictions), "generated_now": len(pending),
+               "wall_time_s": time.perf_counter() - start, "settings": settings}
+    atomic_write_json(out / METRICS, metrics)
+    return metrics
