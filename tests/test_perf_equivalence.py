@@ -153,3 +153,49 @@ def test_cached_views_equal_dynamic_before_any_update(tokenizer, tmp_path):
     for name in grads_d:
         scale = float(grads_d[name].abs().max())
         torch.testing.assert_close(grads_d[name], grads_c[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_step_cost_summary_ratios_and_targets():
+    """Hand-made timings: SFT is the faster of the two SFT steps, ratios and target checks follow from it."""
+    import argparse
+
+    from step_cost import summarise
+
+    configs = ["sft_nll", "trl_sft", "nlft_dynamic", "refstyle"]
+    step = {"sft_nll": 2.0, "trl_sft": 3.0, "nlft_dynamic": 3.4, "refstyle": 9.0}
+    peak = {"sft_nll": 1000.0, "trl_sft": 1300.0, "nlft_dynamic": 1040.0, "refstyle": 2200.0}
+    times = {(c, "mixed"): [step[c] + 1.0, step[c], step[c] - 0.5] for c in configs}
+    memory = {(c, "mixed"): {"peak_mb": peak[c], "step_mb": peak[c] - 900.0} for c in configs}
+    args = argparse.Namespace(kinds=["mixed"], configs=configs)
+    report = summarise(times, memory, args, {})
+    assert report["sft_step_s"] == 2.0 and report["per_kind"]["mixed"]["sft"]["from"] == "sft_nll"
+    assert report["trl_sft_step_s"] == 3.0 and report["refstyle_peak_mb"] == 2200.0
+    ratios = report["ratios"]["mixed"]
+    assert ratios["nlft_dynamic_vs_sft_time"] == pytest.approx(1.7)  # 3.4 / 2.0
+    assert ratios["nlft_dynamic_vs_sft_peak"] == pytest.approx(1.04)  # 1040 / 1000
+    assert ratios["refstyle_vs_dynamic_time"] == pytest.approx(9.0 / 3.4)
+    assert ratios["refstyle_vs_dynamic_step_mb"] == pytest.approx(1300.0 / 140.0)
+    t = report["targets"]
+    assert t["dynamic_time_mixed"]["ok"] and t["dynamic_peak_mixed"]["ok"] and t["refstyle_time_mixed"]["ok"]
+    assert t["refstyle_peak_mixed"]["ok"] is True  # 2200 / 1040 = 2.12 >= 2
+    assert t["dynamic_time_incorrect"]["ok"] is None  # not measured
+
+
+def test_step_cost_bench_steps_every_configuration(tokenizer, tmp_path):
+    """Every benchmark configuration builds and takes real optimizer steps that change the LoRA weights."""
+    from peft import get_peft_model
+    from step_cost import CONFIGS, Bench, batch_indices
+    from workload import lora_config, realistic_records
+
+    assert batch_indices("mixed", 3) == [0, 1, 3] and batch_indices("incorrect", 3, 2) == [3, 4]
+    records = realistic_records(tokenizer, 6, correct_share=0.5)
+    assert [r["correct"] for r in records] == [True] * 3 + [False] * 3
+    assert all(r["judgment"] for r in records[3:])
+    model = get_peft_model(make_tiny_model(len(tokenizer)), lora_config())
+    lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+    for config in CONFIGS:
+        bench = Bench(config, model, tokenizer, records, 3, 1, str(tmp_path / config), False)
+        before = lora_b.detach().clone()
+        assert bench.step("mixed") > 0
+        assert not torch.equal(before, lora_b.detach()), config
+    assert bench.batches["mixed"][0]["input_ids"].shape[0] == 3
