@@ -353,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
             "gradient_checkpointing": args.gradient_checkpointing,
             "memory_method": "torch.cuda.max_memory_allocated" if cuda else "VmHWM of a fresh child process",
             "torch": torch.__version__,
-            "tokens": token_stats(benches[args.configs[0]], args.batch_size, args.single_size)
-            if args.configs[0] != "trl_sft" else None,
+            # An NLFT configuration tokenizes every view; the SFT ones only the base prompt.
+            "tokens": next((token_stats(benches[c], args.batch_size, args.single_size) for c in args.configs
+                            if c not in ("sft_nll", "trl_sft")), None),
             "cache_fill_s": benches["nlft_cached"].cache_fill_s if "nlft_cached" in benches else None,
         }
         del benches
