@@ -146,8 +146,9 @@ def test_judge_cli_calculator(tmp_path: Path) -> None:
 
 def test_judge_cli_malformed_row_names_file_line_field(tmp_path: Path) -> None:
     inp = tmp_path / "outputs.jsonl"
-    inp.write_text(json.dumps({"id": "a", "question": "q", "reference": "#### 1", "gold": "1", "output": "#### 1"})
-                   + "\n\n" + json.dumps({"id": "b", "question": "q", "reference": "#### 1", "gold": "1"}) + "\n")
+    good = {"id": "a", "question": "q", "reference": "#### 1", "gold": "1", "output": "#### 1"}
+    bad = {"id": "b", "question": "q", "reference": "#### 1", "gold": "1"}
+    inp.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
     proc = _nlft("judge", "--input", str(inp), "--out", str(tmp_path / "o"), "--no-progress")
     assert proc.returncode == 2
     assert f"{inp}, line 3, field 'output'" in proc.stderr
@@ -222,3 +223,27 @@ def test_prepare_killed_and_resumed_matches_uninterrupted(tmp_path: Path) -> Non
     proc = _nlft(*[a if a != "24" else "32" for a in args], "--out", str(killed))
     assert proc.returncode == 2
     assert "max_new_tokens: 24 -> 32" in proc.stderr
+
+
+@pytest.mark.slow
+def test_generate_samples_per_question_with_own_seeds(tmp_path: Path) -> None:
+    template = tmp_path / "short.txt"
+    template.write_text("Question: {question}\nAnswer:")
+    args = ["generate", "--dataset", "chain_sum", "--limit", "2", "--seed", "5", "--num-samples", "2",
+            "--temperature", "1.0", "--max-new-tokens", "12", "--template", str(template), "--no-progress"]
+    out = tmp_path / "g"
+    proc = _nlft(*args, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote 4 outputs to {out / 'outputs.jsonl'}" in proc.stdout
+    rows = _lines(out / "outputs.jsonl")
+    q0, q1 = "chain_sum-train-5-0", "chain_sum-train-5-1"
+    assert [(r["id"], r["question_id"], r["sample"]) for r in rows] == [
+        (f"{q0}-s0", q0, 0), (f"{q0}-s1", q0, 1), (f"{q1}-s0", q1, 0), (f"{q1}-s1", q1, 1)]
+    assert len({r["provenance"]["seed"] for r in rows}) == 4
+    assert rows[0]["provenance"]["template"]["name"] == "short.txt"
+    assert rows[0]["provenance"]["sampling"] == {"max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0}
+    # The same rows generated one question at a time (other batches) are the same texts.
+    single = tmp_path / "single"
+    proc = _nlft(*args, "--batch-size", "1", "--out", str(single))
+    assert proc.returncode == 0, proc.stderr
+    assert [r["output"] for r in _lines(single / "outputs.jsonl")] == [r["output"] for r in rows]
