@@ -247,3 +247,17 @@ def test_generate_samples_per_question_with_own_seeds(tmp_path: Path) -> None:
     proc = _nlft(*args, "--batch-size", "1", "--out", str(single))
     assert proc.returncode == 0, proc.stderr
     assert [r["output"] for r in _lines(single / "outputs.jsonl")] == [r["output"] for r in rows]
+
+
+def test_a_file_is_never_extended_with_other_judge_settings(tmp_path: Path) -> None:
+    from nlft.pipeline import JudgeSpec, judge_outputs
+
+    rows = _lines(_outputs_file(tmp_path / "outputs.jsonl"))
+    out = tmp_path / "nlft.jsonl"
+    judge_outputs(rows[:2], out, judge=JudgeSpec(batch_size=1), progress=False)
+    with pytest.raises(DataError, match=r"nlft\.jsonl, line 1, field 'provenance': this file was written "
+                                        r"with other judge settings"):
+        judge_outputs(rows, out, judge=JudgeSpec(grading="flexible"), progress=False)
+    records = judge_outputs(rows, out, judge=JudgeSpec(batch_size=1), progress=False)
+    assert [r["id"] for r in records] == ["a", "b", "c"]
+    assert len(_lines(out)) == 3
