@@ -143,8 +143,10 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
     from nlft.generation import truncate_output
 
     with _openai_client(spec) as client:
+        # The server stops at a new few-shot question; the answer line is cut after (truncate_output).
         results = client.complete_many(prompts, temperature=temperature, max_tokens=max_new_tokens,
-                                       seeds=seeds, top_p=top_p, progress=progress)
+                                       seeds=seeds, top_p=top_p, progress=progress,
+                                       stop=["\nQuestion:"] if stop_at_answer else None)
     if stop_at_answer:
         results = [(truncate_output(text), n) for text, n in results]
     return results
