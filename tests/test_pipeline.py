@@ -147,11 +147,20 @@ def test_judge_cli_calculator(tmp_path: Path) -> None:
 def test_judge_cli_malformed_row_names_file_line_field(tmp_path: Path) -> None:
     inp = tmp_path / "outputs.jsonl"
     good = {"id": "a", "question": "q", "reference": "#### 1", "gold": "1", "output": "#### 1"}
-    bad = {"id": "b", "question": "q", "reference": "#### 1", "gold": "1"}
+    bad = {"id": "b", "question": "q", "reference": "#### 1"}  # gold comes from the reference; no output
     inp.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
     proc = _nlft("judge", "--input", str(inp), "--out", str(tmp_path / "o"), "--no-progress")
     assert proc.returncode == 2
     assert f"{inp}, line 3, field 'output'" in proc.stderr
+    inp.write_text(json.dumps(dict(good, id="c", reference="no final answer", gold=None)) + "\n")
+    proc = _nlft("judge", "--input", str(inp), "--out", str(tmp_path / "o2"), "--no-progress")
+    assert proc.returncode == 2
+    assert f"{inp}, line 1, field 'gold'" in proc.stderr
+    del good["gold"]
+    inp.write_text(json.dumps(dict(good, reference="no final answer")) + "\n")
+    proc = _nlft("judge", "--input", str(inp), "--out", str(tmp_path / "o3"), "--no-progress")
+    assert proc.returncode == 2
+    assert f"{inp}, line 1, field 'reference'" in proc.stderr
 
 
 def test_prepare_malformed_dataset_row(tmp_path: Path) -> None:
