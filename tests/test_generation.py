@@ -9,7 +9,8 @@ from nlft.generation import derive_seed, generate_hf, generate_hf_with_counts, t
 
 
 def test_truncate_output() -> None:
-    assert truncate_output("24 + 48 = 72\n#### 72\n\nQuestion: next one\nAnswer: 5") == "24 + 48 = 72\n#### 72"
+    text = "24 + 48 = 72\n#### 72\n\nQuestion: next one\nAnswer: 5"
+    assert truncate_output(text) == "24 + 48 = 72\n#### 72"
     assert truncate_output("So 3 boxes.\n#### 3 boxes\nmore text") == "So 3 boxes.\n#### 3 boxes"
     assert truncate_output("No answer yet\nQuestion: a new question") == "No answer yet"
     assert truncate_output("  Unfinished reasoning 12 + ") == "Unfinished reasoning 12 +"
@@ -60,10 +61,9 @@ def test_sampling_per_row_seed_does_not_depend_on_the_batch(tiny: tuple) -> None
 
 def test_greedy_is_deterministic_and_counts_tokens(tiny: tuple) -> None:
     model, tokenizer = tiny
-    first = generate_hf_with_counts(model, tokenizer, PROMPTS, max_new_tokens=8, batch_size=2, progress=False,
-                                    stop_at_answer=False)
-    second = generate_hf_with_counts(model, tokenizer, PROMPTS, max_new_tokens=8, batch_size=2, progress=False,
-                                     stop_at_answer=False)
+    kw = {"max_new_tokens": 8, "batch_size": 2, "progress": False, "stop_at_answer": False}
+    first = generate_hf_with_counts(model, tokenizer, PROMPTS, **kw)
+    second = generate_hf_with_counts(model, tokenizer, PROMPTS, **kw)
     assert first == second
     for text, n in first:
         assert n == len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -68,7 +68,9 @@ def test_unannotated_equations_are_checked() -> None:
 def test_right_arithmetic_wrong_reasoning() -> None:
     output = "She sold 48 * 2 = 96 clips in May, so 48 + 96 = 144.\n#### 144"
     judgment = calculator_judgment(output, REFERENCE, "72")
-    assert judgment.startswith("Every computation in the response is arithmetically right")
+    assert judgment.startswith("Every computation in the response is arithmetically right, so the mistake is "
+                               "in the reasoning: it computes the wrong quantities. It never obtains "
+                               "48/2 = 24 (step 1 of the reference).")
     assert "The final answer 144 does not match the correct answer 72" in judgment
 
 

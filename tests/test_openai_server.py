@@ -107,7 +107,8 @@ def test_success_sends_the_openai_payload(monkeypatch: pytest.MonkeyPatch) -> No
     (request,) = server.requests
     assert request["path"] == "/v1/chat/completions"
     assert request["authorization"] == f"Bearer {SECRET}"
-    assert request["payload"] == {"model": "test-model", "messages": [{"role": "user", "content": "What is 2+2?"}],
+    assert request["payload"] == {"model": "test-model",
+                                  "messages": [{"role": "user", "content": "What is 2+2?"}],
                                   "temperature": 0.5, "max_tokens": 33, "top_p": 1.0, "seed": 9}
 
 
@@ -119,9 +120,9 @@ def test_no_key_sends_no_authorization() -> None:
 
 def test_500_is_retried_then_gives_up() -> None:
     error = (500, {}, b"internal error")
-    with ScriptedServer([error]) as server, _client(server.url, max_retries=3) as client:
-        with pytest.raises(APIError, match=r"gave up after 4 attempts; last error: HTTP 500: internal error"):
-            client.complete("hi")
+    with ScriptedServer([error]) as server, _client(server.url, max_retries=3) as client, \
+            pytest.raises(APIError, match=r"gave up after 4 attempts; last error: HTTP 500: internal error"):
+        client.complete("hi")
     assert len(server.requests) == 4
 
 
@@ -151,18 +152,18 @@ def test_garbage_json_is_retried(garbage: bytes) -> None:
 
 
 def test_garbage_forever_gives_a_clear_error() -> None:
-    with ScriptedServer([(200, {}, b"nonsense")]) as server, _client(server.url, max_retries=1) as client:
-        with pytest.raises(APIError, match="unexpected response"):
-            client.complete("hi")
+    with ScriptedServer([(200, {}, b"nonsense")]) as server, _client(server.url, max_retries=1) as client, \
+            pytest.raises(APIError, match="unexpected response"):
+        client.complete("hi")
     assert len(server.requests) == 2
 
 
 def test_401_fails_at_once_without_echoing_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NLFT_TEST_KEY", SECRET)
     denied = (401, {}, json.dumps({"error": f"Incorrect API key provided: {SECRET}"}).encode())
-    with ScriptedServer([denied]) as server, _client(server.url, api_key_env="NLFT_TEST_KEY") as client:
-        with pytest.raises(AuthenticationError) as info:
-            client.complete("hi")
+    with ScriptedServer([denied]) as server, _client(server.url, api_key_env="NLFT_TEST_KEY") as client, \
+            pytest.raises(AuthenticationError) as info:
+        client.complete("hi")
     assert len(server.requests) == 1
     assert "$NLFT_TEST_KEY was refused" in str(info.value)
     assert SECRET not in str(info.value)
@@ -171,9 +172,9 @@ def test_401_fails_at_once_without_echoing_the_key(monkeypatch: pytest.MonkeyPat
 def test_other_4xx_is_not_retried_and_scrubs_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NLFT_TEST_KEY", SECRET)
     bad = (400, {}, f"bad request from key {SECRET}".encode())
-    with ScriptedServer([bad]) as server, _client(server.url, api_key_env="NLFT_TEST_KEY") as client:
-        with pytest.raises(APIError) as info:
-            client.complete("hi")
+    with ScriptedServer([bad]) as server, _client(server.url, api_key_env="NLFT_TEST_KEY") as client, \
+            pytest.raises(APIError) as info:
+        client.complete("hi")
     assert len(server.requests) == 1
     assert "HTTP 400" in str(info.value) and "***" in str(info.value)
     assert SECRET not in str(info.value)
@@ -287,7 +288,8 @@ def test_prepare_with_server_generator_and_judge(llama_server: str, tmp_path: Pa
     assert [r["id"] for r in records] == ["chain_sum-train-1-0", "chain_sum-train-1-1", "chain_sum-train-1-2"]
     for r in records:
         assert r["output"].strip()
-        assert r["provenance"]["generator"] == {"backend": "openai", "model": "smollm2", "base_url": llama_server}
+        generator = {"backend": "openai", "model": "smollm2", "base_url": llama_server}
+        assert r["provenance"]["generator"] == generator
         assert r["provenance"]["judge"]["kind"] == "openai"
         assert (r["judgment"] is None) == r["correct"]
         if not r["correct"]:

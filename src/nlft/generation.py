@@ -92,9 +92,13 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
         """Draw each row's next token with that row's own generator; greedy then picks it."""
 
         def __init__(self, row_seeds: Sequence[int]) -> None:
-            self.generators = [torch.Generator().manual_seed(s) for s in row_seeds]
+            self.row_seeds = list(row_seeds)
+            self.generators: list[torch.Generator] = []
 
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if not self.generators:
+                device = scores.device
+                self.generators = [torch.Generator(device=device).manual_seed(s) for s in self.row_seeds]
             probs = torch.softmax(scores.float() / temperature, dim=-1)
             if top_p < 1.0:
                 sorted_p, order = probs.sort(dim=-1, descending=True)

@@ -133,6 +133,18 @@ def _reference_summary(reference: str) -> str:
     return "; the reference computes " + ", then ".join(shown)
 
 
+def _first_missing_reference_step(output: str, reference: str) -> str | None:
+    """The first ``expression = value`` of the reference whose value the output never mentions."""
+    mentioned = {normalize_number(n) for n in re.findall(r"-?\d[\d,]*(?:\.\d+)?", output)}
+    for number, step in enumerate(find_steps(reference)[0], start=1):
+        if step.true_value is None:
+            continue
+        value = format_number(step.true_value)
+        if value not in mentioned:
+            return f"{step.expression} = {value} (step {number} of the reference)"
+    return None
+
+
 def calculator_judgment(output: str, reference: str, gold: str) -> str:
     """A plain-words judgment of ``output`` against ``reference``: wrong steps and the final answer.
 
@@ -164,8 +176,10 @@ def calculator_judgment(output: str, reference: str, gold: str) -> str:
                          f"{summary}.")
         if steps and not any(s.true_value is not None and not _value_matches(s.true_value, s.claimed)
                              for s in steps):
+            missing = _first_missing_reference_step(output, reference)
             sentences.insert(0, "Every computation in the response is arithmetically right, so the "
-                                "mistake is in the reasoning: it computes the wrong quantities.")
+                                "mistake is in the reasoning: it computes the wrong quantities."
+                             + (f" It never obtains {missing}." if missing else ""))
         elif not steps:
             sentences.insert(0, "The response shows no computation to check.")
     if not sentences:

@@ -143,11 +143,27 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
     from nlft.generation import truncate_output
 
     with _openai_client(spec) as client:
+        # The server stops at a new few-shot question; the answer line is cut after (truncate_output).
         results = client.complete_many(prompts, temperature=temperature, max_tokens=max_new_tokens,
-                                       seeds=seeds, top_p=top_p, progress=progress)
+                                       seeds=seeds, top_p=top_p, progress=progress,
+                                       stop=["\nQuestion:"] if stop_at_answer else None)
     if stop_at_answer:
         results = [(truncate_output(text), n) for text, n in results]
     return results
+
+
+def _check_existing(out_path: str | Path, part: str, expected: dict[str, Any]) -> None:
+    """Refuse to extend a file whose rows were made with other settings (``provenance[part]``)."""
+    from nlft.io import DataError, read_jsonl
+
+    for line, row in enumerate(read_jsonl(out_path, tolerate_torn_tail=True), start=1):
+        found = (row.get("provenance") or {}).get(part)
+        if isinstance(found, dict):
+            found = {k: v for k, v in found.items() if k in expected}
+        if found != expected:
+            raise DataError(f"this file was written with other {part} settings ({found} instead of "
+                            f"{expected}); use another output directory", path=out_path, line=line,
+                            field="provenance")
 
 
 def expand_samples(questions: list[dict[str, Any]], num_samples: int) -> list[dict[str, Any]]:
@@ -189,6 +205,8 @@ def generate_outputs(questions: list[dict[str, Any]], out_path: str | Path, *, b
             })
         return rows
 
+    _check_existing(out_path, "generator", generator)
+    _check_existing(out_path, "sampling", sampling_info)
     return run_resumable(items, process, out_path, chunk_size=sampling.batch_size, progress=progress,
                          desc="generate")
 
@@ -269,6 +287,7 @@ def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: Ju
             })
         return records
 
+    _check_existing(out_path, "judge", judge_info)
     return run_resumable(rows, process, out_path, chunk_size=judge.batch_size, progress=progress,
                          desc="judge")
 

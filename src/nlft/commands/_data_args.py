@@ -48,7 +48,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                    help="file with the solve prompt (uses {question}); "
                         "default: the paper's instruction (A.2)")
     g.add_argument("--num-samples", type=int, default=1, help="outputs per question")
-    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--max-new-tokens", type=int, default=256,
+                   help="default 256 keeps CPU runs short (generation also stops after the '#### N' line); "
+                        "the paper uses 512")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0,

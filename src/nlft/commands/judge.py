@@ -1,7 +1,8 @@
 """Grade outputs and write judgments for the incorrect ones (paper appendix A.1).
 
 Reads an outputs file (``nlft generate``'s ``outputs.jsonl``, or any JSONL with ``id``, ``question``,
-``reference``, ``gold`` and ``output``) and writes NLFT records to ``OUT/nlft.jsonl`` (resumable).
+``reference``, ``output`` and optionally ``gold``, else read from the reference's ``#### N``) and
+writes NLFT records to ``OUT/nlft.jsonl`` (resumable).
 ``--judge calculator`` checks calculator annotations and equations without any model.
 """
 
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Judge the outputs; print the NLFT file's path and a summary."""
     from nlft.generation import APIError
+    from nlft.grading import gold_answer
     from nlft.io import DataError, atomic_write_json, iter_jsonl
     from nlft.pipeline import NLFT_FILE, SUMMARY_FILE, format_summary, judge_outputs, summarize
     from nlft.resume import check_run_args
@@ -44,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
     check_run_args(out_dir, result_arguments(args), name="judge_args.json")
     rows = []
     for line, row in iter_jsonl(args.input):
+        if "gold" not in row and isinstance(row.get("reference"), str):
+            try:
+                row["gold"] = gold_answer(row["reference"])
+            except ValueError:
+                raise DataError("no gold answer, and the reference does not end in '#### <number>'",
+                                path=args.input, line=line, field="reference") from None
         for name in ("id", "question", "reference", "gold", "output"):
             if not isinstance(row.get(name), str):
                 raise DataError("missing or not a string", path=args.input, line=line, field=name)
