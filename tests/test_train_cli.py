@@ -180,3 +180,25 @@ def test_train_then_eval_smollm2(tmp_path, data_file, method):
                  "--max-new-tokens", "24", "--out", str(out / "eval"), "--no-progress"]) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 2 and metrics["adapter"] == str(out / "adapter")
+
+
+@pytest.mark.parametrize("name", ["paper-llama3-8b.yaml", "cpu-quickstart.yaml"])
+def test_shipped_configs_parse(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    opts = resolve_options(_parse(["--config", str(path), "--data", "d.jsonl", "--out", "o"]))
+    assert (opts.lora_r, opts.lora_alpha, opts.lora_dropout, opts.lr, opts.batch_size) == (16, 16, 0.05, 5e-5, 4)
+
+
+@pytest.mark.slow
+def test_train_reft_ppo(tmp_path, tiny_dir, data_file):
+    """ReFT on TRL's PPO: runs where trl <= 1.12 is installed (pip install 'nlft[reft-ppo]')."""
+    from nlft.baselines import ppo_available
+
+    if not ppo_available():
+        pytest.skip("this TRL has no PPO (trl > 1.12)")
+    out = tmp_path / "ppo"
+    assert _train(tiny_dir, data_file, out, "--method", "reft", "--reft-algo", "ppo", "--reft-max-new-tokens", "6") == 0
+    run = _check_run(out, "reft")
+    assert any("objective/scores" in x and x.get("phase") == "rl" for x in run["logs"])
