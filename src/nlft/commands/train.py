@@ -348,7 +348,7 @@ def train(opts: TrainOptions) -> int:
     from transformers import set_seed
 
     set_seed(opts.seed)
-    resolved = asdict(opts)
+    resolved = {**asdict(opts), "resume": False}  # config.yaml describes the run, not how it was last started
     callbacks: list[Any] = []
     recorder = RunRecorder(run_dir, method=opts.method, seed=opts.seed)
     callbacks.append(recorder)
