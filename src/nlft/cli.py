@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # (name, module, one-line help). Modules are imported when the parser is built, so they stay light.
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args._run(args) or 0)
-    except DataError as err:
+    except (DataError, ValueError, FileNotFoundError) as err:
+        # Bad input or a bad setting: one clear line, no traceback (NLFT_DEBUG=1 shows it).
+        if os.environ.get("NLFT_DEBUG"):
+            raise
         print(f"nlft {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

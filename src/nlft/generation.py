@@ -23,7 +23,7 @@ from nlft.grading import _NUMBER
 
 # The solve instruction asks for '{analysis}\n#### {answer}'. Small models then carry on with a new
 # few-shot "Question:", so generation stops once the answer line is complete.
-_ANSWER_LINE_RE = re.compile(r"####[ \t]*(?:" + _NUMBER + r")[^\S\n]*(?:\n|$)")
+_ANSWER_LINE_RE = re.compile(r"####[ \t]*(?:" + _NUMBER + r")[^\n]*(?:\n|$)")
 _NEXT_QUESTION_RE = re.compile(r"\n\s*Question:")
 
 

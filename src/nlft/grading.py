@@ -19,6 +19,8 @@ Mode = Literal["strict", "flexible"]
 _NUMBER = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?|-?\$?\.\d+"
 _NUMBER_RE = re.compile(_NUMBER)
 _STRICT_RE = re.compile(r"####\s*(" + _NUMBER + r")")
+_MAX_NUMBER_CHARS = 64
+_BIG_EXPONENT_RE = re.compile(r"[eE][+-]?\d{3,}")
 
 
 def normalize_number(s: str | None) -> str | None:
@@ -34,7 +36,9 @@ def normalize_number(s: str | None) -> str | None:
     if s is None:
         return None
     text = s.strip().rstrip(".").replace(",", "").replace("$", "").replace(" ", "")
-    if not text:
+    # No answer has this many characters or such an exponent; refusing them keeps Fraction from
+    # building (or failing to print) integers of millions of digits.
+    if not text or len(text) > _MAX_NUMBER_CHARS or _BIG_EXPONENT_RE.search(text):
         return None
     try:
         if "/" in text:
@@ -42,12 +46,12 @@ def normalize_number(s: str | None) -> str | None:
             value = Fraction(num) / Fraction(den)
         else:
             value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
+        if value.denominator == 1:
+            return str(value.numerator)
+        # Finite decimals are written exactly; others rounded to 6 decimal places.
+        as_float = float(value)
+    except (ValueError, ZeroDivisionError, OverflowError):
         return None
-    if value.denominator == 1:
-        return str(value.numerator)
-    # Finite decimals are written exactly; others rounded to 6 decimal places.
-    as_float = float(value)
     out = f"{as_float:.6f}".rstrip("0").rstrip(".")
     return "0" if out == "-0" else out
 
@@ -86,9 +90,11 @@ def gold_answer(reference: str) -> str:
 def _same_number(a: str, b: str) -> bool:
     if a == b:
         return True
+    # Absolute, exact comparison: normalised numbers are rounded to 6 places, and a relative
+    # tolerance would call 999999 and 1000000 equal.
     try:
-        return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
-    except ValueError:
+        return abs(Fraction(a) - Fraction(b)) <= Fraction(1, 10**6)
+    except (ValueError, ZeroDivisionError):
         return False
 
 

@@ -33,8 +33,13 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     without a newline that does not parse (a write cut short by a crash) is also reported, never
     silently dropped: the caller decides (see :func:`read_jsonl` ``tolerate_torn_tail``).
     """
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for number, raw_bytes in enumerate(fh, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"not valid UTF-8 (byte {err.start + 1} of the line)", path=path,
+                                line=number) from None
             if not raw.strip():
                 continue
             try:
@@ -62,16 +67,24 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
             head, _, tail = data.rpartition(b"\n")
             try:
                 json.loads(tail)
-            except json.JSONDecodeError:
-                rows = []
-                for number, raw in enumerate(head.decode("utf-8").splitlines(), start=1):
-                    if raw.strip():
-                        try:
-                            rows.append(json.loads(raw))
-                        except json.JSONDecodeError as err:
-                            raise DataError(f"malformed JSON ({err.msg})", path=path, line=number) from None
-                return rows
+            except ValueError:  # JSONDecodeError, or UnicodeDecodeError when cut inside a character
+                return _parse_lines(head.split(b"\n"), path)
     return [row for _, row in iter_jsonl(path)]
+
+
+def _parse_lines(lines: list[bytes], path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError as err:
+            raise DataError(f"malformed JSON ({err})", path=path, line=number) from None
+        if not isinstance(row, dict):
+            raise DataError(f"expected a JSON object, got {type(row).__name__}", path=path, line=number)
+        rows.append(row)
+    return rows
 
 
 def repair_torn_tail(path: str | os.PathLike) -> None:
@@ -87,7 +100,7 @@ def repair_torn_tail(path: str | os.PathLike) -> None:
         json.loads(tail)
         with open(path, "ab") as fh:  # a complete row missing only its newline
             fh.write(b"\n")
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or UnicodeDecodeError when cut inside a character
         with open(path, "r+b") as fh:
             fh.truncate(len(head) + len(sep))
 

@@ -49,7 +49,9 @@ def nlft_loss(
     nll = -logps
     per_token = torch.where(unlikelihood_mask.to(torch.bool), unlikelihood(logps), nll)
     per_token = per_token * token_scales.to(per_token.dtype)
-    total = torch.where(mask, per_token, torch.zeros_like(per_token)).sum()
+    # A token of scale 0 contributes nothing, even where P = 0 makes -log P infinite (inf * 0 is NaN).
+    keep = mask & (token_scales != 0)
+    total = torch.where(keep, per_token, torch.zeros_like(per_token)).sum()
     n = mask.sum() if num_items_in_batch is None else num_items_in_batch
     # An all-padding batch has total 0 and n 0: the clamp makes its loss 0 rather than NaN.
     n = torch.as_tensor(n, device=total.device, dtype=total.dtype).clamp(min=1)

@@ -320,8 +320,23 @@ class EpochEvalCallback(TrainerCallback):
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint-N`` folder of a run directory, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* ``checkpoint-N`` folder of a run directory, or None.
+
+    The Trainer writes ``trainer_state.json`` last when it saves a checkpoint: a folder without a
+    readable one was cut short by a crash during the save and is skipped.
+    """
+    import re
 
     path = Path(run_dir)
-    return get_last_checkpoint(str(path)) if path.is_dir() else None
+    if not path.is_dir():
+        return None
+    found = []
+    for sub in path.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", sub.name)
+        if match and sub.is_dir():
+            try:
+                json.loads((sub / "trainer_state.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            found.append((int(match.group(1)), sub))
+    return str(max(found)[1]) if found else None

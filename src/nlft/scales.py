@@ -50,7 +50,7 @@ def correct_token_scales(
     p = p_std.detach().float().clamp(0.0, 1.0)
     saliency = p > p0
     rel = (p / p0).clamp(max=1.0)  # non-saliency tokens have p <= p0; the clamp guards rounding only
-    salient_scale = 1.0 + ((p - p0) / (1.0 - p0)).clamp(min=0.0) ** c1
+    salient_scale = 1.0 + ((p - p0) / (1.0 - p0)).clamp(0.0, 1.0) ** c1  # float32 rounding could exceed 2
     scales = torch.where(saliency, salient_scale, rel**c3)
     if sub_saliency is not None:
         sub = sub_saliency.to(torch.bool) & ~saliency

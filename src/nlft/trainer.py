@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -11,12 +13,15 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from nlft.clustering import cosine_spans, word_spans
 from nlft.config import NLFTConfig
+from nlft.io import DataError
 from nlft.logps import IGNORE_INDEX, pad_views, view_logps
 from nlft.loss import nlft_loss
-from nlft.records import check_length, tokenize_record, validate_records
+from nlft.records import REQUIRED_FIELDS, check_length, tokenize_record, validate_records
 from nlft.scales import batch_token_scales
 
 STD, JUDGE = 0, 1
+# P_std / P_judge of every training row ('cached' and 'per_epoch'), saved in each checkpoint.
+VIEW_CACHE_FILE = "view_probs.pt"
 
 
 class NLFTCollator:
@@ -102,18 +107,28 @@ def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int
 
 
 class _ViewCacheCallback(TrainerCallback):
-    """Fills the trainer's view-probability cache before training ('cached') or every epoch ('per_epoch')."""
+    """Fills the trainer's view-probability cache before training ('cached') or every epoch ('per_epoch').
+
+    A run resumed from a checkpoint reloads the cache saved in it instead, so that the resumed run
+    trains on the same view probabilities as an uninterrupted one.
+    """
 
     def __init__(self, trainer: NLFTTrainer) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer._load_view_cache_from_resume():
+            return
         if args.view_probs == "cached" and self.trainer._view_cache is None:
             self.trainer.fill_view_cache()
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if args.view_probs == "per_epoch":
-            self.trainer.fill_view_cache()
+        if args.view_probs != "per_epoch":
+            return
+        if self.trainer._cache_from_resume:
+            self.trainer._cache_from_resume = False  # the epoch the checkpoint was taken in
+            return
+        self.trainer.fill_view_cache()
 
 
 class NLFTTrainer(Trainer):
@@ -176,6 +191,8 @@ class NLFTTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._view_cache: dict[str, torch.Tensor] | None = None
+        self._resume_dir: str | None = None
+        self._cache_from_resume = False
         if args.view_probs != "dynamic" and args.loss_type != "nll":
             self.add_callback(_ViewCacheCallback(self))
 
@@ -190,14 +207,20 @@ class NLFTTrainer(Trainer):
     def _prepare_dataset(self, dataset: Any, tokenizer: Any, args: NLFTConfig, name: str) -> Any:
         from datasets import Dataset
 
-        if isinstance(dataset, list):
-            dataset = Dataset.from_list(dataset)
         if dataset is None:
             return None
-        if "response_ids" in dataset.column_names:  # already tokenized
+        if not isinstance(dataset, list) and "response_ids" in dataset.column_names:  # already tokenized
             return dataset
-        needs_judgment = args.loss_type in ("nlft", "cut")
-        validate_records(dataset, source=name, needs_judgment=needs_judgment)
+        if not isinstance(dataset, list):
+            missing = [c for c in REQUIRED_FIELDS if c not in dataset.column_names]
+            if missing:
+                have = ", ".join(dataset.column_names)
+                raise DataError(f"missing column(s) {', '.join(missing)}; columns are {have}", path=name,
+                                field=missing[0])
+        # Validate before any conversion: Dataset.from_list would turn a missing key into None.
+        validate_records(dataset, source=name, needs_judgment=args.loss_type in ("nlft", "cut"))
+        if isinstance(dataset, list):
+            dataset = Dataset.from_list(dataset)
         views_correct, views_incorrect = args.needed_views
         views = tuple(dict.fromkeys(views_correct + views_incorrect))
         max_length, truncation = self._max_length, args.truncation
@@ -238,6 +261,42 @@ class NLFTTrainer(Trainer):
                 if p is not None:
                     cache[key][rows, :width] = p.float().cpu()
         self._view_cache = cache
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """``Trainer.train``; remembers the checkpoint resumed from, to reload its view-probability cache."""
+        self._resume_dir = None
+        if resume_from_checkpoint:
+            if isinstance(resume_from_checkpoint, bool):
+                from transformers.trainer_utils import get_last_checkpoint
+
+                self._resume_dir = get_last_checkpoint(self.args.output_dir)
+            else:
+                self._resume_dir = str(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # The cache goes into the checkpoint folder before the Trainer writes trainer_state.json, the file
+        # that marks a checkpoint complete.
+        if self._view_cache is not None:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.is_world_process_zero():
+                tmp = folder / f"{VIEW_CACHE_FILE}.tmp"
+                torch.save(self._view_cache, tmp)
+                os.replace(tmp, folder / VIEW_CACHE_FILE)
+        super()._save_checkpoint(model, trial)
+
+    def _load_view_cache_from_resume(self) -> bool:
+        if not self._resume_dir:
+            return False
+        path = Path(self._resume_dir) / VIEW_CACHE_FILE
+        if not path.exists():
+            return False
+        self._view_cache = torch.load(path, weights_only=True)
+        self._cache_from_resume = True
+        return True
 
     def _view_probs(self, model: Any, inputs: dict[str, torch.Tensor]
                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:

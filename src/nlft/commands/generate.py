@@ -8,6 +8,7 @@ gives "self-study" data.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from nlft.commands._data_args import (
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate outputs; print the output file's path."""
+    from nlft.generation import APIError
     from nlft.pipeline import OUTPUTS_FILE, TemplateSpec, generate_outputs
     from nlft.resume import check_run_args
 
@@ -43,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     backend, sampling = backend_spec(args), sampling_spec(args)
     check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
     questions = load_dataset_from_args(args)
-    rows = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
-                            template=template, progress=not args.no_progress)
+    try:
+        rows = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
+                                template=template, progress=not args.no_progress)
+    except APIError as err:
+        print(f"nlft generate: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {len(rows)} outputs to {out_dir / OUTPUTS_FILE} in {timer.elapsed()} s")
     return 0

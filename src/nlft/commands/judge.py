@@ -8,6 +8,7 @@ Reads an outputs file (``nlft generate``'s ``outputs.jsonl``, or any JSONL with 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from nlft.commands._data_args import (
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Judge the outputs; print the NLFT file's path and a summary."""
-    from nlft.io import atomic_write_json, read_jsonl
+    from nlft.generation import APIError
+    from nlft.io import DataError, atomic_write_json, iter_jsonl
     from nlft.pipeline import NLFT_FILE, SUMMARY_FILE, format_summary, judge_outputs, summarize
     from nlft.resume import check_run_args
 
@@ -40,14 +42,17 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge_spec(args)
     check_run_args(out_dir, result_arguments(args), name="judge_args.json")
-    rows = read_jsonl(args.input)
-    for line, row in enumerate(rows, start=1):
+    rows = []
+    for line, row in iter_jsonl(args.input):
         for name in ("id", "question", "reference", "gold", "output"):
             if not isinstance(row.get(name), str):
-                from nlft.io import DataError
-
                 raise DataError("missing or not a string", path=args.input, line=line, field=name)
-    records = judge_outputs(rows, out_dir / NLFT_FILE, judge=judge, progress=not args.no_progress)
+        rows.append(row)
+    try:
+        records = judge_outputs(rows, out_dir / NLFT_FILE, judge=judge, progress=not args.no_progress)
+    except APIError as err:
+        print(f"nlft judge: error: {err}", file=sys.stderr)
+        return 2
     summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
     atomic_write_json(out_dir / SUMMARY_FILE, summary)
     print(format_summary(summary))

@@ -12,6 +12,7 @@ Writes ``outputs.jsonl`` (generation), ``nlft.jsonl`` (the trainer's input), ``s
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from nlft.commands._data_args import (
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
+    from nlft.generation import APIError
     from nlft.io import atomic_write_json
     from nlft.pipeline import (
         NLFT_FILE,
@@ -61,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
     check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
     questions = load_dataset_from_args(args)
     progress = not args.no_progress
-    outputs = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
-                               template=template, progress=progress)
-    records = judge_outputs(outputs, out_dir / NLFT_FILE, judge=judge, progress=progress)
+    try:
+        outputs = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
+                                   template=template, progress=progress)
+        records = judge_outputs(outputs, out_dir / NLFT_FILE, judge=judge, progress=progress)
+    except APIError as err:
+        print(f"nlft prepare: error: {err}", file=sys.stderr)
+        return 2
     summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
     atomic_write_json(out_dir / SUMMARY_FILE, summary)
     print(format_summary(summary))

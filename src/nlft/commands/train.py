@@ -342,6 +342,11 @@ def train(opts: TrainOptions) -> int:
                         path=run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     records = _load_records(opts.data)
+    if opts.method in ("nlft", "cut"):
+        from nlft.records import validate_records
+
+        # Here, where the file is known, so that a bad row is reported by file name.
+        validate_records(records, source=opts.data, needs_judgment=True)
     tokenizer = load_tokenizer(opts.model)
     base_model = resolve_model_path(opts.model)
 

@@ -1,0 +1,45 @@
+"""One NLFT step on the tiny model, run by tests/test_distributed.py under 1 or 2 processes.
+
+Usage: python tests/dist_train.py OUT.json PER_DEVICE_BATCH  (under accelerate launch for 2 processes)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from conftest import make_tiny_model, sample_records
+from peft import LoraConfig
+
+from nlft import NLFTConfig, NLFTTrainer
+from nlft.models import load_tokenizer
+
+
+def main() -> None:
+    out, bsz = sys.argv[1], int(sys.argv[2])
+    tokenizer = load_tokenizer("smollm2")
+    args = NLFTConfig(output_dir=str(Path(out).parent / "trainer"), report_to="none", save_strategy="no", use_cpu=True,
+                      disable_tqdm=True, max_steps=1, per_device_train_batch_size=bsz, optim="sgd", learning_rate=1.0,
+                      lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, r0=1.0, p0_incorrect=0.0,
+                      seed=0, data_seed=0, dataloader_drop_last=False)
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
+                      task_type="CAUSAL_LM", init_lora_weights="gaussian")
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
+                          processing_class=tokenizer, peft_config=lora)
+    trainer.train()
+    if trainer.is_world_process_zero():
+        state = {k: v.detach().double().sum().item() for k, v in trainer.model.named_parameters() if "lora_" in k}
+        payload = {"loss": trainer.state.log_history[0]["loss"], "lora": state,
+                   "world_size": trainer.accelerator.num_processes}
+        Path(out).write_text(json.dumps(payload))
+
+
+if __name__ == "__main__":
+    main()

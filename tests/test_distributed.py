@@ -1,0 +1,35 @@
+"""Two CPU processes (gloo, launched by accelerate) give the same step as one process on the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent / "dist_train.py"
+
+
+def run(cmd: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    run([sys.executable, str(SCRIPT), str(one), "4"], tmp_path)
+    # Without CUDA, accelerate's multi-process launcher runs the processes on the CPU with the gloo backend.
+    run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         str(SCRIPT), str(two), "2"], tmp_path)
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert a["world_size"] == 1 and b["world_size"] == 2
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert a["lora"].keys() == b["lora"].keys()
+    for k in a["lora"]:
+        assert b["lora"][k] == pytest.approx(a["lora"][k], rel=1e-4, abs=1e-6), k
