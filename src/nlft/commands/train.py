@@ -305,6 +305,7 @@ def _nlft_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str) -> dict[str, Any]:
     model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
+    model = getattr(model, "policy", model)  # TRL's PPO wraps the policy with the value model
     if hasattr(model, "peft_config"):
         target = run_dir / "adapter"
         model.save_pretrained(target)
@@ -352,7 +353,7 @@ def train(opts: TrainOptions) -> int:
     from transformers import set_seed
 
     set_seed(opts.seed)
-    resolved = asdict(opts)
+    resolved = {**asdict(opts), "resume": False}  # config.yaml describes the run, not how it was last started
     callbacks: list[Any] = []
     recorder = RunRecorder(run_dir, method=opts.method, seed=opts.seed)
     callbacks.append(recorder)

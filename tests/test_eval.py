@@ -1,0 +1,155 @@
+"""Evaluation: Wilson interval, grading summary, resumable predictions, the `nlft eval` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import GSM8K_DIR, make_tiny_model
+
+from nlft.cli import main
+from nlft.evaluation import eval_rows, evaluate, summarize, wilson_interval
+from nlft.io import DataError
+
+QUESTIONS = [
+    {"id": "q1", "question": "What is 3 + 4?", "reference": "3 + 4 = 7\n#### 7"},
+    {"id": "q2", "question": "What is 6 * 5?", "gold": "30"},
+    {"id": "q3", "question": "What is 12 * 3?", "reference": "#### 36"},
+    {"id": "q4", "question": "What is 20 - 5?", "gold": "15"},
+]
+
+
+def test_wilson_interval_hand_values():
+    """z = 1.96: 0/10 -> upper (z²/10) / (1 + z²/10) = 0.38415/1.38415 = 0.27753; 5/10 -> 0.5 ± 0.26340."""
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0
+    assert hi == pytest.approx(0.277533, abs=1e-5)
+    lo, hi = wilson_interval(5, 10)
+    assert (lo, hi) == (pytest.approx(0.236593, abs=1e-5), pytest.approx(0.763407, abs=1e-5))
+    lo, hi = wilson_interval(10, 10)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(1 - 0.277533, abs=1e-5)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_eval_rows_reads_gold_and_names_bad_rows():
+    rows = eval_rows(QUESTIONS)
+    assert [r["gold"] for r in rows] == ["7", "30", "36", "15"]
+    with pytest.raises(DataError, match=r"q.jsonl, line 2, field 'reference'"):
+        eval_rows([QUESTIONS[0], {"id": "x", "question": "?", "reference": "no final answer"}], source="q.jsonl")
+    with pytest.raises(DataError, match="line 1, field 'question'"):
+        eval_rows([{"id": "x", "gold": "3"}])
+    with pytest.raises(DataError, match="duplicate id 'q1'"):
+        eval_rows([QUESTIONS[0], QUESTIONS[0]])
+
+
+def test_summarize_counts():
+    preds = [{"correct": True, "correct_flexible": True, "extracted": "7"},
+             {"correct": False, "correct_flexible": True, "extracted": None},
+             {"correct": False, "correct_flexible": False, "extracted": "3"},
+             {"correct": True, "correct_flexible": True, "extracted": "1"}]
+    m = summarize(preds)
+    assert m["accuracy_strict"] == 0.5 and m["accuracy_flexible"] == 0.75 and m["n"] == 4
+    assert m["answered_share"] == 0.75
+    assert m["ci95"] == list(wilson_interval(2, 4))
+
+
+def _scripted(outputs: dict[str, str]):
+    """A generation backend that answers each question from a table (the HF path is tested below)."""
+    def generate(prompts, seeds):
+        assert len(seeds) == len(prompts)
+        return [next(v for k, v in outputs.items() if k in p) for p in prompts]
+    return generate
+
+
+def test_evaluate_grades_and_resumes(tmp_path, tokenizer):
+    answers = {"3 + 4": "3 + 4 = 7\n#### 7", "6 * 5": "It is 30", "12 * 3": "#### 35", "20 - 5": "#### 15"}
+    calls = []
+
+    def generate(prompts, seeds):
+        calls.append(len(prompts))
+        return _scripted(answers)(prompts, seeds)
+
+    out = tmp_path / "ev"
+    m = evaluate(None, tokenizer, QUESTIONS, out_dir=out, batch_size=2, limit=3, generate=generate, progress=False)
+    assert m["n"] == 3 and m["n_correct_strict"] == 1 and m["n_correct_flexible"] == 2
+    assert calls == [2, 1]
+    # interrupted mid-append: a torn last line is cut, then only the missing question is generated
+    with open(out / "predictions.jsonl", "a") as fh:
+        fh.write('{"id": "q4", "outp')
+    m = evaluate(None, tokenizer, QUESTIONS, out_dir=out, batch_size=2, generate=generate, progress=False)
+    assert calls == [2, 1, 1] and m["generated_now"] == 1
+    assert m["accuracy_strict"] == 0.5 and m["accuracy_flexible"] == 0.75 and m["n"] == 4
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == ["q1", "q2", "q3", "q4"]
+    assert preds[1] == {"id": "q2", "question": "What is 6 * 5?", "gold": "30", "output": "It is 30",
+                        "extracted": None, "extracted_flexible": "30", "correct": False, "correct_flexible": True}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["ci95"] == list(wilson_interval(2, 4))
+    with pytest.raises(DataError, match="temperature"):
+        evaluate(None, tokenizer, QUESTIONS, out_dir=out, temperature=0.6, generate=generate, progress=False)
+
+
+def test_evaluate_batched_hf_matches_single(tmp_path, tokenizer):
+    """Real generation (left padding, KV cache): batch size 4 gives the same greedy outputs as batch size 1.
+
+    A wide initialisation keeps the random model from repeating the prompt's last token (blank outputs).
+    """
+    tiny_model = make_tiny_model(len(tokenizer), initializer_range=0.5)
+    a = evaluate(tiny_model, tokenizer, QUESTIONS, out_dir=tmp_path / "a", batch_size=4, max_new_tokens=6,
+                 progress=False)
+    b = evaluate(tiny_model, tokenizer, QUESTIONS, out_dir=tmp_path / "b", batch_size=1, max_new_tokens=6,
+                 progress=False)
+    assert a["n"] == b["n"] == 4
+    out_a = [json.loads(x)["output"] for x in (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()]
+    out_b = [json.loads(x)["output"] for x in (tmp_path / "b" / "predictions.jsonl").read_text().splitlines()]
+    assert out_a == out_b
+    assert all(o for o in out_a)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    """A tiny random Llama saved with SmolLM2's tokenizer: a model folder the commands can load."""
+    path = tmp_path_factory.mktemp("tiny")
+    make_tiny_model(len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def question_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("q") / "questions.jsonl"
+    path.write_text("".join(json.dumps({"question": q["question"], "answer": q.get("reference") or f"#### {q['gold']}"})
+                            + "\n" for q in QUESTIONS))
+    return path
+
+
+def test_eval_cli_on_tiny_model(tmp_path, tiny_dir, question_file, capsys):
+    out = tmp_path / "ev"
+    argv = ["eval", "--model", str(tiny_dir), "--data", str(question_file), "--limit", "3", "--max-new-tokens", "4",
+            "--batch-size", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 3 and set(metrics) >= {"accuracy_strict", "accuracy_flexible", "ci95", "model"}
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
+    assert '"n": 3' in capsys.readouterr().out
+    # rerun: nothing left to generate
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["generated_now"] == 0
+
+
+def test_eval_cli_bad_prompt_and_run(tmp_path, capsys):
+    assert main(["eval", "--prompt", "nope", "--out", str(tmp_path)]) == 2
+    assert "--prompt must be one of solve, base" in capsys.readouterr().err
+    assert main(["eval", "--run", str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_smollm2_gsm8k(tmp_path):
+    if not (GSM8K_DIR / "test.jsonl").exists():
+        pytest.skip(f"GSM8K not found in {GSM8K_DIR}")
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "smollm2", "--data", "gsm8k", "--data-dir", str(GSM8K_DIR), "--limit", "2",
+                 "--max-new-tokens", "48", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 2 and 0.0 <= metrics["accuracy_strict"] <= 1.0
