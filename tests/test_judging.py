@@ -110,3 +110,15 @@ def test_incorrect_outputs_always_get_a_nonempty_judgment(output: str, gold: int
     judgment = calculator_judgment(output, REFERENCE, str(gold))
     assert judgment.strip()
     assert judgment != CORRECT_JUDGMENT
+
+
+def test_long_chains_without_equals_are_fast() -> None:
+    """A rambling sum of 70 terms with no '=' once made the equation pattern backtrack exponentially."""
+    import time
+
+    output = "The car travels " + " + ".join(str(n) for n in range(5, 75)) + " miles"
+    start = time.perf_counter()
+    assert find_steps(output) == ([], False)
+    judgment = calculator_judgment(output, REFERENCE, "72")
+    assert time.perf_counter() - start < 1.0
+    assert judgment.startswith("The response gives no final answer")

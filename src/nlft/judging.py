@@ -20,7 +20,8 @@ from nlft.prompts import CORRECT_JUDGMENT, JUDGE_INSTRUCTION, render
 
 _ANNOTATION_RE = re.compile(r"<<([^<>=]+)=([^<>]*)>>")
 _NUM = r"\$?\d[\d,]*(?:\.\d+)?%?"
-_TERM = r"\(?\s*-?" + _NUM + r"\s*\)?"
+# No two adjacent \s* in the pattern: ambiguous whitespace would make matching exponential.
+_TERM = r"(?:\(\s*)?-?" + _NUM + r"(?:\s*\))?"
 # 'a op b (op c ...) = c' written in prose; the left side needs at least one operator.
 _EQUATION_RE = re.compile(
     r"(?<![\w.])(" + _TERM + r"(?:\s*[-+*/x×÷]\s*" + _TERM + r")+)\s*=\s*(-?\$?\d[\d,]*(?:\.\d+)?)"
