@@ -46,6 +46,15 @@ def tiny_model(tokenizer):
     return make_tiny_model(len(tokenizer))
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    """A tiny random Llama saved with SmolLM2's tokenizer: a model folder the commands can load."""
+    path = tmp_path_factory.mktemp("tiny")
+    make_tiny_model(len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def smollm2_path():
     if not _smollm2_available():

@@ -107,15 +107,6 @@ def test_evaluate_batched_hf_matches_single(tmp_path, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    """A tiny random Llama saved with SmolLM2's tokenizer: a model folder the commands can load."""
-    path = tmp_path_factory.mktemp("tiny")
-    make_tiny_model(len(tokenizer)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def question_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("q") / "questions.jsonl"
     path.write_text("".join(json.dumps({"question": q["question"], "answer": q.get("reference") or f"#### {q['gold']}"})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_model, sample_records
+from conftest import sample_records
 from safetensors.torch import load_file
 from test_reliability_resume import assert_one_row_per_id, env, nlft_cmd, run_and_kill
 
@@ -21,14 +21,6 @@ from nlft.io import read_jsonl
 from nlft.runs import last_checkpoint
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    make_tiny_model(len(tokenizer), seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

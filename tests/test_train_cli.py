@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from conftest import GSM8K_DIR, make_tiny_model, sample_records
+from conftest import GSM8K_DIR, sample_records
 
 from nlft.cli import main
 from nlft.commands.train import TrainOptions, add_arguments, resolve_options
@@ -18,15 +18,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return parser.parse_args(argv)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    """A tiny random Llama saved with SmolLM2's tokenizer: a model folder the commands can load."""
-    path = tmp_path_factory.mktemp("tiny")
-    make_tiny_model(len(tokenizer)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
