@@ -136,3 +136,14 @@ class Timer:
 
     def elapsed(self) -> float:
         return round(time.perf_counter() - self.start, 2)
+
+
+def write_summary(records: list[dict[str, Any]], out_dir: Path, timer: Timer) -> None:
+    """Write ``summary.json`` of an NLFT file and print the summary and the file's path."""
+    from nlft.io import atomic_write_json
+    from nlft.pipeline import NLFT_FILE, SUMMARY_FILE, format_summary, summarize
+
+    summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
+    print(format_summary(summary))
+    print(f"NLFT data: {out_dir / NLFT_FILE}")

@@ -18,6 +18,7 @@ from nlft.commands._data_args import (
     add_judge_arguments,
     judge_spec,
     result_arguments,
+    write_summary,
 )
 
 
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     """Judge the outputs; print the NLFT file's path and a summary."""
     from nlft.generation import APIError
     from nlft.grading import gold_answer
-    from nlft.io import DataError, atomic_write_json, iter_jsonl
-    from nlft.pipeline import NLFT_FILE, SUMMARY_FILE, format_summary, judge_outputs, summarize
+    from nlft.io import DataError, iter_jsonl
+    from nlft.pipeline import NLFT_FILE, judge_outputs
     from nlft.resume import check_run_args
 
     timer = Timer()
@@ -61,8 +62,5 @@ def run(args: argparse.Namespace) -> int:
     except APIError as err:
         print(f"nlft judge: error: {err}", file=sys.stderr)
         return 2
-    summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
-    atomic_write_json(out_dir / SUMMARY_FILE, summary)
-    print(format_summary(summary))
-    print(f"NLFT data: {out_dir / NLFT_FILE}")
+    write_summary(records, out_dir, timer)
     return 0

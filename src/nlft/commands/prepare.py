@@ -26,6 +26,7 @@ from nlft.commands._data_args import (
     load_dataset_from_args,
     result_arguments,
     sampling_spec,
+    write_summary,
 )
 
 
@@ -42,16 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
     from nlft.generation import APIError
-    from nlft.io import atomic_write_json
     from nlft.pipeline import (
         NLFT_FILE,
         OUTPUTS_FILE,
-        SUMMARY_FILE,
         TemplateSpec,
-        format_summary,
         generate_outputs,
         judge_outputs,
-        summarize,
     )
     from nlft.resume import check_run_args
 
@@ -70,8 +67,5 @@ def run(args: argparse.Namespace) -> int:
     except APIError as err:
         print(f"nlft prepare: error: {err}", file=sys.stderr)
         return 2
-    summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
-    atomic_write_json(out_dir / SUMMARY_FILE, summary)
-    print(format_summary(summary))
-    print(f"NLFT data: {out_dir / NLFT_FILE}")
+    write_summary(records, out_dir, timer)
     return 0
