@@ -1,7 +1,9 @@
 """Batched evaluation against one-at-a-time generation: same questions, same model, same greedy settings.
 
-Runs :func:`nlft.evaluation.evaluate` twice on the first ``--n`` GSM8K test questions: once with
-``--batch-size`` questions per generation batch (left padding, KV cache), once with batch size 1.
+Runs :func:`nlft.evaluation.evaluate` three times on the first ``--n`` GSM8K test questions: with
+``--batch-size`` questions per generation batch (left padding, KV cache) and the shared prompt
+prefix (instruction and few-shot examples) computed once, the same without the shared prefix, and
+one question at a time (batch size 1, the prompt computed whole for every question).
 Reports both wall times, the speed-up and whether the outputs agree (greedy decoding: they should,
 up to rare float differences that padding introduces), and writes them as JSON with ``--json``.
 
@@ -56,22 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     outputs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, bs in (("batched", args.batch_size), ("single", 1)):
+        runs = (("batched", args.batch_size, True), ("batched_no_prefix_cache", args.batch_size, False),
+                ("single", 1, False))
+        for name, bs, share in runs:
             start = time.perf_counter()
             metrics = evaluate(model, tokenizer, rows, out_dir=Path(tmp) / name, batch_size=bs,
-                               max_new_tokens=args.max_new_tokens, template=template, progress=False)
+                               max_new_tokens=args.max_new_tokens, template=template, progress=False,
+                               share_prefix=share)
             seconds = time.perf_counter() - start
             preds = [json.loads(x) for x in (Path(tmp) / name / "predictions.jsonl").read_text().splitlines()]
             outputs[name] = {p["id"]: p["output"] for p in preds}
-            results[name] = {"batch_size": bs, "seconds": seconds, "accuracy_strict": metrics["accuracy_strict"],
+            results[name] = {"batch_size": bs, "shared_prefix_cache": share, "seconds": seconds,
+                             "accuracy_strict": metrics["accuracy_strict"],
                              "questions_per_second": len(rows) / seconds}
-            print(f"{name:8s} batch {bs:3d}: {seconds:8.1f} s  ({len(rows) / seconds:.2f} questions/s)")
+            print(f"{name:24s} batch {bs:3d}: {seconds:8.1f} s  ({len(rows) / seconds:.2f} questions/s)")
     same = sum(outputs["batched"][k] == outputs["single"][k] for k in outputs["single"])
     report = {
         "model": args.model, "n": len(rows), "max_new_tokens": args.max_new_tokens, "prompt": args.prompt,
         "decoding": "greedy", "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(), **results,
         "speedup": results["single"]["seconds"] / results["batched"]["seconds"],
+        "speedup_without_prefix_cache": results["single"]["seconds"] / results["batched_no_prefix_cache"]["seconds"],
         "outputs_identical": same, "outputs_identical_share": same / len(rows),
     }
     print(f"speed-up {report['speedup']:.2f}x; identical outputs {same}/{len(rows)}")

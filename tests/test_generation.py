@@ -79,3 +79,34 @@ def test_chat_flag_wraps_the_prompt(tiny: tuple) -> None:
     out = generate_hf(model, tokenizer, PROMPTS[:1], max_new_tokens=4, chat=True, progress=False,
                       stop_at_answer=False)
     assert len(out) == 1
+
+
+SHARED = "You are a careful solver. Here are worked examples: 3 + 4 = 7; 10 - 2 = 8; 6 * 7 = 42. Now: "
+
+
+def test_prefix_cache_gives_the_same_outputs_and_is_reused(tiny: tuple) -> None:
+    """The shared prefix runs once; greedy and sampled outputs equal those of plain left-padded batches."""
+    from nlft.generation import PrefixCache
+
+    model, tokenizer = tiny
+    prompts = [SHARED + p for p in PROMPTS]
+    for kw in ({"temperature": 0.0}, {"temperature": 1.0, "seeds": [5, 6, 7]}):
+        plain = generate_hf_with_counts(model, tokenizer, prompts, max_new_tokens=10, batch_size=3, progress=False,
+                                        stop_at_answer=False, **kw)
+        cache = PrefixCache(min_tokens=8)
+        shared = generate_hf_with_counts(model, tokenizer, prompts, max_new_tokens=10, batch_size=3,
+                                         progress=False, stop_at_answer=False, prefix_cache=cache, **kw)
+        assert shared == plain
+        assert all(t.strip() for t, _ in plain)
+        assert cache.builds == 1 and len(cache.ids) >= len(tokenizer(SHARED)["input_ids"]) - 1
+    # a later call (another batch of the same evaluation) reuses the prefix, even for a single prompt
+    again = generate_hf(model, tokenizer, prompts[2:], max_new_tokens=10, batch_size=1, progress=False,
+                        stop_at_answer=False, prefix_cache=cache)
+    assert (cache.builds, cache.hits) == (1, 1)
+    greedy_single = generate_hf(model, tokenizer, prompts[2:], max_new_tokens=10, progress=False,
+                                stop_at_answer=False)
+    assert again == greedy_single
+    # prompts without a common prefix of min_tokens: no cache is built, plain batches run
+    other = PrefixCache(min_tokens=8)
+    generate_hf(model, tokenizer, PROMPTS, max_new_tokens=2, batch_size=3, progress=False, prefix_cache=other)
+    assert other.builds == 0 and other.kv is None

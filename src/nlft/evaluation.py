@@ -116,15 +116,21 @@ def uses_chat(tokenizer: Any, use_chat_template: bool | None) -> bool:
 
 
 def hf_generate_fn(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int, temperature: float,
-                   top_p: float, use_chat_template: bool | None = None) -> GenerateFn:
-    """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.generation.generate_hf` (left padding, KV cache)."""
-    from nlft.generation import generate_hf
+                   top_p: float, use_chat_template: bool | None = None, share_prefix: bool = True) -> GenerateFn:
+    """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.generation.generate_hf` (left padding, KV cache).
+
+    ``share_prefix``: the prompt's token prefix common to all questions (instruction and few-shot
+    examples) goes through the model once per evaluation; its key/value cache is reused by every batch.
+    """
+    from nlft.generation import PrefixCache, generate_hf
 
     chat = uses_chat(tokenizer, use_chat_template)
+    cache = PrefixCache() if share_prefix else None
 
     def generate(prompts: list[str], seeds: list[int]) -> list[str]:
         return generate_hf(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_p=top_p, seeds=seeds, batch_size=batch_size, progress=False, chat=chat)
+                           top_p=top_p, seeds=seeds, batch_size=batch_size, progress=False, chat=chat,
+                           prefix_cache=cache)
 
     return generate
 
@@ -210,6 +216,7 @@ def evaluate(
     generate: GenerateFn | None = None,
     progress: bool = True,
     source: str = "dataset",
+    share_prefix: bool = True,
 ) -> dict[str, Any]:
     """Generate an answer for each question, grade it and write ``predictions.jsonl`` and ``metrics.json``.
 
@@ -227,6 +234,8 @@ def evaluate(
         template: the prompt, with ``{question}`` (default: the paper's solve instruction, A.2).
         use_chat_template: wrap prompts in the tokenizer's chat template (None: when it has one).
         generate: ``generate(prompts, seeds) -> outputs``; default Hugging Face ``generate``.
+        share_prefix: with the default Hugging Face ``generate``, compute the key/value cache of the
+            prompt prefix common to all questions once and reuse it (see :class:`nlft.generation.PrefixCache`).
 
     Returns:
         The metrics written to ``metrics.json`` (see :func:`summarize`), with the settings.
@@ -248,7 +257,8 @@ def evaluate(
     if generate is None:
         model.eval()
         generate = hf_generate_fn(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, use_chat_template=use_chat_template)
+                                  temperature=temperature, top_p=top_p, use_chat_template=use_chat_template,
+                                  share_prefix=share_prefix)
     start = time.perf_counter()
     batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
     bar = None
