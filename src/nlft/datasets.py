@@ -7,6 +7,7 @@ ending in ``#### N``) and ``gold`` (the normalised final number).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 from pathlib import Path
@@ -31,7 +32,8 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
     - ``gsm8k``: ``{data_dir}/{split}.jsonl`` (``data_dir`` defaults to ``$NLFT_GSM8K_DIR``), or the
       hub dataset ``openai/gsm8k`` when no folder is given;
     - ``gsm_symbolic``, ``chain_sum``, ``basic_arithmetic``: reasoning-gym generators, offline and
-      seeded by ``seed`` (``split="test"`` draws from a different seed than ``train``);
+      seeded by ``seed`` (``split="test"`` draws from a different seed than ``train``), with the
+      generator's options after a colon: ``chain_sum:max_terms=3,max_digits=2``;
     - a ``.jsonl``/``.json`` or ``.csv`` file with ``question_field`` and ``answer_field`` columns;
     - ``hf:NAME`` (or ``hf:NAME:CONFIG``): a Hugging Face dataset with those columns.
 
@@ -53,8 +55,9 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
         else:
             rows = _from_hub(GSM8K_HUB_NAME, "main", split, "question", "answer", limit,
                              id_prefix=f"gsm8k-{split}")
-    elif name_or_path in REASONING_GYM_TASKS:
-        rows = _from_reasoning_gym(name_or_path, split, limit if limit is not None else 100, seed)
+    elif name_or_path.split(":", 1)[0] in REASONING_GYM_TASKS:
+        task, options = parse_task(name_or_path)
+        rows = _from_reasoning_gym(task, split, limit if limit is not None else 100, seed, options)
     elif name_or_path.startswith("hf:"):
         _, name, *config = name_or_path.split(":")
         rows = _from_hub(name, config[0] if config else None, split, question_field, answer_field, limit,
@@ -146,7 +149,24 @@ def _from_hub(name: str, config: str | None, split: str, qf: str, af: str, limit
     return rows
 
 
-def _from_reasoning_gym(task: str, split: str, size: int, seed: int) -> list[dict[str, Any]]:
+def parse_task(name: str) -> tuple[str, dict[str, Any]]:
+    """``"chain_sum:max_terms=3,max_digits=2"`` -> ``("chain_sum", {"max_terms": 3, "max_digits": 2})``."""
+    task, _, rest = name.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"bad generator option {item!r} in {name!r}; write key=value pairs after a colon")
+        try:
+            options[key.strip()] = json.loads(value.strip().lower() if value.strip() in ("True", "False")
+                                              else value.strip())
+        except json.JSONDecodeError:
+            options[key.strip()] = value.strip()
+    return task, options
+
+
+def _from_reasoning_gym(task: str, split: str, size: int, seed: int,
+                        options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     try:
         import reasoning_gym
     except ImportError as err:
@@ -154,7 +174,11 @@ def _from_reasoning_gym(task: str, split: str, size: int, seed: int) -> list[dic
     # Train and test draw from different seeds so that they do not share questions by construction.
     split_seed = random.Random(f"{task}:{split}:{seed}").randrange(2**31)
     rows = []
-    for index, entry in enumerate(reasoning_gym.create_dataset(task, size=size, seed=split_seed)):
+    try:
+        entries = reasoning_gym.create_dataset(task, size=size, seed=split_seed, **(options or {}))
+    except TypeError as err:
+        raise ValueError(f"reasoning-gym task {task!r} does not take these options {options}: {err}") from None
+    for index, entry in enumerate(entries):
         gold = normalize_number(str(entry["answer"]))
         if gold is None:
             raise DataError(f"non-numeric answer {entry['answer']!r}", path=f"reasoning_gym:{task}",

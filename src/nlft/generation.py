@@ -196,9 +196,9 @@ def _decode(model: Any, input_ids: Any, attention_mask: Any, past: Any, *, max_n
     cached prefix and the rest); ``past`` may already hold the first columns (a shared prefix).
     Positions count real tokens only. A row ends at an end-of-sequence token (not kept), when
     ``finished(tokens)`` says so, or after ``max_new_tokens``; finished rows leave the batch and its
-    cache, so long completions do not make the others pay. Sampling draws row i's tokens with
-    ``generators[i]`` (temperature, then nucleus ``top_p``), so a row's text does not depend on its
-    batch. Returns each row's generated token ids.
+    cache (once they are a quarter of it), so long completions do not make the others pay. Sampling
+    draws row i's tokens with ``generators[i]`` (temperature, then nucleus ``top_p``), so a row's
+    text does not depend on its batch. Returns each row's generated token ids.
     """
     import torch
 
@@ -209,7 +209,8 @@ def _decode(model: Any, input_ids: Any, attention_mask: Any, past: Any, *, max_n
     cache, logits = _prefill(model, input_ids, attention_mask, past, min(max_new_tokens, _GROW))
     capacity = input_ids.shape[1] + min(max_new_tokens, _GROW)
     next_pos = attention_mask.sum(-1, keepdim=True)
-    active = list(range(batch))
+    active = list(range(batch))  # the rows still in the cache (original indices)
+    alive = [True] * batch  # per cache row: still generating (finished rows wait for the next compaction)
     for step in range(max_new_tokens):
         if generators is None:
             chosen = logits.argmax(-1)
@@ -219,22 +220,26 @@ def _decode(model: Any, input_ids: Any, attention_mask: Any, past: Any, *, max_n
                 sorted_p, order = probs.sort(dim=-1, descending=True)
                 sorted_p[sorted_p.cumsum(-1) - sorted_p > top_p] = 0.0
                 probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-            chosen = torch.stack([torch.multinomial(probs[i], 1, generator=generators[row])[0]
-                                  for i, row in enumerate(active)])
-        keep = []
+            chosen = torch.stack([torch.multinomial(probs[i], 1, generator=generators[row])[0] if alive[i]
+                                  else probs.new_zeros((), dtype=torch.long) for i, row in enumerate(active)])
         for i, (row, token) in enumerate(zip(active, chosen.tolist(), strict=True)):
+            if not alive[i]:
+                continue
             if token in eos:
+                alive[i] = False
                 continue
             out_tokens[row].append(token)
-            if not finished(out_tokens[row]):
-                keep.append(i)
-        if not keep or step == max_new_tokens - 1:
+            alive[i] = not finished(out_tokens[row])
+        n_alive = sum(alive)
+        if not n_alive or step == max_new_tokens - 1:
             break
-        if len(keep) < len(active):
+        # Finished rows leave the batch once they are a quarter of it: each compaction copies the cache.
+        if len(active) - n_alive >= max(1, len(active) // 4):
+            keep = [i for i, a in enumerate(alive) if a]
             index = torch.tensor(keep, device=chosen.device)
             _select_rows(cache, index)
             attention_mask, next_pos, chosen = attention_mask[index], next_pos[index], chosen[index]
-            active = [active[i] for i in keep]
+            active, alive = [active[i] for i in keep], [True] * len(keep)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], dim=-1)
         if attention_mask.shape[1] > capacity:
             capacity = min(capacity + _GROW, input_ids.shape[1] + max_new_tokens)

@@ -107,6 +107,7 @@ class TemplateSpec:
 
 
 _MODELS: dict[tuple[str, str | None], tuple[Any, Any]] = {}
+_PREFIXES: dict[tuple[str, str | None], Any] = {}
 
 
 def _hf_model(name: str, adapter: str | None) -> tuple[Any, Any]:
@@ -132,14 +133,16 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
                    progress: bool = False) -> list[tuple[str, int | None]]:
     """Completions of plain-text prompts (one user turn each) by the backend of ``spec``."""
     if spec.backend == "hf":
-        from nlft.generation import generate_hf_with_counts
+        from nlft.generation import PrefixCache, generate_hf_with_counts
 
         model, tokenizer = _hf_model(spec.model, spec.adapter)
         chat = spec.chat_template and bool(getattr(tokenizer, "chat_template", None))
+        # the solve prompt's instruction and few-shot block: computed once per process and model
+        prefix = _PREFIXES.setdefault((spec.model, spec.adapter), PrefixCache())
         return list(generate_hf_with_counts(
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
             top_p=top_p, seeds=seeds, batch_size=batch_size, chat=chat, stop_at_answer=stop_at_answer,
-            progress=progress))
+            progress=progress, prefix_cache=prefix))
     from nlft.generation import truncate_output
 
     with _openai_client(spec) as client:

@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         model = load_model(args.model, adapter=args.adapter, dtype=args.dtype)
+        if args.adapter and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()  # LoRA folded into the weights: no extra matmuls per token
         if torch.cuda.is_available():
             model = model.to("cuda")
         generate = hf_generate_fn(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,

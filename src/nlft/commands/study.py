@@ -1,0 +1,87 @@
+"""Run the small-data study (``docs/study.md``): base, SFT gold, SFT outputs, CUT and NLFT over sizes and seeds.
+
+Every cell is cached in the study directory: rerun the same command to finish an interrupted
+study, ``--only`` to run some cells (a cell name such as ``nlft-n50-s0``, a method, ``n100`` or a
+part), ``--report`` to rewrite the tables and plots from the cells done so far. A cell is rerun by
+deleting its folder under ``<out>/<part>/cells/``.
+
+Examples::
+
+    nlft study --out study                           # the whole CPU study (SmolLM2-135M, chain_sum)
+    nlft study --out study --only nlft-n50-s0        # one cell
+    nlft study --out study-8b --model meta-llama/Meta-Llama-3-8B-Instruct --no-gsm8k
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``nlft study`` (defaults: the protocol of docs/study.md)."""
+    from nlft.study import StudyConfig
+
+    d = StudyConfig()
+    parser.add_argument("--out", required=True, help="study directory (rerun the same command to resume)")
+    parser.add_argument("--model", default=d.model, help=f"model name or path (default {d.model})")
+    parser.add_argument("--task", default=d.task, help=f"question set of the main table (default {d.task})")
+    parser.add_argument("--data-dir", default=None, help="GSM8K folder (default: $NLFT_GSM8K_DIR)")
+    parser.add_argument("--sizes", type=_ints, default=d.sizes, help="training-set sizes (default 50,100,200)")
+    parser.add_argument("--seeds", type=_ints, default=d.seeds, help="training seeds (default 0,1,2)")
+    parser.add_argument("--methods", type=_names, default=d.methods,
+                        help="sft_gold, sft_outputs, cut, nlft (default: all)")
+    parser.add_argument("--epochs", type=float, default=d.epochs,
+                        help=f"epochs of each table cell (default {d.epochs:g})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"learning rate, every method (default {d.lr:g})")
+    parser.add_argument("--eval-size", type=int, default=d.eval_size, help="held-out questions (default 300)")
+    parser.add_argument("--eval-max-new-tokens", type=int, default=d.eval_max_new_tokens)
+    parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    parser.add_argument("--gen-max-new-tokens", type=int, default=d.gen_max_new_tokens,
+                        help="new tokens per training output of the main task")
+    parser.add_argument("--curve-size", type=int, default=d.curve_size, help="N of the per-epoch curves")
+    parser.add_argument("--curve-epochs", type=int, default=d.curve_epochs)
+    parser.add_argument("--curve-seeds", type=_ints, default=d.curve_seeds)
+    parser.add_argument("--no-gsm8k", action="store_true", help="leave out the GSM8K part")
+    parser.add_argument("--gsm8k-size", type=int, default=d.gsm8k_size)
+    parser.add_argument("--gsm8k-eval-size", type=int, default=d.gsm8k_eval_size)
+    parser.add_argument("--only", nargs="+", default=None, help="run only these cells, methods, sizes (n50) or parts")
+    parser.add_argument("--skip-part", nargs="+", default=(), help="parts not to run now (main, gsm8k)")
+    parser.add_argument("--report", action="store_true", help="only rewrite table.md, table.json and the plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study (or what is missing of it) and print the table."""
+    from pathlib import Path
+
+    from nlft.study import StudyConfig, check_protocol, run_study, write_report
+
+    cfg = StudyConfig(model=args.model, task=args.task, data_dir=args.data_dir, sizes=args.sizes, seeds=args.seeds,
+                      methods=args.methods, epochs=args.epochs, lr=args.lr, eval_size=args.eval_size,
+                      eval_max_new_tokens=args.eval_max_new_tokens, eval_batch_size=args.eval_batch_size,
+                      gen_max_new_tokens=args.gen_max_new_tokens, curve_size=args.curve_size,
+                      curve_epochs=args.curve_epochs, curve_seeds=args.curve_seeds, gsm8k=not args.no_gsm8k,
+                      gsm8k_size=args.gsm8k_size, gsm8k_eval_size=args.gsm8k_eval_size)
+    out = Path(args.out)
+    if args.report:
+        check_protocol(out, cfg)
+        write_report(out, cfg)
+    else:
+        run_study(out, cfg, only=args.only, skip_parts=tuple(args.skip_part))
+    import json
+
+    from nlft.study import markdown
+
+    print(markdown(json.loads((out / "table.json").read_text())))
+    print(f"table: {out / 'table.md'}; plots: {out / 'plot_sizes.png'}, {out / 'plot_epochs.png'}")
+    return 0
