@@ -291,7 +291,8 @@ def run_study(out: str | Path, cfg: StudyConfig, *, only: list[str] | None = Non
             run_base(root, cfg, part)
         for method, n, seed, epochs in cells_of(cfg, part):
             name = cell_name(method, n, seed, epochs)
-            if only and not any(o in (name, method, f"n{n}", part.name) for o in only):
+            tokens = (name, method, f"n{n}", f"s{seed}", part.name, "curve" if epochs else "table")
+            if only and not any(o in tokens for o in only):
                 continue
             run_cell(root, cfg, part, method, n, seed, epochs)
     return write_report(root, cfg)

@@ -1,9 +1,9 @@
 """Run the small-data study (``docs/study.md``): base, SFT gold, SFT outputs, CUT and NLFT over sizes and seeds.
 
 Every cell is cached in the study directory: rerun the same command to finish an interrupted
-study, ``--only`` to run some cells (a cell name such as ``nlft-n50-s0``, a method, ``n100`` or a
-part), ``--report`` to rewrite the tables and plots from the cells done so far. A cell is rerun by
-deleting its folder under ``<out>/<part>/cells/``.
+study, ``--only`` to run some cells (a cell name such as ``nlft-n50-s0``, a method, ``n100``, a
+seed ``s1``, a part, ``table`` or ``curve``), ``--report`` to rewrite the tables and plots from
+the cells done so far. A cell is rerun by deleting its folder under ``<out>/<part>/cells/``.
 
 Examples::
 
@@ -55,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-gsm8k", action="store_true", help="leave out the GSM8K part")
     parser.add_argument("--gsm8k-size", type=int, default=d.gsm8k_size)
     parser.add_argument("--gsm8k-eval-size", type=int, default=d.gsm8k_eval_size)
-    parser.add_argument("--only", nargs="+", default=None, help="run only these cells, methods, sizes (n50) or parts")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run only the cells matching one of these: a cell name (nlft-n50-s0), a method, a "
+                             "size (n50), a seed (s1), a part (main, gsm8k), 'table' or 'curve'")
     parser.add_argument("--skip-part", nargs="+", default=(), help="parts not to run now (main, gsm8k)")
     parser.add_argument("--report", action="store_true", help="only rewrite table.md, table.json and the plots")
 
