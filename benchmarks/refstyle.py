@@ -1,10 +1,12 @@
 """A reference-style NLFT step: the baseline the lean trainer is measured against.
 
-It computes what :class:`nlft.NLFTTrainer` computes, the way a straightforward implementation
-does: the base view and the measurement views of a batch are stacked into one batch that runs
-forward with gradients enabled, the output head runs on every position, and a float32 softmax over
-the whole vocabulary gives the probabilities, from which the label tokens are read. The measurement
-views are then detached. The loss is the same function of the same probabilities, so with dropout
+It computes what :class:`nlft.NLFTTrainer` computes, the way the paper's public code does: every
+row contributes its three views (X_base, X_standard and X_judge; a correct output's judgment is
+"the response is correct"), stacked into one batch that runs forward with gradients enabled; the
+output head runs on every position, and a float32 softmax over the whole vocabulary at every
+position gives the probabilities, from which the label tokens are read. The measurement views are
+then detached. (The lean trainer runs X_judge for incorrect outputs only: a correct output's
+scales use P_std alone.) The loss is the same function of the same probabilities, so with dropout
 off the loss and the LoRA gradients equal the lean step's (``tests/test_perf_equivalence.py``).
 """
 
@@ -17,6 +19,8 @@ import torch
 from nlft.clustering import cosine_spans, word_spans
 from nlft.logps import IGNORE_INDEX
 from nlft.loss import nlft_loss
+from nlft.prompts import CORRECT_JUDGMENT, render
+from nlft.records import _prompt_ids
 from nlft.scales import batch_token_scales
 from nlft.trainer import JUDGE, STD, NLFTCollator, NLFTTrainer
 
@@ -46,7 +50,7 @@ def stacked_view_logps(model: Any, batch: dict[str, torch.Tensor], *, return_hid
     out = model(input_ids=ids, attention_mask=att, position_ids=position_ids, use_cache=False,
                 output_hidden_states=return_hidden)
     prompt = width - resp
-    probs = out.logits[:, prompt - 1 : width - 1].float().softmax(dim=-1)  # (B + V, R, vocab)
+    probs = out.logits.float().softmax(dim=-1)[:, prompt - 1 : width - 1]  # every position, then (B + V, R, vocab)
     picked = probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     logps = torch.where(labels != IGNORE_INDEX, picked.clamp(min=1e-30).log(), torch.zeros_like(picked))
     hidden = out.hidden_states[-1][:bsz, prompt:].detach() if return_hidden else None
@@ -62,6 +66,20 @@ class RefStyleTrainer(NLFTTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         views_correct, views_incorrect = self.args.needed_views
+        if self.args.loss_type == "nlft":  # all three views for every row, as the reference code
+            views_correct = ("standard", "judge")
+            records = kwargs.get("train_dataset") or []
+            tokenizer = self.processing_class
+
+            def add_judge_view(row: dict[str, Any], idx: int) -> dict[str, Any]:
+                if row["correct"] and not row["judge_prompt_ids"]:
+                    source = records[idx]
+                    text = render(self.args.judge_template, question=source["question"],
+                                  reference=source["reference"], judgment=CORRECT_JUDGMENT)
+                    row["judge_prompt_ids"] = _prompt_ids(tokenizer, text, self.args.use_chat_template)
+                return row
+
+            self.train_dataset = self.train_dataset.map(add_judge_view, with_indices=True)
         self.data_collator = NLFTCollator(self.processing_class.pad_token_id, views_correct, views_incorrect)
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,

@@ -63,9 +63,12 @@ def test_lean_step_equals_reference_style_step(tokenizer, tmp_path, phrase_rule)
     lean = NLFTTrainer(model, args=args, train_dataset=records, processing_class=tokenizer)
     ref = RefStyleTrainer(model, args=args, train_dataset=records, processing_class=tokenizer)
     batch = lean.data_collator([lean.train_dataset[i] for i in range(4)])
+    # the reference style stacks all three views of every row, a correct output's X_judge included
+    ref_batch = ref.data_collator([ref.train_dataset[i] for i in range(4)])
+    assert len(ref_batch["view_row"]) == 2 * 4 > len(batch["view_row"])
 
     loss_lean, grads_lean = _loss_and_grads(lean, batch)
-    loss_ref, grads_ref = _loss_and_grads(ref, batch)
+    loss_ref, grads_ref = _loss_and_grads(ref, ref_batch)
 
     metrics = lean._metrics["train"]
     # Every branch of the loss is exercised: saliency, sub-saliency and erroneous tokens all exist.
