@@ -376,10 +376,14 @@ def markdown(table: dict[str, Any]) -> str:
                 if row is None or row["flexible_mean"] is None:
                     cells.append("—" if not (row and row.get("skipped")) else f"({row['skipped']})")
                     continue
-                seeds = f" (n={row['seeds']})" if method != "base" and row["seeds"] < len(
-                    table["protocol"]["seeds"]) and name == "main" else ""
+                if method == "base" or row["seeds"] == 1:
+                    note = "" if method == "base" else " (1 seed)"
+                    cells.append(f"{100 * row['flexible_mean']:.1f} [{100 * row['strict_mean']:.1f}]{note}")
+                    continue
+                note = f" ({row['seeds']} seeds)" if row["seeds"] < len(table["protocol"]["seeds"]) and \
+                    name == "main" else ""
                 cells.append(f"{_fmt(row['flexible_mean'], row['flexible_std'])} "
-                             f"[{_fmt(row['strict_mean'], row['strict_std'])}]{seeds}")
+                             f"[{_fmt(row['strict_mean'], row['strict_std'])}]{note}")
             lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
         if part.get("curves"):
             curves = part["curves"]
