@@ -109,17 +109,10 @@ def _log(msg: str) -> None:
 
 def check_protocol(out: Path, cfg: StudyConfig) -> None:
     """Write ``study.json``, or refuse a study directory made with another protocol."""
-    path = out / "study.json"
-    new = json.loads(json.dumps(asdict(cfg)))
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if changed:
-            raise DataError(f"{out} holds a study with another protocol ({', '.join(changed)} differ); "
-                            "use another --out, or delete it to start over", path=path)
-        return
+    from nlft.resume import check_run_args
+
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, new)
+    check_run_args(out, asdict(cfg), name="study.json")
 
 
 def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
