@@ -92,3 +92,32 @@ def test_recorder_with_a_real_trainer(tmp_path, tiny_model):
     append_eval_history(tmp_path, 1.0, {"accuracy_strict": 0.5, "accuracy_flexible": 0.75, "n": 4})
     assert json.loads((tmp_path / "eval_history.jsonl").read_text()) == {
         "epoch": 1.0, "accuracy_strict": 0.5, "accuracy_flexible": 0.75, "n": 4}
+
+
+def test_epoch_eval_on_a_merged_copy_leaves_the_trained_model_alone(tmp_path, tokenizer):
+    from types import SimpleNamespace
+
+    from conftest import make_tiny_model
+    from peft import LoraConfig, get_peft_model
+
+    from nlft.runs import EpochEvalCallback
+
+    torch.manual_seed(0)
+    model = get_peft_model(make_tiny_model(len(tokenizer)), LoraConfig(
+        r=4, target_modules=["gate_proj", "up_proj", "down_proj"], init_lora_weights=False))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "gold": str(i + 1)} for i in range(3)]
+    results = {}
+    for merge in (True, False):
+        run = tmp_path / f"merge-{merge}"
+        callback = EpochEvalCallback(run, tokenizer, rows, merge_adapter=merge, batch_size=3, max_new_tokens=4)
+        callback.on_epoch_end(None, SimpleNamespace(epoch=1.0), None, model=model)
+        history = [json.loads(x) for x in (run / "eval_history.jsonl").read_text().splitlines()]
+        assert len(history) == 1 and history[0]["n"] == 3
+        results[merge] = [json.loads(x)["output"] for x in
+                          (run / "eval" / "epoch-1" / "predictions.jsonl").read_text().splitlines()]
+    assert model.training and hasattr(model, "merge_and_unload")  # still the PEFT model being trained
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert len(results[True]) == len(results[False]) == 3

@@ -51,7 +51,7 @@ def study(tmp_path_factory, tokenizer):
     out = tmp_path_factory.mktemp("study")
     cfg = StudyConfig(model=str(model_dir), task=TASK, sizes=(4,), seeds=(0, 1), methods=("sft_gold", "sft_outputs",
                       "nlft"), epochs=1, lr=1e-3, eval_size=6, eval_max_new_tokens=6, eval_batch_size=8,
-                      gen_max_new_tokens=12, curve_size=4, curve_epochs=2, gsm8k=False)
+                      gen_max_new_tokens=12, curve_size=4, curve_epochs=2, curve_eval_size=4, gsm8k=False)
     table = run_study(out, cfg)
     return out, cfg, table
 
@@ -77,12 +77,15 @@ def test_study_builds_table_from_cells(study):
         assert row["flexible_std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
         for seed in (0, 1):
             result = json.loads((out / "main" / "cells" / f"{method}-n4-s{seed}" / "result.json").read_text())
-            assert result["n"] == 6 and (out / "main" / "cells" / f"{method}-n4-s{seed}" / "run" / "adapter").is_dir()
+            assert result["n"] == 4 and result["eval_n"] == 6
+            assert (out / "main" / "cells" / f"{method}-n4-s{seed}" / "run" / "adapter").is_dir()
     sft_out = next(r for r in part["rows"] if r["method"] == "sft_outputs")
     if n_correct == 0:  # the random model gets nothing right: nothing for SFT on outputs to learn from
         assert sft_out["seeds"] == 0 and sft_out["skipped"] == "no correct outputs"
     else:
         assert sft_out["train_rows"] == n_correct
+    curve = json.loads((out / "main" / "cells" / "nlft-n4-s0-e2" / "result.json").read_text())
+    assert curve["n"] == 4 and curve["eval_n"] == 4  # the curves use the first curve_eval_size held-out questions
     curves = part["curves"]
     assert set(curves) >= {"sft_gold", "nlft"}
     assert curves["nlft"]["epochs"] == [1, 2] and len(curves["nlft"]["flexible"]) == 2
@@ -110,7 +113,8 @@ def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsy
     assert main(["study", "--out", str(out), "--model", cfg.model, "--task", TASK, "--sizes", "4", "--seeds", "0,1",
                  "--methods", "sft_gold,sft_outputs,nlft", "--epochs", "1", "--lr", "1e-3", "--eval-size", "6",
                  "--eval-max-new-tokens", "6", "--eval-batch-size", "8", "--gen-max-new-tokens", "12",
-                 "--curve-size", "4", "--curve-epochs", "2", "--no-gsm8k", "--only", "nlft-n4-s0"]) == 0
+                 "--curve-size", "4", "--curve-epochs", "2", "--curve-eval-size", "4", "--no-gsm8k",
+                 "--only", "nlft-n4-s0"]) == 0
     new = json.loads(cell.read_text())
     assert new["accuracy_flexible"] == old["accuracy_flexible"]
     assert "| NLFT |" in capsys.readouterr().out

@@ -295,13 +295,18 @@ class EpochEvalCallback(TrainerCallback):
     Each evaluation is appended to ``eval_history.jsonl`` (``epoch``, ``accuracy_strict``,
     ``accuracy_flexible``, ``n``, ``ci95``). ``eval_kwargs`` go to :func:`~nlft.evaluation.evaluate`
     (batch_size, max_new_tokens, temperature, seed, template, ...).
+
+    ``merge_adapter=True`` generates with a merged copy of a PEFT model (LoRA folded into the
+    weights: faster decoding, and the same weights ``nlft eval`` would use), leaving the model being
+    trained untouched; the copy costs the model's memory once more while it lives.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, tokenizer: Any, rows: list[dict[str, Any]], **eval_kwargs: Any
-                 ) -> None:
+    def __init__(self, run_dir: str | os.PathLike, tokenizer: Any, rows: list[dict[str, Any]], *,
+                 merge_adapter: bool = False, **eval_kwargs: Any) -> None:
         self.run_dir = Path(run_dir)
         self.tokenizer = tokenizer
         self.rows = rows
+        self.merge_adapter = merge_adapter
         self.eval_kwargs = eval_kwargs
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
@@ -309,10 +314,19 @@ class EpochEvalCallback(TrainerCallback):
 
         epoch = round(state.epoch or 0.0, 2)
         was_training = model.training
+        eval_model = model
+        if self.merge_adapter and hasattr(model, "merge_and_unload"):
+            import copy
+
+            import torch
+
+            with torch.no_grad():
+                eval_model = copy.deepcopy(model).merge_and_unload()
         try:
-            metrics = evaluate(model, self.tokenizer, self.rows, out_dir=self.run_dir / "eval" / f"epoch-{epoch:g}",
-                               progress=False, **self.eval_kwargs)
+            metrics = evaluate(eval_model, self.tokenizer, self.rows,
+                               out_dir=self.run_dir / "eval" / f"epoch-{epoch:g}", progress=False, **self.eval_kwargs)
         finally:
+            del eval_model
             model.train(was_training)
         append_eval_history(self.run_dir, epoch, {k: metrics[k] for k in
                                                   ("accuracy_strict", "accuracy_flexible", "n", "ci95")})

@@ -61,6 +61,7 @@ class StudyConfig:
     curve_size: int = 50
     curve_epochs: int = 10
     curve_seeds: tuple[int, ...] = (0,)
+    curve_eval_size: int = 100
     gsm8k: bool = True
     gsm8k_size: int = 50
     gsm8k_eval_size: int = 100
@@ -181,7 +182,8 @@ def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir:
 
 
 def _metrics(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: m[k] for k in ("accuracy_strict", "accuracy_flexible", "n", "ci95", "answered_share")}
+    """An evaluation's figures for a cell's ``result.json`` (``eval_n``: questions graded; ``n`` is N)."""
+    return {"eval_n": m["n"], **{k: m[k] for k in ("accuracy_strict", "accuracy_flexible", "ci95", "answered_share")}}
 
 
 def run_base(out: Path, cfg: StudyConfig, part: Part) -> dict[str, Any]:
@@ -233,7 +235,8 @@ def run_cell(out: Path, cfg: StudyConfig, part: Part, method: str, n: int, seed:
             batch_size=cfg.batch_size, seed=seed, sft_data=sft_data or "outputs", save_total_limit=1,
             resume=run_dir.exists(), logging_steps=5,
             eval_each_epoch=curve_epochs is not None, eval_data=str(out / part.name / "data" / "eval.jsonl"),
-            eval_batch_size=cfg.eval_batch_size, eval_max_new_tokens=part.max_new_tokens)
+            eval_batch_size=cfg.eval_batch_size, eval_max_new_tokens=part.max_new_tokens,
+            eval_limit=cfg.curve_eval_size if curve_epochs is not None else None, eval_merged=True)
         train(opts)
     train_s = time.perf_counter() - start
     result["train_s"] = train_s
@@ -241,7 +244,7 @@ def run_cell(out: Path, cfg: StudyConfig, part: Part, method: str, n: int, seed:
         history = list(read_jsonl(run_dir / "eval_history.jsonl"))
         result["curve"] = [{"epoch": h["epoch"], "accuracy_strict": h["accuracy_strict"],
                             "accuracy_flexible": h["accuracy_flexible"]} for h in history]
-        result.update({k: history[-1][k] for k in ("accuracy_strict", "accuracy_flexible", "n")})
+        result.update(eval_n=history[-1]["n"], **{k: history[-1][k] for k in ("accuracy_strict", "accuracy_flexible")})
     else:
         _log(f"{part.name}/{name}: evaluating")
         start = time.perf_counter()
@@ -381,7 +384,9 @@ def markdown(table: dict[str, Any]) -> str:
         if part.get("curves"):
             curves = part["curves"]
             epochs = max((c["epochs"] for c in curves.values()), key=len)
-            lines.append(f"\nPer-epoch accuracy (flexible, %), N = {table['protocol']['curve_size']}:\n")
+            held = table["protocol"].get("curve_eval_size") or part["eval_size"]
+            lines.append(f"\nPer-epoch accuracy (flexible, %), N = {table['protocol']['curve_size']}, "
+                         f"on the first {held} held-out questions:\n")
             lines.append("| method | " + " | ".join(f"{e:g}" for e in epochs) + " |")
             lines.append("|---|" + "---|" * len(epochs))
             for method, c in curves.items():
@@ -428,7 +433,8 @@ def plot(table: dict[str, Any], root: Path) -> list[Path]:
             ax.axhline(100 * base["flexible_mean"], color="grey", linestyle="--", label="base model")
         ax.set_xlabel("epoch")
         ax.set_ylabel("held-out accuracy, flexible (%)")
-        ax.set_title(f"N = {table['protocol']['curve_size']}")
+        held = table["protocol"].get("curve_eval_size") or main["eval_size"]
+        ax.set_title(f"N = {table['protocol']['curve_size']}, first {held} held-out questions")
         ax.legend(fontsize=8)
         fig.tight_layout()
         written.append(root / "plot_epochs.png")

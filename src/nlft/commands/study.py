@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curve-size", type=int, default=d.curve_size, help="N of the per-epoch curves")
     parser.add_argument("--curve-epochs", type=int, default=d.curve_epochs)
     parser.add_argument("--curve-seeds", type=_ints, default=d.curve_seeds)
+    parser.add_argument("--curve-eval-size", type=int, default=d.curve_eval_size,
+                        help="the per-epoch curves are evaluated on the first this many held-out questions")
     parser.add_argument("--no-gsm8k", action="store_true", help="leave out the GSM8K part")
     parser.add_argument("--gsm8k-size", type=int, default=d.gsm8k_size)
     parser.add_argument("--gsm8k-eval-size", type=int, default=d.gsm8k_eval_size)
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                       methods=args.methods, epochs=args.epochs, lr=args.lr, eval_size=args.eval_size,
                       eval_max_new_tokens=args.eval_max_new_tokens, eval_batch_size=args.eval_batch_size,
                       gen_max_new_tokens=args.gen_max_new_tokens, curve_size=args.curve_size,
-                      curve_epochs=args.curve_epochs, curve_seeds=args.curve_seeds, gsm8k=not args.no_gsm8k,
+                      curve_epochs=args.curve_epochs, curve_seeds=args.curve_seeds,
+                      curve_eval_size=args.curve_eval_size, gsm8k=not args.no_gsm8k,
                       gsm8k_size=args.gsm8k_size, gsm8k_eval_size=args.gsm8k_eval_size)
     out = Path(args.out)
     if args.report:

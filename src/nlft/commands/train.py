@@ -82,6 +82,8 @@ class TrainOptions:
     eval_max_new_tokens: int = _opt(512, "new tokens per answer")
     eval_temperature: float = _opt(0.0, "0 = greedy; the paper samples at 0.6")
     eval_prompt: str = _opt("solve", "'solve' (paper A.2), 'base' (the training prompt) or a template file")
+    eval_merged: bool = _opt(False, "generate with a merged copy of the adapter (faster; needs the model's "
+                                    "memory once more)")
     # SFT
     sft_data: str = _opt("outputs", "SFT (and ReFT warm-up) targets: 'outputs' (the correct outputs NLFT trains "
                                     "on: the fair baseline) or 'reference' (gold solutions: the paper's SFT)",
@@ -366,7 +368,7 @@ def train(opts: TrainOptions) -> int:
         callbacks.append(EpochEvalCallback(
             run_dir, tokenizer, eval_rows, batch_size=opts.eval_batch_size, max_new_tokens=opts.eval_max_new_tokens,
             temperature=opts.eval_temperature, seed=opts.seed, template=resolve_template(opts.eval_prompt),
-            use_chat_template=opts.use_chat_template, source=opts.eval_data))
+            use_chat_template=opts.use_chat_template, source=opts.eval_data, merge_adapter=opts.eval_merged))
     device_map = "cuda" if torch.cuda.is_available() else None
 
     def fresh_model(path: str) -> Any:
