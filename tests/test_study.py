@@ -89,6 +89,11 @@ def test_study_builds_table_from_cells(study):
     curves = part["curves"]
     assert set(curves) >= {"sft_gold", "nlft"}
     assert curves["nlft"]["epochs"] == [1, 2] and len(curves["nlft"]["flexible"]) == 2
+    base_preds = [json.loads(x) for x in (out / "main" / "cells" / "base" / "eval" / "predictions.jsonl")
+                  .read_text().splitlines()]
+    first = {r["id"] for r in held[:4]}
+    assert part["curve_base"]["n"] == 4 and part["curve_base"]["flexible"] == pytest.approx(
+        sum(r["correct_flexible"] for r in base_preds if r["id"] in first) / 4)
     text = markdown(table)
     assert "| NLFT |" in text and "N = 4" in text and "Per-epoch accuracy" in text
     assert (out / "table.md").read_text() == text

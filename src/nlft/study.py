@@ -344,8 +344,23 @@ def collect(root: Path, cfg: StudyConfig) -> dict[str, Any]:
                                                     if len(r["curve"]) > i) for i in range(len(epochs))],
                         "seeds": len(runs)}
             entry["curves"] = curves
+            entry["curve_base"] = _base_on_first(root, part, cfg.curve_eval_size)
         table["parts"][part.name] = entry
     return table
+
+
+def _base_on_first(root: Path, part: Part, count: int) -> dict[str, float] | None:
+    """The base model's accuracy on the first ``count`` held-out questions (the curves' questions)."""
+    preds = root / part.name / "cells" / "base" / "eval" / "predictions.jsonl"
+    held = root / part.name / "data" / "eval.jsonl"
+    if not (preds.exists() and held.exists()):
+        return None
+    ids = [r["id"] for r in read_jsonl(held)][:count]
+    by_id = {r["id"]: r for r in read_jsonl(preds)}
+    if not ids or any(i not in by_id for i in ids):
+        return None
+    return {"flexible": statistics.fmean(bool(by_id[i]["correct_flexible"]) for i in ids),
+            "strict": statistics.fmean(bool(by_id[i]["correct"]) for i in ids), "n": len(ids)}
 
 
 def _fmt(mean: float | None, std: float | None) -> str:
@@ -387,11 +402,14 @@ def markdown(table: dict[str, Any]) -> str:
             held = table["protocol"].get("curve_eval_size") or part["eval_size"]
             lines.append(f"\nPer-epoch accuracy (flexible, %), N = {table['protocol']['curve_size']}, "
                          f"on the first {held} held-out questions:\n")
-            lines.append("| method | " + " | ".join(f"{e:g}" for e in epochs) + " |")
-            lines.append("|---|" + "---|" * len(epochs))
+            start = part.get("curve_base")
+            lines.append("| method | " + ("0 (base) | " if start else "") + " | ".join(f"{e:g}" for e in epochs)
+                         + " |")
+            lines.append("|---|" + "---|" * (len(epochs) + bool(start)))
             for method, c in curves.items():
-                lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(f"{100 * v:.1f}" for v in c["flexible"])
-                             + " |")
+                lines.append(f"| {LABELS.get(method, method)} | " + (f"{100 * start['flexible']:.1f} | " if start
+                                                                      else "")
+                             + " | ".join(f"{100 * v:.1f}" for v in c["flexible"]) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -427,10 +445,12 @@ def plot(table: dict[str, Any], root: Path) -> list[Path]:
     plt.close(fig)
     if main.get("curves"):
         fig, ax = plt.subplots(figsize=(6, 4))
+        start = main.get("curve_base")
         for method, c in main["curves"].items():
-            ax.plot(c["epochs"], [100 * v for v in c["flexible"]], marker="o", label=LABELS.get(method, method))
-        if base:
-            ax.axhline(100 * base["flexible_mean"], color="grey", linestyle="--", label="base model")
+            xs, ys = c["epochs"], [100 * v for v in c["flexible"]]
+            if start:  # epoch 0: the base model on the same questions
+                xs, ys = [0, *xs], [100 * start["flexible"], *ys]
+            ax.plot(xs, ys, marker="o", label=LABELS.get(method, method))
         ax.set_xlabel("epoch")
         ax.set_ylabel("held-out accuracy, flexible (%)")
         held = table["protocol"].get("curve_eval_size") or main["eval_size"]
