@@ -60,11 +60,15 @@ class ScriptedServer:
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 answer = outer.script[min(index, len(outer.script) - 1)]
+                if answer[0] == "sleep":
+                    time.sleep(answer[1])
+                    answer = answer[2]
+                # The request leaves the count before its answer goes out: once the client can read the
+                # answer it may send its next request, and that one must not overlap this one here.
+                with outer._lock:
+                    outer.in_flight -= 1
+                status, headers, body = answer
                 try:
-                    if answer[0] == "sleep":
-                        time.sleep(answer[1])
-                        answer = answer[2]
-                    status, headers, body = answer
                     self.send_response(status)
                     for key, value in headers.items():
                         self.send_header(key, value)
@@ -73,9 +77,6 @@ class ScriptedServer:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-                finally:
-                    with outer._lock:
-                        outer.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
