@@ -92,6 +92,7 @@ def test_study_builds_table_from_cells(study):
     base_preds = [json.loads(x) for x in (out / "main" / "cells" / "base" / "eval" / "predictions.jsonl")
                   .read_text().splitlines()]
     first = {r["id"] for r in held[:4]}
+    assert part["curve_eval_size"] == 4 and "first 4 held-out questions" in markdown(table)
     assert part["curve_base"]["n"] == 4 and part["curve_base"]["flexible"] == pytest.approx(
         sum(r["correct_flexible"] for r in base_preds if r["id"] in first) / 4)
     text = markdown(table)

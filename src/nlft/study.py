@@ -344,7 +344,8 @@ def collect(root: Path, cfg: StudyConfig) -> dict[str, Any]:
                                                     if len(r["curve"]) > i) for i in range(len(epochs))],
                         "seeds": len(runs)}
             entry["curves"] = curves
-            entry["curve_base"] = _base_on_first(root, part, cfg.curve_eval_size)
+            entry["curve_eval_size"] = min(cfg.curve_eval_size, part.eval_size)
+            entry["curve_base"] = _base_on_first(root, part, entry["curve_eval_size"])
         table["parts"][part.name] = entry
     return table
 
@@ -399,9 +400,8 @@ def markdown(table: dict[str, Any]) -> str:
         if part.get("curves"):
             curves = part["curves"]
             epochs = max((c["epochs"] for c in curves.values()), key=len)
-            held = table["protocol"].get("curve_eval_size") or part["eval_size"]
             lines.append(f"\nPer-epoch accuracy (flexible, %), N = {table['protocol']['curve_size']}, "
-                         f"on the first {held} held-out questions:\n")
+                         f"on the first {part['curve_eval_size']} held-out questions:\n")
             start = part.get("curve_base")
             lines.append("| method | " + ("0 (base) | " if start else "") + " | ".join(f"{e:g}" for e in epochs)
                          + " |")
@@ -453,8 +453,7 @@ def plot(table: dict[str, Any], root: Path) -> list[Path]:
             ax.plot(xs, ys, marker="o", label=LABELS.get(method, method))
         ax.set_xlabel("epoch")
         ax.set_ylabel("held-out accuracy, flexible (%)")
-        held = table["protocol"].get("curve_eval_size") or main["eval_size"]
-        ax.set_title(f"N = {table['protocol']['curve_size']}, first {held} held-out questions")
+        ax.set_title(f"N = {table['protocol']['curve_size']}, first {main['curve_eval_size']} held-out questions")
         ax.legend(fontsize=8)
         fig.tight_layout()
         written.append(root / "plot_epochs.png")
