@@ -19,8 +19,7 @@ import torch
 from nlft.clustering import cosine_spans, word_spans
 from nlft.logps import IGNORE_INDEX
 from nlft.loss import nlft_loss
-from nlft.prompts import CORRECT_JUDGMENT, render
-from nlft.records import _prompt_ids
+from nlft.prompts import CORRECT_JUDGMENT, prompt_ids, view_text
 from nlft.scales import batch_token_scales
 from nlft.trainer import JUDGE, STD, NLFTCollator, NLFTTrainer
 
@@ -74,9 +73,9 @@ class RefStyleTrainer(NLFTTrainer):
             def add_judge_view(row: dict[str, Any], idx: int) -> dict[str, Any]:
                 if row["correct"] and not row["judge_prompt_ids"]:
                     source = records[idx]
-                    text = render(self.args.judge_template, question=source["question"],
-                                  reference=source["reference"], judgment=CORRECT_JUDGMENT)
-                    row["judge_prompt_ids"] = _prompt_ids(tokenizer, text, self.args.use_chat_template)
+                    text = view_text(self.args.base_template, self.args.judge_template, question=source["question"],
+                                     reference=source["reference"], judgment=CORRECT_JUDGMENT)
+                    row["judge_prompt_ids"] = prompt_ids(tokenizer, text, self.args.use_chat_template)
                 return row
 
             self.train_dataset = self.train_dataset.map(add_judge_view, with_indices=True)

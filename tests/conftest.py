@@ -28,6 +28,16 @@ def tokenizer():
     return load_tokenizer("smollm2")
 
 
+@pytest.fixture(scope="session")
+def plain_tokenizer(tokenizer):
+    """SmolLM2's tokenizer without its chat template: the case of a base model (LLaMA3-8B, GPT-2 style)."""
+    import copy
+
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    return plain
+
+
 def make_tiny_model(vocab_size: int, seed: int = 0, **overrides):
     """A 2-layer, hidden-64 random Llama: a real model, built in well under a second."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -19,6 +19,7 @@ from nlft.datasets import load_questions
 from nlft.io import DataError, read_jsonl
 from nlft.logps import pad_views, view_logps
 from nlft.loss import nlft_loss
+from nlft.prompts import BASE_TEMPLATE
 from nlft.records import validate_records
 from nlft.scales import batch_token_scales
 
@@ -96,9 +97,10 @@ def test_prompt_longer_than_max_length_errors_or_truncates(tmp_path, tokenizer):
     rows[2] = {**rows[2], "question": rows[2]["question"] + " Think of this." * 40}
     # the longest prompt is X_judge (question + judgment): the message names it
     with pytest.raises(DataError, match=r"^train_dataset, line 3, field 'judgment': prompt \(\d+ tokens\)"):
-        NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=200),
+        NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=200, base_template=BASE_TEMPLATE),
                     train_dataset=rows, processing_class=tokenizer)
-    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=170, truncation="response"),
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=170, truncation="response",
+                                                                     base_template=BASE_TEMPLATE),
                           train_dataset=sample_records(), processing_class=tokenizer, peft_config=LoraConfig(**LORA))
     lengths = [max(len(r[k]) for k in ("base_prompt_ids", "std_prompt_ids", "judge_prompt_ids"))
                + len(r["response_ids"]) for r in trainer.train_dataset]

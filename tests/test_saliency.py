@@ -11,6 +11,7 @@ import torch
 from nlft.clustering import word_spans
 from nlft.config import NLFTConfig
 from nlft.logps import pad_views, view_logps
+from nlft.prompts import BASE_TEMPLATE
 from nlft.records import tokenize_record
 from nlft.saliency import compute_token_probs, page_params, render_page, token_pieces
 
@@ -87,9 +88,9 @@ def test_records_are_validated_with_file_and_line(tiny_model, tokenizer, records
 
 def test_long_outputs_are_cut_to_max_length(tiny_model, tokenizer, records, tmp_path):
     long = {**records[0], "output": "7 " * 400}
-    ex = compute_token_probs(tiny_model, tokenizer, [long], config=_config(tmp_path), max_length=200,
-                             progress=False)[0]
-    base_len = len(tokenize_record(long, tokenizer, base_template=NLFTConfig.base_template,
+    ex = compute_token_probs(tiny_model, tokenizer, [long], config=_config(tmp_path, base_template=BASE_TEMPLATE),
+                             max_length=200, progress=False)[0]
+    base_len = len(tokenize_record(long, tokenizer, base_template=BASE_TEMPLATE,
                                    standard_template=NLFTConfig.standard_template,
                                    judge_template=NLFTConfig.judge_template)["std_prompt_ids"])
     assert len(ex["tokens"]) == 200 - base_len
@@ -98,7 +99,7 @@ def test_long_outputs_are_cut_to_max_length(tiny_model, tokenizer, records, tmp_
 def test_page_params_defaults_and_overrides(tmp_path):
     defaults = page_params()
     assert defaults == {"p0_correct": 0.95, "c1": 5.0, "c2": 0.3, "c3": 0.6, "r0": 1.5, "p0_incorrect": 0.01,
-                        "irrelevant": "zero", "max_error_fraction": 0.06, "phrase_rule": "cosine",
+                        "irrelevant": "zero", "max_error_fraction": 0.5, "phrase_rule": "cosine",
                         "cut_threshold": 1.1}
     from_config = page_params(_config(tmp_path, r0=2.0, phrase_rule="word"), p0_correct=0.9, c1=None)
     assert (from_config["r0"], from_config["phrase_rule"], from_config["p0_correct"], from_config["c1"]) == \

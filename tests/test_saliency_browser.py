@@ -132,8 +132,7 @@ def python_reference(examples: list[dict], params: dict) -> list[dict]:
                 cls.append("near-error")
             else:
                 cls.append("irrelevant")
-        cut_cls = ["likelihood" if e["correct"] else ("erroneous" if cut.unlikelihood[b, t] else "irrelevant")
-                   for t in range(n)]
+        cut_cls = ["erroneous" if cut.unlikelihood[b, t] else "likelihood" for t in range(n)]
         out.append({"scales": ts.scales[b, :n].tolist(), "cls": cls, "cut_scales": cut.scales[b, :n].tolist(),
                     "cut_cls": cut_cls})
     return out
@@ -145,6 +144,7 @@ PARAM_SETS = [
     {"phrase_rule": "none", "p0_correct": 0.97, "r0": 1.2, "p0_incorrect": 0.001},
     {"irrelevant": "reference", "max_error_fraction": 0.5, "r0": 2.0, "cut_threshold": 1.5},
     {"irrelevant": "reference", "max_error_fraction": 0.0, "p0_correct": 0.6, "c2": 0.0},
+    {"irrelevant": "likelihood", "max_error_fraction": 0.3},
 ]
 
 

@@ -68,20 +68,20 @@ def test_incorrect_near_error_tokens_get_zero_even_in_reference_mode():
 
 
 def test_incorrect_reference_mode_filters_mostly_wrong_outputs():
-    """Two erroneous tokens in 20 = 10% > 6%: irrelevant tokens get 0 instead of sqrt(P_std)."""
+    """With the reference code's threshold, two erroneous tokens in 20 = 10% > 6%: irrelevant tokens get 0."""
     p_base = torch.full((20,), 0.2)
     p_std = torch.full((20,), 0.64)
     p_judge = torch.full((20,), 0.2)
     for i in (3, 9):
         p_judge[i], p_base[i], p_std[i] = 0.9, 0.1, 0.1
-    scales, err = incorrect_token_scales(p_base, p_std, p_judge, irrelevant="reference")
+    scales, err = incorrect_token_scales(p_base, p_std, p_judge, irrelevant="reference", max_error_fraction=0.06)
     assert err.sum().item() == 2
     assert scales[~err].abs().sum().item() == 0.0
     # the fraction is per output (last axis): a second row with one error in 20 keeps sqrt(P_std)
     p2 = [t.clone() for t in (p_base, p_std, p_judge)]
     p2[2][9], p2[0][9], p2[1][9] = 0.2, 0.2, 0.64
     scales2, _ = incorrect_token_scales(*(torch.stack([a, b]) for a, b in zip((p_base, p_std, p_judge), p2)),
-                                        irrelevant="reference")
+                                        irrelevant="reference", max_error_fraction=0.06)
     assert scales2[0, 0].item() == 0.0 and scales2[1, 0].item() == pytest.approx(0.8)
 
 
@@ -97,10 +97,10 @@ def test_scales_finite_at_probability_extremes():
 
 
 def test_cut_selection_by_hand():
-    """ratio = p_judge / p_base: 2.0 > 1.1 selected; 1.05 not; 1.2 selected."""
-    scales, sel = cut_token_scales(torch.tensor([0.1, 0.2, 0.5]), torch.tensor([0.2, 0.21, 0.6]))
+    """ratio = p_judge / p_base: 2.0 > 1.1 selected; 1.05 not; 1.2 selected. Unselected tokens keep likelihood (1)."""
+    scales, sel = cut_token_scales(torch.tensor([0.1, 0.2, 0.5]), torch.tensor([0.2, 0.21, 0.6]), weight_unlike=0.5)
     assert sel.tolist() == [True, False, True]
-    assert scales.tolist() == [1.0, 0.0, 1.0]
+    assert scales.tolist() == [0.5, 1.0, 0.5]
 
 
 def test_batch_token_scales_mixes_rows():

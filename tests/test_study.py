@@ -96,7 +96,7 @@ def test_study_builds_table_from_cells(study):
     assert part["curve_base"]["n"] == 4 and part["curve_base"]["flexible"] == pytest.approx(
         sum(r["correct_flexible"] for r in base_preds if r["id"] in first) / 4)
     text = markdown(table)
-    assert "| NLFT |" in text and "N = 4" in text and "Per-epoch accuracy" in text
+    assert "| NLFT (paper) |" in text and "N = 4" in text and "Per-epoch accuracy" in text
     assert (out / "table.md").read_text() == text
     assert (out / "plot_sizes.png").stat().st_size > 1000 and (out / "plot_epochs.png").stat().st_size > 1000
 
@@ -123,4 +123,4 @@ def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsy
                  "--only", "nlft-n4-s0"]) == 0
     new = json.loads(cell.read_text())
     assert new["accuracy_flexible"] == old["accuracy_flexible"]
-    assert "| NLFT |" in capsys.readouterr().out
+    assert "| NLFT (paper) |" in capsys.readouterr().out

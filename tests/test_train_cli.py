@@ -48,7 +48,7 @@ def test_options_errors_name_the_key(tmp_path):
     with pytest.raises(DataError, match="field 'batch_size'"):
         resolve_options(_parse(["--config", str(cfg)]))
     cfg.write_text("data: d.jsonl\nout: o\nmethod: dpo\n")
-    with pytest.raises(DataError, match="field 'method': 'dpo' is not valid; choose one of nlft, sft, cut, reft"):
+    with pytest.raises(DataError, match="field 'method': 'dpo' is not valid; choose one of nlft, sft, dft, cut, reft"):
         resolve_options(_parse(["--config", str(cfg)]))
     with pytest.raises(DataError, match="no training data"):
         resolve_options(_parse(["--out", "o"]))

@@ -11,6 +11,7 @@ from peft import LoraConfig
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.io import DataError
+from nlft.prompts import BASE_TEMPLATE
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
             task_type="CAUSAL_LM")
@@ -127,12 +128,13 @@ def test_too_long_prompt_is_an_error_or_truncated(tmp_path, tokenizer):
     rows = sample_records()
     rows[1]["reference"] = "very long reference " * 200
     with pytest.raises(DataError, match="exceeds max_length=256") as err:
-        NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=256), train_dataset=rows,
-                    processing_class=tokenizer)
+        NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=256, base_template=BASE_TEMPLATE),
+                    train_dataset=rows, processing_class=tokenizer)
     assert "line 2" in str(err.value) and "field 'reference'" in str(err.value)
     rows = sample_records()
     rows[0]["output"] = "and so on " * 100
-    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=200, truncation="response"),
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=200, truncation="response",
+                                                                     base_template=BASE_TEMPLATE),
                           train_dataset=rows, processing_class=tokenizer)
     assert max(trainer.train_dataset["length"]) <= 200
 

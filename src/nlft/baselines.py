@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nlft.io import DataError
-from nlft.prompts import BASE_TEMPLATE, apply_chat, render
+from nlft.prompts import BASE_TEMPLATE, plain_prompt, prompt_ids, render, uses_chat
 
 SFT_DATA_MODES = ("outputs", "reference")
 REFT_ALGOS = ("grpo", "ppo")
@@ -148,11 +148,11 @@ def grpo_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_temp
     """``prompt`` (the X_base prompt; conversational when the chat template is used) and ``gold`` columns."""
     from datasets import Dataset
 
-    use_chat = bool(getattr(tokenizer, "chat_template", None)) if use_chat_template is None else use_chat_template
+    use_chat = uses_chat(tokenizer, use_chat_template)
     rows = []
     for q in reft_questions(records, source=source):
         text = render(base_template, question=q["question"])
-        prompt: Any = [{"role": "user", "content": text}] if use_chat else text
+        prompt: Any = [{"role": "user", "content": text}] if use_chat else plain_prompt(text)
         rows.append({"prompt": prompt, "gold": q["gold"]})
     return Dataset.from_list(rows)
 
@@ -242,9 +242,7 @@ def make_ppo_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any
     prompts = []
     for q in questions:
         text = render(base_template, question=q["question"])
-        wrapped = apply_chat(tokenizer, text, use_chat_template)
-        # as in nlft.records: a chat template writes its own special tokens, plain text gets the tokenizer's
-        prompts.append(tokenizer(wrapped, add_special_tokens=wrapped == text)["input_ids"])
+        prompts.append(prompt_ids(tokenizer, text, use_chat_template))
     reward_model = RuleRewardModel(tokenizer, prompts, [q["gold"] for q in questions])
     dataset = Dataset.from_list([{"input_ids": p} for p in prompts])
     return PPOTrainer(args=args, processing_class=tokenizer, model=model, ref_model=None, reward_model=reward_model,

@@ -1,12 +1,27 @@
-"""NLFTConfig: the training arguments of NLFT, with the paper's defaults."""
+"""NLFTConfig: the training arguments of NLFT, with the paper's defaults, and the named presets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
 
-from nlft.prompts import BASE_TEMPLATE, JUDGE_VIEW_TEMPLATE, STANDARD_TEMPLATE
+from nlft.prompts import JUDGE_VIEW, STANDARD_VIEW
+from nlft.scales import IRRELEVANT_RULES
+
+# Named settings of the NLFT loss. "paper" is the published method exactly (the NLFTConfig
+# defaults). "robust" keeps the paper's token selection and scales, and adds what unlikelihood
+# training needs on mostly-wrong data (docs/method.md, "NLFT on mostly-wrong data"): likelihood on
+# the unflagged tokens of incorrect outputs, erroneous tokens chosen against the initial model's
+# P_base, and class-balanced token weights. Its values were chosen on validation questions kept
+# apart from the study's held-out set (docs/study.md, "Choosing the robust preset").
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"irrelevant_incorrect": "zero", "error_reference": "current", "kl_coef": 0.0,
+              "class_balance": False, "unlikelihood_weight": 1.0},
+    "robust": {"irrelevant_incorrect": "likelihood", "error_reference": "initial", "kl_coef": 0.0,
+               "class_balance": True, "unlikelihood_weight": 1.0},
+}
 
 
 @dataclass
@@ -20,7 +35,7 @@ class NLFTConfig(TrainingArguments):
     # --- which loss ------------------------------------------------------------------------------
     loss_type: str = field(
         default="nlft",
-        metadata={"help": "'nlft' (the method), 'cut' (CUT's token selection on the same machinery) or 'nll' "
+        metadata={"help": "'nlft' (the method), 'cut' (CUT as published: Xu et al. 2023) or 'nll' "
                           "(scale 1 on every response token: plain supervised fine-tuning)."},
     )
     # --- correct outputs (paper Eq. 3) ----------------------------------------------------------
@@ -33,12 +48,33 @@ class NLFTConfig(TrainingArguments):
     p0_incorrect: float = field(default=0.01, metadata={"help": "Minimum P_judge of an erroneous token."})
     irrelevant_incorrect: str = field(
         default="zero",
-        metadata={"help": "Scale of the irrelevant tokens of incorrect outputs: 'zero' (the paper) or "
-                          "'reference' (the reference code: sqrt(P_std) with likelihood, unless the erroneous "
-                          "share exceeds max_error_fraction)."},
+        metadata={"help": "Scale of the irrelevant tokens of incorrect outputs: 'zero' (the paper), 'reference' "
+                          "(the reference code: sqrt(P_std) with likelihood) or 'likelihood' (1, with likelihood); "
+                          "an entirely wrong output (erroneous share above max_error_fraction) gets 0."},
     )
     max_error_fraction: float = field(
-        default=0.06, metadata={"help": "Erroneous-token share above which irrelevant tokens get 0 ('reference')."}
+        default=0.5,
+        metadata={"help": "Erroneous-token share above which an output counts as entirely wrong and its irrelevant "
+                          "tokens get 0 (not read for 'zero'; the reference code uses 0.06)."},
+    )
+    unlikelihood_weight: float = field(
+        default=1.0, metadata={"help": "Factor on the scale of every unlikelihood token (CUT: weight_unlike)."}
+    )
+    error_reference: str = field(
+        default="current",
+        metadata={"help": "P_base in the ratio P_judge/P_base that flags erroneous tokens: 'current' (the model being "
+                          "trained, the paper) or 'initial' (the model before training, so pushing P_base down "
+                          "cannot keep a token flagged and raise its own scale)."},
+    )
+    kl_coef: float = field(
+        default=0.0,
+        metadata={"help": "Weight of a KL anchor to the initial model on the tokens of incorrect outputs that are "
+                          "not trained away (k3 estimator on the sampled tokens)."},
+    )
+    class_balance: bool = field(
+        default=False,
+        metadata={"help": "Weight tokens so that correct and incorrect outputs carry half of the loss each "
+                          "(shares counted over the training set)."},
     )
     # --- phrase clustering ---------------------------------------------------------------------
     phrase_rule: str = field(
@@ -65,12 +101,20 @@ class NLFTConfig(TrainingArguments):
         metadata={"help": "Rows per forward pass of the measurement views (None: all views of a batch at once)."},
     )
     # --- prompts -----------------------------------------------------------------------------------
-    base_template: str = field(default=BASE_TEMPLATE, metadata={"help": "X_base prompt; uses {question}."})
+    base_template: str | None = field(
+        default=None,
+        metadata={"help": "X_base prompt ({question}); None: the prompt the records were generated with (their "
+                          "provenance), else the paper's solve instruction (appendix A.2)."},
+    )
     standard_template: str = field(
-        default=STANDARD_TEMPLATE, metadata={"help": "X_standard prompt; uses {question} and {reference}."}
+        default=STANDARD_VIEW,
+        metadata={"help": "X_standard: text appended to the question inside X_base's prompt ({reference}); a text "
+                          "with {question} is a whole prompt of its own."},
     )
     judge_template: str = field(
-        default=JUDGE_VIEW_TEMPLATE, metadata={"help": "X_judge prompt; uses {question} and {judgment}."}
+        default=JUDGE_VIEW,
+        metadata={"help": "X_judge: text appended to the question inside X_base's prompt ({judgment}); a text "
+                          "with {question} is a whole prompt of its own."},
     )
     use_chat_template: bool | None = field(
         default=None,
@@ -107,7 +151,8 @@ class NLFTConfig(TrainingArguments):
     def __post_init__(self) -> None:
         choices = {
             "loss_type": ("nlft", "cut", "nll"),
-            "irrelevant_incorrect": ("zero", "reference"),
+            "irrelevant_incorrect": IRRELEVANT_RULES,
+            "error_reference": ("current", "initial"),
             "phrase_rule": ("cosine", "word", "none"),
             "view_probs": ("dynamic", "cached", "per_epoch"),
             "truncation": ("error", "response"),
@@ -126,9 +171,26 @@ class NLFTConfig(TrainingArguments):
             raise ValueError(f"r0 must be positive, got {self.r0}")
         if not -1.0 <= self.phrase_threshold <= 1.0:
             raise ValueError(f"phrase_threshold is a cosine similarity in [-1, 1], got {self.phrase_threshold}")
+        if self.loss_type == "cut" and self.view_probs != "dynamic":
+            raise ValueError("loss_type='cut' trains the output under the judgment prompt, so its view is computed "
+                             "with gradients every step: view_probs must be 'dynamic'")
+        if self.kl_coef < 0 or self.unlikelihood_weight < 0:
+            raise ValueError("kl_coef and unlikelihood_weight must be >= 0")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False for NLFTTrainer (it reads its own columns)")
         super().__post_init__()
+
+    @classmethod
+    def from_preset(cls, preset: str, **kwargs: Any) -> NLFTConfig:
+        """An NLFTConfig with a named preset's settings (:data:`PRESETS`); keyword arguments override them."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[preset], **kwargs})
+
+    @property
+    def needs_initial_logps(self) -> bool:
+        """Whether training reads log P_base of the initial model (KL anchor or 'initial' error reference)."""
+        return self.loss_type == "nlft" and (self.kl_coef > 0 or self.error_reference == "initial")
 
     @property
     def needed_views(self) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from nlft.io import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
-from nlft.prompts import BASE_TEMPLATE, SOLVE_TEMPLATE, apply_chat, render
+from nlft.prompts import BASE_TEMPLATE, BRIEF_TEMPLATE, SOLVE_TEMPLATE, prompt_ids, render, uses_chat
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 SETTINGS = "eval_settings.json"
-TEMPLATES = {"solve": SOLVE_TEMPLATE, "base": BASE_TEMPLATE}
+TEMPLATES = {"solve": SOLVE_TEMPLATE, "base": BASE_TEMPLATE, "brief": BRIEF_TEMPLATE}
 
 # generate(prompts, seeds) -> outputs: prompts are the filled templates (before any chat template), one seed per row
 GenerateFn = Callable[[list[str], list[int]], list[str]]
@@ -108,13 +108,6 @@ def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def uses_chat(tokenizer: Any, use_chat_template: bool | None) -> bool:
-    """Whether prompts get the chat template: as asked, or (None) when the tokenizer has one."""
-    if use_chat_template is None:
-        return bool(getattr(tokenizer, "chat_template", None))
-    return use_chat_template
-
-
 def hf_generate_fn(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int, temperature: float,
                    top_p: float, use_chat_template: bool | None = None, share_prefix: bool = True) -> GenerateFn:
     """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.generation.generate_hf` (left padding, KV cache).
@@ -174,8 +167,7 @@ def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, ma
                                  max_tokens=max_new_tokens, seed=s) for s in seeds]
         inputs = []
         for text in prompts:
-            wrapped = apply_chat(tokenizer, text, use_chat_template)
-            inputs.append({"prompt_token_ids": tokenizer(wrapped, add_special_tokens=wrapped == text)["input_ids"]})
+            inputs.append({"prompt_token_ids": prompt_ids(tokenizer, text, use_chat_template)})
         outs = llm.generate(inputs, params, lora_request=lora_request, use_tqdm=False)
         return [truncate_output(o.outputs[0].text) for o in outs]
 

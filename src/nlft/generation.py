@@ -134,7 +134,7 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
         seeds = [derive_seed(seed, i) for i in range(len(prompts))]
     if len(seeds) != len(prompts):
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-    texts = [apply_chat(tokenizer, p, True) if chat else p for p in prompts]
+    texts = [apply_chat(tokenizer, p, chat) for p in prompts]
     eos = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
 

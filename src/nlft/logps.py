@@ -20,27 +20,54 @@ from typing import Any
 import torch
 
 IGNORE_INDEX = -100
+LN2 = 0.6931471805599453
 
 
-def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _log_softmax_pick(logits: torch.Tensor, index: torch.Tensor, complement: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    lse = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    if not complement:
+        return picked - lse, None
+    logp = picked - lse
+    others = logits.scatter(-1, index.unsqueeze(-1), float("-inf"))
+    # log(1 - P): logsumexp over the other tokens where P is large (no cancellation near P = 1), log1p(-P)
+    # where P < 1/2 (the difference of two near-equal logsumexps loses precision there). The clamp keeps the
+    # unused branch's gradient finite.
+    near_one = torch.logsumexp(others, dim=-1) - lse
+    small = torch.log1p(-logp.clamp(max=-LN2).exp())
+    return logp, torch.where(logp < -LN2, small, near_one)
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, complement: bool = False
+                          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``log_softmax(logits)[..., index]`` without materialising the full log-softmax.
 
     Args:
         logits: ``(..., V)`` logits, any float dtype.
         index: ``(...)`` long token ids to read.
+        complement: also return ``log(1 - P)`` of the same tokens, computed stably: for P >= 1/2
+            as ``logsumexp`` over the other tokens minus ``logsumexp`` over all (exact gradient even
+            where P rounds to 1; see :mod:`nlft.loss`), below as ``log1p(-P)``.
 
     Returns:
-        ``(...)`` float32 log-probabilities of ``index``.
+        ``(...)`` float32 log-probabilities of ``index``; with ``complement``, the pair
+        ``(log P, log(1 - P))``.
     """
     if logits.dtype in (torch.float32, torch.float64):
-        picked = logits.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-        return (picked - torch.logsumexp(logits, dim=-1)).float()
-    # Half precision: upcast one row at a time so that only (T, V) float32 exists at once.
-    out = []
-    for row_logits, row_index in zip(logits.reshape(-1, *logits.shape[-2:]), index.reshape(-1, index.shape[-1])):
-        row = row_logits.float().log_softmax(dim=-1)
-        out.append(row.gather(-1, row_index.unsqueeze(-1)).squeeze(-1))
-    return torch.stack(out).reshape(index.shape)
+        logp, log1mp = _log_softmax_pick(logits, index, complement)
+        logp = logp.float()
+        log1mp = log1mp.float() if log1mp is not None else None
+    else:
+        # Half precision: upcast one row at a time so that only (T, V) float32 exists at once.
+        pairs = [_log_softmax_pick(row_logits.float(), row_index, complement)
+                 for row_logits, row_index in zip(logits.reshape(-1, *logits.shape[-2:]),
+                                                  index.reshape(-1, index.shape[-1]))]
+        logp = torch.stack([p for p, _ in pairs]).reshape(index.shape)
+        log1mp = torch.stack([c for _, c in pairs]).reshape(index.shape) if complement else None
+    if complement:
+        return logp, log1mp
+    return logp
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -61,7 +88,8 @@ def view_logps(
     labels: torch.Tensor,
     *,
     return_hidden: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    complement: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Log P(y_t | prompt, y_<t) of each response token of a left/right padded batch.
 
     Args:
@@ -71,10 +99,13 @@ def view_logps(
         labels: ``(B, R)`` response token ids, ``-100`` on response padding.
         return_hidden: also return the last hidden states of the response tokens (the token's own
             position), for phrase clustering.
+        complement: also return ``log(1 - P)`` of each response token, computed from the logits
+            (the stable unlikelihood term of :mod:`nlft.loss`).
 
     Returns:
         ``(logps, hidden)``: ``(B, R)`` float32 log-probabilities (0 on padding), and ``(B, R, H)``
-        detached hidden states or None. Gradients flow into ``logps`` when grad mode is on.
+        detached hidden states or None; with ``complement``, ``(logps, hidden, log1mp)`` where
+        ``log1mp`` is ``(B, R)`` (0 on padding). Gradients flow into both when grad mode is on.
     """
     seq = input_ids.shape[1]
     resp = labels.shape[1]
@@ -93,11 +124,14 @@ def view_logps(
                 **kwargs)
     logits = out.logits if keep else out.logits[:, prompt - 1 : seq - 1]
     mask = labels != IGNORE_INDEX
-    logps = selective_log_softmax(logits, labels.clamp(min=0))
+    picked = selective_log_softmax(logits, labels.clamp(min=0), complement=complement)
+    logps, log1mp = picked if complement else (picked, None)
     logps = torch.where(mask, logps, torch.zeros_like(logps))
     hidden = None
     if return_hidden:
         hidden = out.hidden_states[-1][:, prompt:].detach()
+    if complement:
+        return logps, hidden, torch.where(mask, log1mp, torch.zeros_like(log1mp))
     return logps, hidden
 
 

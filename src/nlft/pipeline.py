@@ -203,7 +203,8 @@ def generate_outputs(questions: list[dict[str, Any]], out_path: str | Path, *, b
                 "question": it["question"], "reference": it["reference"], "gold": it["gold"],
                 "output": text, "output_tokens": n_tokens,
                 "provenance": {"generator": generator,
-                               "template": {"name": template.name, "sha256": template.sha256},
+                               "template": {"name": template.name, "sha256": template.sha256,
+                                            "text": template.text, "chat_template": backend.chat_template},
                                "sampling": sampling_info, "seed": row_seed, "run_seed": sampling.seed},
             })
         return rows

@@ -1,35 +1,53 @@
 """Prompt templates: the three NLFT views, and the paper's solve and judge instructions.
 
-Templates are plain ``str.format`` strings. The view templates may use ``{question}``,
-``{reference}`` and ``{judgment}``. Every prompt is a single user turn: when the tokenizer has a
-chat template it is applied (with the generation prompt appended), otherwise the text is used as is.
+Templates are plain ``str.format`` strings with ``{question}``. The measurement views are built on
+the same prompt as X_base, the prompt the outputs were generated with: the view text
+(:data:`STANDARD_VIEW`, :data:`JUDGE_VIEW`, with ``{reference}`` / ``{judgment}``) is appended to
+the question inside that prompt (:func:`view_text`), so the three views differ only by the standard
+answer or the judgment.
+
+Every prompt is a single user turn, joined to its response the same way in generation, training
+and evaluation (:func:`apply_chat`): through the chat template where the tokenizer has one,
+otherwise with an explicit response cue (``Answer:`` and a newline), so that a response never reads
+as a continuation of the question, the standard answer or the judgment.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# X_base: the ordinary training prompt, the one the model sees at inference.
+# A short solve prompt without worked examples (the quickstart's and the study's; the name "base" in
+# provenance). X_base defaults to whatever prompt the records were generated with.
 BASE_TEMPLATE = (
     "Solve the following math problem step by step. Write your reasoning, then the final answer "
     "on its own line as '#### <number>'.\n\nQuestion: {question}"
 )
 
-# X_standard: the same question, plus the standard answer to refer to.
-STANDARD_TEMPLATE = (
-    "Solve the following math problem step by step. Write your reasoning, then the final answer "
-    "on its own line as '#### <number>'.\n\nQuestion: {question}\n\n"
-    "Refer to the standard answer below when you write your response.\n"
+# A brief solve prompt for arithmetic tasks (the study's): short outputs, no worked examples.
+BRIEF_TEMPLATE = (
+    "Solve the arithmetic problem. Answer briefly: write the calculation, then the final answer on its own "
+    "line as '#### <number>'.\n\nQuestion: {question}\nAnswer:"
+)
+
+# X_standard: the question inside X_base's prompt, followed by the standard answer to refer to.
+STANDARD_VIEW = (
+    "\n\nRefer to the standard answer below when you write your response.\n"
     "Standard answer:\n{reference}"
 )
 
-# X_judge: the same question, plus a judgment describing the weaknesses of a response.
-JUDGE_VIEW_TEMPLATE = (
-    "Solve the following math problem step by step. Write your reasoning, then the final answer "
-    "on its own line as '#### <number>'.\n\nQuestion: {question}\n\n"
-    "Write a response that has the weaknesses described in this judgment.\n"
+# X_judge: the question inside X_base's prompt, followed by a judgment of a response's weaknesses.
+JUDGE_VIEW = (
+    "\n\nWrite a response that has the weaknesses described in this judgment.\n"
     "Judgment:\n{judgment}"
 )
+
+# Earlier names of the view texts (whole prompts before 0.2; a view text with {question} is still
+# taken as a whole prompt).
+STANDARD_TEMPLATE = STANDARD_VIEW
+JUDGE_VIEW_TEMPLATE = JUDGE_VIEW
+
+# Without a chat template a prompt ends with this cue and a newline before the response.
+RESPONSE_CUE = "Answer:"
 
 FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
     (
@@ -96,21 +114,66 @@ def render(template: str, **fields: Any) -> str:
         ) from None
 
 
-def apply_chat(tokenizer: Any, text: str, use_chat_template: bool | None = None) -> str:
-    """Wrap ``text`` as one user turn with the tokenizer's chat template, when it has one.
+def view_text(base_template: str, view: str, **fields: Any) -> str:
+    """The prompt of a measurement view: ``view`` (rendered) appended to the question in ``base_template``.
 
-    ``use_chat_template=None`` uses the template if the tokenizer defines one.
+    A ``view`` that itself holds ``{question}`` is a whole prompt of its own and is rendered as is
+    (the layout before views were built on X_base).
+
+    Args:
+        base_template: X_base's template (``{question}``). view: :data:`STANDARD_VIEW`,
+            :data:`JUDGE_VIEW` or another text with ``{reference}`` / ``{judgment}``.
+        fields: ``question``, ``reference``, ``judgment``.
     """
+    if "{question}" in view:
+        return render(view, **fields)
+    return render(base_template, **{**fields, "question": fields["question"] + render(view, **fields)})
+
+
+def plain_prompt(text: str) -> str:
+    """A prompt for a model without chat template: the text, the response cue, then a newline.
+
+    A text that already ends with the cue (the solve instruction's ``Answer:``) gets the newline
+    only.
+    """
+    body = text.rstrip()
+    if body.endswith(RESPONSE_CUE):
+        return body + "\n"
+    return f"{body}\n{RESPONSE_CUE}\n"
+
+
+def uses_chat(tokenizer: Any, use_chat_template: bool | None) -> bool:
+    """Whether prompts go through the chat template: as asked, or (None) when the tokenizer has one."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if use_chat_template is None:
-        use_chat_template = has_template
+        return has_template
     if use_chat_template and not has_template:
         raise ValueError(
             "use_chat_template=True but the tokenizer has no chat template; "
             "set use_chat_template to false to use plain prompts"
         )
-    if not use_chat_template:
-        return text
+    return use_chat_template
+
+
+def apply_chat(tokenizer: Any, text: str, use_chat_template: bool | None = None) -> str:
+    """The prompt text a response follows: one user turn of the chat template, or :func:`plain_prompt`.
+
+    ``use_chat_template=None`` uses the template if the tokenizer defines one. Generation, the
+    three training views and evaluation all build their prompts here, so a response is joined to
+    its prompt the same way everywhere.
+    """
+    if not uses_chat(tokenizer, use_chat_template):
+        return plain_prompt(text)
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
     )
+
+
+def prompt_ids(tokenizer: Any, text: str, use_chat_template: bool | None = None) -> list[int]:
+    """Token ids of the prompt :func:`apply_chat` builds from ``text``, the one rule for every stage.
+
+    A chat template writes its own special tokens (BOS included); a plain prompt gets the
+    tokenizer's.
+    """
+    chat = uses_chat(tokenizer, use_chat_template)
+    return tokenizer(apply_chat(tokenizer, text, chat), add_special_tokens=not chat)["input_ids"]

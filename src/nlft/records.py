@@ -2,7 +2,9 @@
 
 A record has ``question``, ``reference``, ``output``, ``correct`` (bool) and ``judgment`` (str, or
 None for a correct output). Tokenization keeps the response tokens identical in every view: the
-prompt of each view and the response are tokenized separately and concatenated.
+prompt of each view and the response are tokenized separately and concatenated. X_standard and
+X_judge are X_base's prompt with the standard answer or the judgment after the question
+(:func:`nlft.prompts.view_text`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from nlft.clustering import word_ids_from_offsets
 from nlft.io import DataError
-from nlft.prompts import apply_chat, render
+from nlft.prompts import JUDGE_VIEW, STANDARD_VIEW, prompt_ids, render, view_text
 
 REQUIRED_FIELDS = ("question", "reference", "output", "correct", "judgment")
 
@@ -53,13 +55,6 @@ def validate_records(rows: Sequence[dict[str, Any]], *, source: str = "dataset",
         validate_record(row, i, source=source, needs_judgment=needs_judgment)
 
 
-def _prompt_ids(tokenizer: Any, text: str, use_chat_template: bool | None) -> list[int]:
-    wrapped = apply_chat(tokenizer, text, use_chat_template)
-    # A chat template writes its own special tokens (BOS included); plain text gets the tokenizer's.
-    special = wrapped == text
-    return tokenizer(wrapped, add_special_tokens=special)["input_ids"]
-
-
 def response_ids_and_words(tokenizer: Any, output: str) -> tuple[list[int], list[int]]:
     """Token ids of a response (with the EOS token appended) and the word index of each token.
 
@@ -83,28 +78,37 @@ def tokenize_record(
     row: dict[str, Any],
     tokenizer: Any,
     *,
-    base_template: str,
-    standard_template: str,
-    judge_template: str,
+    base_template: str | None,
+    standard_template: str = STANDARD_VIEW,
+    judge_template: str = JUDGE_VIEW,
     use_chat_template: bool | None = None,
     views: Sequence[str] = ("standard", "judge"),
 ) -> dict[str, Any]:
     """Token ids of the base prompt, the measurement-view prompts and the response of one record.
 
+    ``base_template`` is X_base's prompt (``{question}``; None: the paper's solve instruction, A.2);
+    ``standard_template`` and
+    ``judge_template`` are the view texts appended to the question in it (or whole prompts when
+    they hold ``{question}``, see :func:`nlft.prompts.view_text`).
+
     Returns a dict with ``base_prompt_ids``, ``std_prompt_ids`` (empty unless ``"standard"`` in
     views), ``judge_prompt_ids`` (empty for a correct output or unless ``"judge"`` in views),
     ``response_ids``, ``word_ids`` and ``correct``.
     """
+    if base_template is None:
+        from nlft.prompts import SOLVE_TEMPLATE
+
+        base_template = SOLVE_TEMPLATE
     fields = {"question": row["question"], "reference": row["reference"], "judgment": row.get("judgment") or ""}
     response_ids, word_ids = response_ids_and_words(tokenizer, row["output"])
     std_ids: list[int] = []
     judge_ids: list[int] = []
     if "standard" in views:
-        std_ids = _prompt_ids(tokenizer, render(standard_template, **fields), use_chat_template)
+        std_ids = prompt_ids(tokenizer, view_text(base_template, standard_template, **fields), use_chat_template)
     if "judge" in views and not row["correct"]:
-        judge_ids = _prompt_ids(tokenizer, render(judge_template, **fields), use_chat_template)
+        judge_ids = prompt_ids(tokenizer, view_text(base_template, judge_template, **fields), use_chat_template)
     return {
-        "base_prompt_ids": _prompt_ids(tokenizer, render(base_template, **fields), use_chat_template),
+        "base_prompt_ids": prompt_ids(tokenizer, render(base_template, **fields), use_chat_template),
         "std_prompt_ids": std_ids,
         "judge_prompt_ids": judge_ids,
         "response_ids": response_ids,
@@ -137,3 +141,51 @@ def check_length(tokens: dict[str, Any], index: int, max_length: int, *, truncat
         f"max_length={max_length}; shorten it, raise max_length, or set truncation='response'",
         path=source, line=index + 1, field=prompt_fields[longest_field] if prompt_len >= max_length else "output",
     )
+
+
+def _known_templates() -> dict[str, str]:
+    import hashlib
+
+    from nlft.prompts import BASE_TEMPLATE, BRIEF_TEMPLATE, SOLVE_TEMPLATE
+
+    return {hashlib.sha256(t.encode("utf-8")).hexdigest(): t for t in (SOLVE_TEMPLATE, BASE_TEMPLATE, BRIEF_TEMPLATE)}
+
+
+def generation_prompt(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> tuple[str | None, bool | None]:
+    """The prompt the records' outputs were generated with, read from their provenance.
+
+    X_base must be that prompt (P_base is then the distribution the outputs came from, and the
+    trained prompt is the one used at inference). Each row's ``provenance.template`` holds the
+    template's ``text`` (files written before 0.2 hold only its ``name`` and ``sha256``, which are
+    matched against the built-in templates) and ``chat_template`` (whether generation asked for the
+    chat template).
+
+    Returns:
+        ``(template, chat_template)``: the template text, or None when no row says how it was
+        generated; ``chat_template`` None when not recorded.
+
+    Raises:
+        DataError: rows generated with different prompts (naming the first row that differs), or a
+        template whose text is neither stored nor built in.
+    """
+    known = _known_templates()
+    found: tuple[str, bool | None] | None = None
+    first_line = 0
+    for i, row in enumerate(rows):
+        info = (row.get("provenance") or {}).get("template")
+        if not isinstance(info, dict):
+            continue
+        text = info.get("text") if isinstance(info.get("text"), str) else known.get(str(info.get("sha256")))
+        if text is None:
+            raise DataError(f"the output was generated with the prompt template {info.get('name')!r} "
+                            f"(sha256 {str(info.get('sha256'))[:12]}...), whose text the file does not hold; give "
+                            "the same template to training (--base-template FILE)", path=source, line=i + 1,
+                            field="provenance.template")
+        chat = info.get("chat_template") if isinstance(info.get("chat_template"), bool) else None
+        if found is None:
+            found, first_line = (text, chat), i + 1
+        elif found[0] != text:
+            raise DataError(f"the outputs were generated with different prompts (this row's differs from line "
+                            f"{first_line}'s); train each prompt's rows apart, or set the training prompt "
+                            "explicitly (--base-template FILE)", path=source, line=i + 1, field="provenance.template")
+    return (found[0], found[1]) if found else (None, None)

@@ -37,7 +37,7 @@ def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
     """The page's starting hyperparameters, from an :class:`nlft.config.NLFTConfig` (or its defaults).
 
     Returns a dict with ``p0_correct``, ``c1``, ``c2``, ``c3``, ``r0``, ``p0_incorrect``,
-    ``irrelevant`` (``"zero"``/``"reference"``), ``max_error_fraction``, ``phrase_rule``
+    ``irrelevant`` (``"zero"``/``"reference"``/``"likelihood"``), ``max_error_fraction``, ``phrase_rule``
     (``"cosine"``/``"word"``/``"none"``) and ``cut_threshold``.
     """
     import dataclasses
@@ -52,8 +52,10 @@ def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
     values["irrelevant"] = values.pop("irrelevant_incorrect")
     if values["phrase_rule"] not in ("cosine", "word", "none"):
         raise ValueError(f"phrase_rule must be 'cosine', 'word' or 'none', got {values['phrase_rule']!r}")
-    if values["irrelevant"] not in ("zero", "reference"):
-        raise ValueError(f"irrelevant must be 'zero' or 'reference', got {values['irrelevant']!r}")
+    from nlft.scales import IRRELEVANT_RULES
+
+    if values["irrelevant"] not in IRRELEVANT_RULES:
+        raise ValueError(f"irrelevant must be one of {', '.join(IRRELEVANT_RULES)}, got {values['irrelevant']!r}")
     return values
 
 
@@ -130,6 +132,9 @@ def compute_token_probs(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     records = list(records)
     validate_records(records, source=source, needs_judgment=True)
+    from nlft.trainer import NLFTTrainer
+
+    NLFTTrainer._resolve_prompt(config, records)  # X_base: the prompt the outputs were generated with
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     limit = max_length or config.max_length or 4096

@@ -17,6 +17,40 @@ import torch
 
 # Smallest probability used as a divisor, so that ratios of probabilities stay finite.
 PROB_FLOOR = 1e-12
+# What the irrelevant tokens of an incorrect output get: 0 (paper), sqrt(P_std) (reference code), 1.
+IRRELEVANT_RULES = ("zero", "reference", "likelihood")
+
+
+def error_share(erroneous: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Share of each output's response tokens that are erroneous.
+
+    Args:
+        erroneous: ``(..., T)`` bool. response_mask: ``(..., T)`` bool, the real response tokens.
+
+    Returns:
+        ``(...)`` float shares in [0, 1] (0 for an output with no response token).
+    """
+    mask = response_mask.to(torch.bool)
+    return (erroneous & mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+
+
+def class_balance_weights(n_correct: int, n_incorrect: int) -> tuple[float, float]:
+    """Per-token weights that give correct and incorrect outputs half of the loss each.
+
+    With ``N = n_correct + n_incorrect`` response tokens in the training set, a token of a correct
+    output gets ``N / (2 n_correct)`` and one of an incorrect output ``N / (2 n_incorrect)``; the
+    token-normalised loss ``(1/N) sum_t w_t l_t`` is then, in expectation, the mean of the two
+    classes' token means, so a data set of 80% incorrect outputs cannot be dominated by them. The
+    weights are fixed from the whole data set, so gradient accumulation stays exact. A class with no
+    token leaves the other at 1.
+
+    Returns:
+        ``(w_correct, w_incorrect)``.
+    """
+    if n_correct <= 0 or n_incorrect <= 0:
+        return 1.0, 1.0
+    total = n_correct + n_incorrect
+    return total / (2 * n_correct), total / (2 * n_incorrect)
 
 
 def correct_token_scales(
@@ -67,7 +101,7 @@ def incorrect_token_scales(
     r0: float = 1.5,
     p0: float = 0.01,
     irrelevant: str = "zero",
-    max_error_fraction: float = 0.06,
+    max_error_fraction: float = 0.5,
     response_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scales of the tokens of an *incorrect* output (paper Eq. 1, 2, 4).
@@ -78,24 +112,29 @@ def incorrect_token_scales(
     phrase of an erroneous token (``near_error``) get 0. The remaining ("irrelevant") tokens get:
 
     - ``irrelevant="zero"`` (the paper): 0;
-    - ``irrelevant="reference"`` (the reference code): ``sqrt(p_std)``, trained with likelihood,
-      unless more than ``max_error_fraction`` of the output's tokens are erroneous, in which case 0.
+    - ``irrelevant="reference"`` (the reference code): ``sqrt(p_std)``, trained with likelihood;
+    - ``irrelevant="likelihood"``: 1, trained with likelihood (unlikelihood paired with likelihood,
+      as in Welleck et al. 2019 and CUT);
+
+    except in an output whose erroneous share exceeds ``max_error_fraction`` (an entirely wrong
+    sample, paper section 6.1), where they get 0 too. The reference code's threshold is 0.06, one
+    flagged token in 17, which fires on nearly every short output; see ``docs/method.md``.
 
     Args:
         p_base, p_std, p_judge: ``(..., T)`` probabilities of the response tokens under each view.
         near_error: ``(..., T)`` bool phrase mask around erroneous tokens, or None.
         r0: ratio threshold. p0: minimum ``p_judge`` of an erroneous token (paper p0_incorrect).
-        irrelevant: ``"zero"`` or ``"reference"``.
-        max_error_fraction: the erroneous share above which irrelevant tokens get 0
-            (``"reference"`` only); the share is taken along the last axis.
+        irrelevant: ``"zero"``, ``"reference"`` or ``"likelihood"``.
+        max_error_fraction: the erroneous share above which irrelevant tokens get 0 (not read for
+            ``"zero"``); the share is taken along the last axis.
         response_mask: ``(..., T)`` bool, the real response tokens (padding excluded) for that share;
             None means every position is a response token.
 
     Returns:
         ``(scales, saliency)``: float scales and the bool erroneous-token mask, shape ``(..., T)``.
     """
-    if irrelevant not in ("zero", "reference"):
-        raise ValueError(f"irrelevant must be 'zero' or 'reference', got {irrelevant!r}")
+    if irrelevant not in IRRELEVANT_RULES:
+        raise ValueError(f"irrelevant must be one of {', '.join(IRRELEVANT_RULES)}, got {irrelevant!r}")
     p_base = p_base.detach().float().clamp(0.0, 1.0)
     p_std = p_std.detach().float().clamp(0.0, 1.0)
     p_judge = p_judge.detach().float().clamp(0.0, 1.0)
@@ -105,12 +144,11 @@ def incorrect_token_scales(
     if response_mask is not None:
         erroneous = erroneous & response_mask.to(torch.bool)
     scales = torch.where(erroneous, 2.0 * torch.sigmoid(r1 - r0), torch.zeros_like(r1))
-    if irrelevant == "reference":
+    if irrelevant != "zero":
         mask = torch.ones_like(erroneous) if response_mask is None else response_mask.to(torch.bool)
-        n_tokens = mask.sum(dim=-1, keepdim=True).clamp(min=1)
-        error_fraction = erroneous.sum(dim=-1, keepdim=True) / n_tokens
-        keep = (error_fraction <= max_error_fraction) & mask & ~erroneous
-        scales = torch.where(keep, p_std.sqrt(), scales)
+        keep = (error_share(erroneous, mask) <= max_error_fraction)[..., None] & mask & ~erroneous
+        weight = p_std.sqrt() if irrelevant == "reference" else torch.ones_like(p_std)
+        scales = torch.where(keep, weight, scales)
     if near_error is not None:
         near = near_error.to(torch.bool) & ~erroneous
         scales = torch.where(near, torch.zeros_like(scales), scales)
@@ -122,23 +160,26 @@ def cut_token_scales(
     p_judge: torch.Tensor,
     *,
     threshold: float = 1.1,
+    weight_unlike: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CUT's token selection for an *incorrect* output (Xu et al. 2023).
+    """CUT's token weights for an *incorrect* output (Xu et al. 2023) on the X_base view.
 
     Tokens whose probability rises under the judgment, ``p_judge / p_base > threshold``, are the
-    mistakes: scale 1, trained with unlikelihood. The other tokens get 0 (CUT trains correct outputs
-    with plain likelihood, scale 1 everywhere, which needs no function).
+    mistakes: weight ``weight_unlike``, trained with unlikelihood. Every other token is trained with
+    likelihood, weight 1 (CUT does not leave them out). CUT's second term, the likelihood of the
+    output under the judgment prompt, is not a weight on X_base: see :func:`nlft.loss.cut_loss`.
 
     Args:
         p_base, p_judge: ``(...)`` probabilities of the response tokens.
         threshold: the ratio above which a token is a mistake (CUT uses about 1.1 to 1.2).
+        weight_unlike: the weight of the unlikelihood tokens.
 
     Returns:
-        ``(scales, selected)``: float scales and the bool selection mask, shape ``(...)``.
+        ``(scales, selected)``: float weights and the bool selection mask, shape ``(...)``.
     """
     ratio = p_judge.detach().float() / p_base.detach().float().clamp(min=PROB_FLOOR)
     selected = ratio > threshold
-    return selected.float(), selected
+    return torch.where(selected, torch.full_like(ratio, weight_unlike), torch.ones_like(ratio)), selected
 
 
 class TokenScales(NamedTuple):
@@ -167,8 +208,9 @@ def batch_token_scales(
     r0: float = 1.5,
     p0_incorrect: float = 0.01,
     irrelevant: str = "zero",
-    max_error_fraction: float = 0.06,
+    max_error_fraction: float = 0.5,
     cut_threshold: float = 1.1,
+    unlikelihood_weight: float = 1.0,
 ) -> TokenScales:
     """Scales of a mixed batch of correct and incorrect outputs.
 
@@ -180,8 +222,11 @@ def batch_token_scales(
         response_mask: ``(B, T)`` bool, real response tokens.
         spans: ``(lo, hi)`` ``(B, T)`` phrase spans (see :mod:`nlft.clustering`), or None for no
             phrase tokens.
-        loss_type: ``"nlft"`` (paper), ``"cut"`` (CUT selection; likelihood on correct outputs) or
-            ``"nll"`` (scale 1 on every response token: plain supervised fine-tuning).
+        loss_type: ``"nlft"`` (paper), ``"cut"`` (CUT's weights on X_base, see
+            :func:`cut_token_scales`; likelihood on correct outputs) or ``"nll"`` (scale 1 on every
+            response token: plain supervised fine-tuning).
+        unlikelihood_weight: factor on the scale of every unlikelihood token (CUT's
+            ``weight_unlike``; 1 is the paper).
         The remaining arguments are those of :func:`correct_token_scales`,
         :func:`incorrect_token_scales` and :func:`cut_token_scales`.
 
@@ -198,7 +243,8 @@ def batch_token_scales(
     if loss_type == "cut":
         if p_judge is None:
             raise ValueError("loss_type='cut' needs p_judge")
-        cut_scales, selected = cut_token_scales(p_base, p_judge, threshold=cut_threshold)
+        cut_scales, selected = cut_token_scales(p_base, p_judge, threshold=cut_threshold,
+                                                weight_unlike=unlikelihood_weight)
         selected = selected & ~row_correct & mask
         scales = torch.where(row_correct, torch.ones_like(cut_scales), cut_scales) * mask
         return TokenScales(scales, selected, false, false, selected)
@@ -221,6 +267,8 @@ def batch_token_scales(
             p_base, p_std, p_judge, near, r0=r0, p0=p0_incorrect, irrelevant=irrelevant,
             max_error_fraction=max_error_fraction, response_mask=wrong_mask,
         )
+    if unlikelihood_weight != 1.0:
+        i_scales = torch.where(erroneous, unlikelihood_weight * i_scales, i_scales)
     scales = torch.where(row_correct, c_scales, i_scales) * mask
     sub_mask = (sub if sub is not None else false) & row_correct
     return TokenScales(scales, erroneous & ~row_correct, saliency, sub_mask, erroneous & ~row_correct)

@@ -1,15 +1,19 @@
-"""The small-data study: base model, SFT on gold answers, SFT on the same outputs, CUT and NLFT.
+"""The small-data study: base model, SFT (gold answers, same outputs), DFT, CUT, NLFT (paper and robust).
 
 One study directory holds everything, each piece cached, so that the study runs in parts and a
 rerun redoes only what is missing::
 
     study.json                    the protocol (the resolved :class:`StudyConfig`); a rerun must match it
+    <part>/data/prompt.txt        the one prompt of generation, training (X_base) and evaluation
     <part>/data/train.jsonl       training questions (the first N of them form the size-N set)
-    <part>/data/eval.jsonl        held-out questions (none shares its text with a training question)
+    <part>/data/val.jsonl         validation questions: settings are chosen on these (``sweep/``)
+    <part>/data/eval.jsonl        held-out questions, reported only (none shares its text with another set)
     <part>/data/prepare/          outputs of the base model, graded and judged (``nlft prepare``)
     <part>/data/nlft-n<N>.jsonl   the first N prepared records
     <part>/cells/<cell>/          run/ (``nlft train``), eval/ (predictions, metrics), result.json
+    sweep/<name>/                 candidate settings of the robust preset, trained at N = sweep_size, scored on val
     table.json, table.md          accuracy mean +- std over seeds per method and size; per-epoch curves
+    cells.jsonl                   every cell's result.json (``--import-cells`` restores them elsewhere)
     plot_sizes.png, plot_epochs.png
 
 ``<part>`` is ``main`` (the task, all sizes and seeds, and the per-epoch curves) or ``gsm8k`` (a
@@ -29,15 +33,27 @@ from typing import Any
 
 from nlft.io import DataError, atomic_write_json, atomic_write_jsonl, read_jsonl
 
-# study method -> (nlft train --method, --sft-data)
-METHODS: dict[str, tuple[str, str | None]] = {
-    "sft_gold": ("sft", "reference"),
-    "sft_outputs": ("sft", "outputs"),
-    "cut": ("cut", None),
-    "nlft": ("nlft", None),
+# study method -> (nlft train --method, --sft-data, --preset)
+METHODS: dict[str, tuple[str, str | None, str | None]] = {
+    "sft_gold": ("sft", "reference", None),
+    "sft_outputs": ("sft", "outputs", None),
+    "dft": ("dft", "outputs", None),
+    "cut": ("cut", None, None),
+    "nlft": ("nlft", None, "paper"),
+    "nlft_robust": ("nlft", None, "robust"),
 }
 LABELS = {"base": "base model", "sft_gold": "SFT, gold answers", "sft_outputs": "SFT, same outputs",
-          "cut": "CUT", "nlft": "NLFT"}
+          "dft": "DFT, same outputs", "cut": "CUT", "nlft": "NLFT (paper)", "nlft_robust": "NLFT (robust)"}
+# Candidate settings of the robust preset, each trained at N = sweep_size and scored on the validation
+# questions (never on the held-out ones); the winner is NLFTConfig's "robust" preset.
+SWEEP_CANDIDATES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "likelihood": {"irrelevant_incorrect": "likelihood"},
+    "likelihood_initial": {"irrelevant_incorrect": "likelihood", "error_reference": "initial"},
+    "likelihood_initial_balance": {"irrelevant_incorrect": "likelihood", "error_reference": "initial",
+                                   "class_balance": True},
+    "likelihood_initial_kl": {"irrelevant_incorrect": "likelihood", "error_reference": "initial", "kl_coef": 0.1},
+}
 
 
 @dataclass
@@ -49,11 +65,15 @@ class StudyConfig:
     data_dir: str | None = None
     sizes: tuple[int, ...] = (50, 100, 200)
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = ("sft_gold", "sft_outputs", "cut", "nlft")
+    methods: tuple[str, ...] = ("sft_gold", "sft_outputs", "dft", "cut", "nlft", "nlft_robust")
+    prompt: str = "brief"
     epochs: float = 3.0
     lr: float = 2e-4
     batch_size: int = 4
     eval_size: int = 300
+    val_size: int = 100
+    sweep_size: int = 200
+    sweep_seed: int = 0
     eval_max_new_tokens: int = 64
     eval_batch_size: int = 64
     gen_max_new_tokens: int = 64
@@ -62,7 +82,7 @@ class StudyConfig:
     curve_epochs: int = 10
     curve_seeds: tuple[int, ...] = (0,)
     curve_eval_size: int = 100
-    gsm8k: bool = True
+    gsm8k: bool = False
     gsm8k_size: int = 50
     gsm8k_eval_size: int = 100
     gsm8k_methods: tuple[str, ...] = ("sft_gold", "cut", "nlft")
@@ -75,6 +95,10 @@ class StudyConfig:
                 raise ValueError(f"unknown study method {name!r}; choose from {', '.join(METHODS)}")
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"sizes must be positive, got {self.sizes}")
+        from nlft.evaluation import TEMPLATES
+
+        if self.prompt not in TEMPLATES:
+            raise ValueError(f"prompt must be one of {', '.join(TEMPLATES)}, got {self.prompt!r}")
         if self.grading not in ("strict", "flexible"):
             raise ValueError(f"grading must be strict or flexible, got {self.grading!r}")
 
@@ -119,28 +143,36 @@ def check_protocol(out: Path, cfg: StudyConfig) -> None:
 def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
     """Training and held-out questions, then the base model's outputs, graded and judged (cached)."""
     from nlft.datasets import load_questions
+    from nlft.evaluation import TEMPLATES
 
     data = out / part.name / "data"
     data.mkdir(parents=True, exist_ok=True)
+    if not (data / "prompt.txt").exists():
+        (data / "prompt.txt").write_text(TEMPLATES[cfg.prompt], encoding="utf-8")
     n_train = max(part.sizes)
     if not (data / "eval.jsonl").exists():
         train = load_questions(part.task, data_dir=part.data_dir, split="train", limit=n_train)
         if len(train) < n_train:
             raise DataError(f"only {len(train)} training questions, {n_train} needed", path=part.task)
         seen = {r["question"] for r in train}
-        pool = load_questions(part.task, data_dir=part.data_dir, split="test", limit=part.eval_size * 2)
-        held = [r for r in pool if r["question"] not in seen]
+        want = part.eval_size + cfg.val_size
+        pool = load_questions(part.task, data_dir=part.data_dir, split="test", limit=want * 2)
         unique: dict[str, dict[str, Any]] = {}
-        for r in held:
-            unique.setdefault(r["question"], r)
-        held = list(unique.values())[:part.eval_size]
-        if len(held) < part.eval_size:
-            raise DataError(f"only {len(held)} held-out questions not in the training set, {part.eval_size} needed",
-                            path=part.task)
-        atomic_write_jsonl(data / "train.jsonl", [{"id": r["id"], "question": r["question"], "answer": r["reference"]}
-                                           for r in train])
-        atomic_write_jsonl(data / "eval.jsonl", [{"id": r["id"], "question": r["question"], "answer": r["reference"]}
-                                          for r in held])
+        for r in pool:
+            if r["question"] not in seen:
+                unique.setdefault(r["question"], r)
+        rest = list(unique.values())
+        held, val = rest[:part.eval_size], rest[part.eval_size:want]
+        if len(held) + len(val) < want:
+            raise DataError(f"only {len(rest)} held-out and validation questions not in the training set, {want} "
+                            "needed", path=part.task)
+
+        def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{"id": r["id"], "question": r["question"], "answer": r["reference"]} for r in items]
+
+        atomic_write_jsonl(data / "train.jsonl", rows(train))
+        atomic_write_jsonl(data / "val.jsonl", rows(val))
+        atomic_write_jsonl(data / "eval.jsonl", rows(held))
     prepared = data / "prepare" / "nlft.jsonl"
     if not (data / "prepare" / "summary.json").exists():
         from nlft.cli import main as cli
@@ -149,7 +181,7 @@ def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
         max_new = cfg.gen_max_new_tokens if part.name == "main" else part.max_new_tokens
         code = cli(["prepare", "--dataset", str(data / "train.jsonl"), "--model", cfg.model, "--judge", "calculator",
                     "--grading", cfg.grading, "--max-new-tokens", str(max_new), "--batch-size", "32",
-                    "--out", str(data / "prepare"), "--no-progress"])
+                    "--template", str(data / "prompt.txt"), "--out", str(data / "prepare"), "--no-progress"])
         if code:
             raise RuntimeError(f"nlft prepare failed with exit code {code}")
     records = list(read_jsonl(prepared))
@@ -162,15 +194,15 @@ def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
             atomic_write_jsonl(target, usable[:n])
 
 
-def _eval_rows(out: Path, part: Part) -> list[dict[str, Any]]:
+def _eval_rows(out: Path, part: Part, name: str = "eval") -> list[dict[str, Any]]:
     from nlft.datasets import load_questions
 
-    return load_questions(str(out / part.name / "data" / "eval.jsonl"))
+    return load_questions(str(out / part.name / "data" / f"{name}.jsonl"))
 
 
 def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir: Path,
               adapter: str | None) -> dict[str, Any]:
-    from nlft.evaluation import evaluate
+    from nlft.evaluation import TEMPLATES, evaluate
     from nlft.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
@@ -178,7 +210,8 @@ def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir:
     if adapter:
         model = model.merge_and_unload()  # same outputs up to float rounding, no LoRA matmuls per token
     return evaluate(model, tokenizer, rows, out_dir=out_dir, batch_size=cfg.eval_batch_size,
-                    max_new_tokens=part.max_new_tokens, progress=False, source=str(out_dir))
+                    max_new_tokens=part.max_new_tokens, progress=False, source=str(out_dir),
+                    template=TEMPLATES[cfg.prompt])
 
 
 def _metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +227,10 @@ def run_base(out: Path, cfg: StudyConfig, part: Part) -> dict[str, Any]:
     _log(f"{part.name}: evaluating the base model")
     start = time.perf_counter()
     metrics = _evaluate(cfg, part, _eval_rows(out, part), cell / "eval", None)
-    result = {"cell": "base", "method": "base", **_metrics(metrics), "eval_s": time.perf_counter() - start}
+    result = {"cell": "base", "method": "base", **_metrics(metrics), "eval_s": time.perf_counter() - start,
+              "protocol_sha": protocol_sha(cfg)}
+    if part.curve:  # the curves' epoch 0: the base model on their questions
+        result["curve_base"] = _base_on_first(out, part, min(cfg.curve_eval_size, part.eval_size))
     atomic_write_json(cell / "result.json", result)
     return result
 
@@ -207,17 +243,59 @@ def cell_name(method: str, n: int, seed: int, epochs: float | None = None) -> st
 def run_cell(out: Path, cfg: StudyConfig, part: Part, method: str, n: int, seed: int,
              curve_epochs: int | None = None) -> dict[str, Any]:
     """Train one method on the first ``n`` records with ``seed``, then evaluate it (cached; resumes)."""
-    from nlft.commands.train import TrainOptions, train
-
     name = cell_name(method, n, seed, curve_epochs)
     cell = out / part.name / "cells" / name
     if (cell / "result.json").exists():
         return json.loads((cell / "result.json").read_text())
+    return _train_and_score(out, cfg, part, cell, name, method, n, seed, curve_epochs, {}, "eval")
+
+
+def run_sweep(out: Path, cfg: StudyConfig, part: Part, *, only: list[str] | None = None) -> dict[str, Any]:
+    """Train every :data:`SWEEP_CANDIDATES` setting at N = ``sweep_size`` and score it on the validation questions.
+
+    Writes ``sweep/<name>/result.json`` and ``sweep.json`` (the candidates done so far, ranked by
+    validation accuracy); the held-out questions are never read here. ``only``: run just these
+    candidates now (several processes can share the work).
+    """
+    base = out / part.name / "sweep" / "base"
+    if not (base / "result.json").exists():
+        _log(f"{part.name}: evaluating the base model on the validation questions")
+        atomic_write_json(base / "result.json", {"cell": "sweep/base", "method": "base", **_metrics(
+            _evaluate(cfg, part, _eval_rows(out, part, "val"), base / "val", None))})
+    results = {}
+    for name, overrides in SWEEP_CANDIDATES.items():
+        cell = out / part.name / "sweep" / name
+        if (cell / "result.json").exists():
+            results[name] = json.loads((cell / "result.json").read_text())
+            continue
+        if only and name not in only:
+            continue
+        results[name] = _train_and_score(out, cfg, part, cell, f"sweep/{name}", "nlft", cfg.sweep_size,
+                                         cfg.sweep_seed, None, overrides, "val")
+        results[name]["overrides"] = overrides
+        atomic_write_json(cell / "result.json", results[name])
+    ranked = sorted(results.values(), key=lambda r: -(r.get("accuracy_flexible") or 0.0))
+    base_val = json.loads((base / "result.json").read_text())
+    summary = {"n": cfg.sweep_size, "seed": cfg.sweep_seed, "scored_on": "val", "val_size": cfg.val_size,
+               "base_flexible": base_val["accuracy_flexible"], "base_strict": base_val["accuracy_strict"],
+               "ranked": [{"name": r["cell"].split("/", 1)[-1], "accuracy_flexible": r.get("accuracy_flexible"),
+                           "accuracy_strict": r.get("accuracy_strict"), "overrides": r.get("overrides", {})}
+                          for r in ranked]}
+    atomic_write_json(out / part.name / "sweep.json", summary)
+    return summary
+
+
+def _train_and_score(out: Path, cfg: StudyConfig, part: Part, cell: Path, name: str, method: str, n: int, seed: int,
+                     curve_epochs: int | None, overrides: dict[str, Any], score_on: str) -> dict[str, Any]:
+    """Train ``method`` (with NLFT ``overrides``) on the first ``n`` records, then score it on ``score_on``."""
+    from nlft.commands.train import TrainOptions, train
+
     data = out / part.name / "data" / f"nlft-n{n}.jsonl"
     records = list(read_jsonl(data))
-    train_method, sft_data = METHODS[method]
+    train_method, sft_data, preset = METHODS[method]
     n_rows = sum(bool(r["correct"]) for r in records) if sft_data == "outputs" else len(records)
-    result: dict[str, Any] = {"cell": name, "method": method, "n": n, "seed": seed, "train_rows": n_rows}
+    result: dict[str, Any] = {"cell": name, "method": method, "n": n, "seed": seed, "train_rows": n_rows,
+                              "protocol_sha": protocol_sha(cfg)}
     if n_rows == 0:
         _log(f"{part.name}/{name}: no correct outputs to train on; the cell stays empty")
         result.update(accuracy_strict=None, accuracy_flexible=None, skipped="no correct outputs")
@@ -233,7 +311,7 @@ def run_cell(out: Path, cfg: StudyConfig, part: Part, method: str, n: int, seed:
         opts = TrainOptions(
             method=train_method, data=str(data), out=str(run_dir), model=cfg.model, epochs=epochs, lr=cfg.lr,
             batch_size=cfg.batch_size, seed=seed, sft_data=sft_data or "outputs", save_total_limit=1,
-            resume=run_dir.exists(), logging_steps=5,
+            resume=run_dir.exists(), logging_steps=5, preset=preset, **overrides,
             eval_each_epoch=curve_epochs is not None, eval_data=str(out / part.name / "data" / "eval.jsonl"),
             eval_batch_size=cfg.eval_batch_size, eval_max_new_tokens=part.max_new_tokens,
             eval_limit=cfg.curve_eval_size if curve_epochs is not None else None, eval_merged=True)
@@ -248,7 +326,7 @@ def run_cell(out: Path, cfg: StudyConfig, part: Part, method: str, n: int, seed:
     else:
         _log(f"{part.name}/{name}: evaluating")
         start = time.perf_counter()
-        metrics = _evaluate(cfg, part, _eval_rows(out, part), cell / "eval", str(run_dir / "adapter"))
+        metrics = _evaluate(cfg, part, _eval_rows(out, part, score_on), cell / score_on, str(run_dir / "adapter"))
         result.update(_metrics(metrics), eval_s=time.perf_counter() - start)
     atomic_write_json(cell / "result.json", result)
     _log(f"{part.name}/{name}: accuracy flexible {result['accuracy_flexible']:.3f}, "
@@ -345,7 +423,8 @@ def collect(root: Path, cfg: StudyConfig) -> dict[str, Any]:
                         "seeds": len(runs)}
             entry["curves"] = curves
             entry["curve_eval_size"] = min(cfg.curve_eval_size, part.eval_size)
-            entry["curve_base"] = _base_on_first(root, part, entry["curve_eval_size"])
+            entry["curve_base"] = _base_on_first(root, part, entry["curve_eval_size"]) or \
+                results.get("base", {}).get("curve_base")
         table["parts"][part.name] = entry
     return table
 
@@ -462,9 +541,39 @@ def plot(table: dict[str, Any], root: Path) -> list[Path]:
     return written
 
 
+def protocol_sha(cfg: StudyConfig) -> str:
+    """A digest of the protocol: cells of one study carry it, so cells of another are never mixed in."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def import_cells(root: Path, cfg: StudyConfig, path: str | Path) -> int:
+    """Restore finished cells from a ``cells.jsonl`` (e.g. ``docs/study/cells.jsonl``) into a study directory.
+
+    Only rows of the same protocol (:func:`protocol_sha`) whose cell is not done here are written,
+    so a study run in parts on several machines continues where it stopped. Returns the count.
+    """
+    sha = protocol_sha(cfg)
+    count = 0
+    for row in read_jsonl(path):
+        if row.get("protocol_sha") != sha or row.get("part") not in {p.name for p in parts(cfg)}:
+            continue
+        target = root / row["part"] / "cells" / row["cell"] / "result.json"
+        if not target.exists():
+            atomic_write_json(target, {k: v for k, v in row.items() if k != "part"})
+            count += 1
+    return count
+
+
 def write_report(root: Path, cfg: StudyConfig) -> dict[str, Any]:
-    """``table.json``, ``table.md`` and the plots from the cells done so far."""
+    """``table.json``, ``table.md``, ``cells.jsonl`` and the plots from the cells done so far."""
     table = collect(root, cfg)
+    cells = []
+    for part in parts(cfg):
+        for p in sorted((root / part.name / "cells").glob("*/result.json")):
+            cells.append({"part": part.name, **json.loads(p.read_text())})
+    atomic_write_jsonl(root / "cells.jsonl", cells)
     atomic_write_json(root / "table.json", table)
     (root / "table.md").write_text(markdown(table), encoding="utf-8")
     plot(table, root)

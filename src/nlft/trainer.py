@@ -15,13 +15,15 @@ from nlft.clustering import cosine_spans, word_spans
 from nlft.config import NLFTConfig
 from nlft.io import DataError
 from nlft.logps import IGNORE_INDEX, pad_views, view_logps
-from nlft.loss import nlft_loss
-from nlft.records import REQUIRED_FIELDS, check_length, tokenize_record, validate_records
-from nlft.scales import batch_token_scales
+from nlft.loss import cut_loss, kl_penalty, nlft_loss, token_mean
+from nlft.records import REQUIRED_FIELDS, check_length, generation_prompt, tokenize_record, validate_records
+from nlft.scales import TokenScales, batch_token_scales, class_balance_weights
 
 STD, JUDGE = 0, 1
 # P_std / P_judge of every training row ('cached' and 'per_epoch'), saved in each checkpoint.
 VIEW_CACHE_FILE = "view_probs.pt"
+# log P_base of every training row under the initial model (KL anchor, 'initial' error reference).
+INITIAL_LOGPS_FILE = "initial_logps.pt"
 
 
 class NLFTCollator:
@@ -131,6 +133,20 @@ class _ViewCacheCallback(TrainerCallback):
         self.trainer.fill_view_cache()
 
 
+class _InitialLogpsCallback(TrainerCallback):
+    """Computes log P_base of every training row before the first step, when the model is the initial one.
+
+    A resumed run reloads them from its checkpoint instead (the model there is no longer initial).
+    """
+
+    def __init__(self, trainer: NLFTTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer._initial_logps is None and not self.trainer._load_initial_logps_from_resume():
+            self.trainer.fill_initial_logps()
+
+
 class NLFTTrainer(Trainer):
     """Trainer for Natural Language Fine-Tuning (and the CUT / plain-likelihood losses on the same machinery).
 
@@ -173,6 +189,7 @@ class NLFTTrainer(Trainer):
 
             model = get_peft_model(model, peft_config)
         self._max_length = args.max_length or self._default_max_length(model, processing_class)
+        self._resolve_prompt(args, train_dataset)
         train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train_dataset")
         if eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval_dataset")
@@ -191,10 +208,19 @@ class NLFTTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._view_cache: dict[str, torch.Tensor] | None = None
+        self._initial_logps: torch.Tensor | None = None
         self._resume_dir: str | None = None
         self._cache_from_resume = False
-        if args.view_probs != "dynamic" and args.loss_type != "nll":
+        if args.view_probs != "dynamic" and args.loss_type == "nlft":
             self.add_callback(_ViewCacheCallback(self))
+        if args.needs_initial_logps:
+            self.add_callback(_InitialLogpsCallback(self))
+        self._class_weights = (1.0, 1.0)
+        if args.class_balance and train_dataset is not None:
+            n_tokens = [0, 0]
+            for ok, ids in zip(train_dataset["correct"], train_dataset["response_ids"]):
+                n_tokens[0 if ok else 1] += len(ids)
+            self._class_weights = class_balance_weights(*n_tokens)
 
     # ---- data ------------------------------------------------------------------------------------
 
@@ -203,6 +229,30 @@ class NLFTTrainer(Trainer):
         limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
         limits = [x for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
         return min([*limits, 4096])
+
+    @staticmethod
+    def _resolve_prompt(args: NLFTConfig, dataset: Any) -> None:
+        """X_base's prompt: the one the records were generated with (provenance), else the paper's solve prompt.
+
+        ``use_chat_template`` left at None follows the provenance too (a file generated without the
+        chat template trains without it).
+        """
+        from nlft.prompts import SOLVE_TEMPLATE
+
+        if args.base_template is not None:  # set explicitly: the records' prompts are not read
+            return
+        rows: Any = []
+        if isinstance(dataset, list):
+            rows = dataset
+        elif dataset is not None and "provenance" in dataset.column_names:
+            rows = [{"provenance": p} for p in dataset["provenance"]]
+        template, chat = (None, None)
+        if args.base_template is None or args.use_chat_template is None:
+            template, chat = generation_prompt(rows, source="train_dataset")
+        if args.base_template is None:
+            args.base_template = template or SOLVE_TEMPLATE
+        if args.use_chat_template is None and chat is False:
+            args.use_chat_template = False
 
     def _prepare_dataset(self, dataset: Any, tokenizer: Any, args: NLFTConfig, name: str) -> Any:
         from datasets import Dataset
@@ -220,7 +270,8 @@ class NLFTTrainer(Trainer):
         # Validate before any conversion: Dataset.from_list would turn a missing key into None.
         validate_records(dataset, source=name, needs_judgment=args.loss_type in ("nlft", "cut"))
         if isinstance(dataset, list):
-            dataset = Dataset.from_list(dataset)
+            # only the fields read here: extra columns (provenance, ...) need not share one Arrow schema
+            dataset = Dataset.from_list([{k: row.get(k) for k in REQUIRED_FIELDS} for row in dataset])
         views_correct, views_incorrect = args.needed_views
         views = tuple(dict.fromkeys(views_correct + views_incorrect))
         max_length, truncation = self._max_length, args.truncation
@@ -262,6 +313,38 @@ class NLFTTrainer(Trainer):
                     cache[key][rows, :width] = p.float().cpu()
         self._view_cache = cache
 
+    def fill_initial_logps(self) -> None:
+        """log P_base of every training row's response under the current (initial) model, into a cache.
+
+        Shape ``(rows, R_max)``; one no-grad pass over the data in eval mode, before the first step.
+        """
+        args: NLFTConfig = self.args
+        collate = NLFTCollator(self.processing_class.pad_token_id, (), ())
+        dataset = self.train_dataset
+        n = len(dataset)
+        cache = torch.zeros(n, max(len(r) for r in dataset["response_ids"]))
+        model = self.accelerator.unwrap_model(self.model)
+        device = next(model.parameters()).device
+        step = args.view_batch_size or args.per_device_train_batch_size
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, n, step):
+                    batch = collate([dataset[i] for i in range(start, min(n, start + step))])
+                    logps, _ = view_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                          batch["labels"].to(device))
+                    cache[batch["row_idx"], : logps.shape[1]] = logps.float().cpu()
+        finally:
+            model.train(was_training)
+        self._initial_logps = cache
+
+    def _load_initial_logps_from_resume(self) -> bool:
+        if not self._resume_dir or not (Path(self._resume_dir) / INITIAL_LOGPS_FILE).exists():
+            return False
+        self._initial_logps = torch.load(Path(self._resume_dir) / INITIAL_LOGPS_FILE, weights_only=True)
+        return True
+
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
         """``Trainer.train``; remembers the checkpoint resumed from, to reload its view-probability cache."""
         self._resume_dir = None
@@ -275,17 +358,19 @@ class NLFTTrainer(Trainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        # The cache goes into the checkpoint folder before the Trainer writes trainer_state.json, the file
+        # The caches go into the checkpoint folder before the Trainer writes trainer_state.json, the file
         # that marks a checkpoint complete.
-        if self._view_cache is not None:
+        for name, cache in ((VIEW_CACHE_FILE, self._view_cache), (INITIAL_LOGPS_FILE, self._initial_logps)):
+            if cache is None:
+                continue
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
             if self.is_world_process_zero():
-                tmp = folder / f"{VIEW_CACHE_FILE}.tmp"
-                torch.save(self._view_cache, tmp)
-                os.replace(tmp, folder / VIEW_CACHE_FILE)
+                tmp = folder / f"{name}.tmp"
+                torch.save(cache, tmp)
+                os.replace(tmp, folder / name)
         super()._save_checkpoint(model, trial)
 
     def _load_view_cache_from_resume(self) -> bool:
@@ -323,29 +408,11 @@ class NLFTTrainer(Trainer):
         args: NLFTConfig = self.args
         labels = inputs["labels"]
         response_mask = labels != IGNORE_INDEX
-        p_std, p_judge = self._view_probs(model, inputs)
-        want_hidden = args.loss_type == "nlft" and args.phrase_rule == "cosine"
-        logps, hidden = view_logps(model, inputs["input_ids"], inputs["attention_mask"], labels,
-                                   return_hidden=want_hidden)
-        p_base = logps.detach().exp()
-        spans = None
-        if args.loss_type == "nlft" and args.phrase_rule == "cosine":
-            spans = cosine_spans(hidden, response_mask, threshold=args.phrase_threshold,
-                                 max_span=args.max_phrase_span)
-        elif args.loss_type == "nlft" and args.phrase_rule == "word":
-            spans = word_spans(inputs["word_ids"])
         correct = inputs["correct"].to(torch.bool)
-        if args.loss_type == "nlft" and p_std is None:
-            p_std = torch.zeros_like(p_base)
-        if args.loss_type == "cut" and p_judge is None:  # a batch of correct outputs only: no judge view
-            p_judge = torch.zeros_like(p_base)
-        ts = batch_token_scales(
-            p_base, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
-            p0_correct=args.p0_correct, c1=args.c1, c2=args.c2, c3=args.c3, r0=args.r0,
-            p0_incorrect=args.p0_incorrect, irrelevant=args.irrelevant_incorrect,
-            max_error_fraction=args.max_error_fraction, cut_threshold=args.cut_threshold,
-        )
-        loss = nlft_loss(logps, ts.scales, ts.unlikelihood, response_mask, num_items_in_batch)
+        if args.loss_type == "cut":
+            loss, ts, logps = self._cut_loss(model, inputs, response_mask, correct, num_items_in_batch)
+        else:
+            loss, ts, logps = self._nlft_loss(model, inputs, response_mask, correct, num_items_in_batch)
         if args.nll_coef:
             plain = torch.ones_like(ts.scales) * correct[:, None]
             loss = loss + args.nll_coef * nlft_loss(logps, plain, torch.zeros_like(response_mask), response_mask,
@@ -359,6 +426,72 @@ class NLFTTrainer(Trainer):
         if return_outputs:
             return loss, {"logps": logps.detach(), "token_scales": ts.scales}
         return loss
+
+    def _nlft_loss(self, model: Any, inputs: dict[str, torch.Tensor], response_mask: torch.Tensor,
+                   correct: torch.Tensor, num_items_in_batch: Any) -> tuple[torch.Tensor, TokenScales, torch.Tensor]:
+        """Eq. 5 (``loss_type`` nlft or nll) with the options of :class:`NLFTConfig`; ``(loss, scales, logps)``."""
+        args: NLFTConfig = self.args
+        nlft = args.loss_type == "nlft"
+        p_std, p_judge = self._view_probs(model, inputs)
+        want_hidden = nlft and args.phrase_rule == "cosine"
+        # log(1 - P) from the logits only where unlikelihood can occur
+        need_ul = nlft and bool((~correct).any())
+        out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                         return_hidden=want_hidden, complement=need_ul)
+        logps, hidden = out[0], out[1]
+        log1mp = out[2] if need_ul else None
+        p_base = logps.detach().exp()
+        initial = self._initial_logps_of(inputs) if args.needs_initial_logps else None
+        spans = None
+        if want_hidden:
+            spans = cosine_spans(hidden, response_mask, threshold=args.phrase_threshold,
+                                 max_span=args.max_phrase_span)
+        elif nlft and args.phrase_rule == "word":
+            spans = word_spans(inputs["word_ids"])
+        if nlft and p_std is None:
+            p_std = torch.zeros_like(p_base)
+        p_ratio = initial.exp() if initial is not None and args.error_reference == "initial" else p_base
+        ts = batch_token_scales(
+            p_ratio, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
+            p0_correct=args.p0_correct, c1=args.c1, c2=args.c2, c3=args.c3, r0=args.r0,
+            p0_incorrect=args.p0_incorrect, irrelevant=args.irrelevant_incorrect,
+            max_error_fraction=args.max_error_fraction, cut_threshold=args.cut_threshold,
+            unlikelihood_weight=args.unlikelihood_weight,
+        )
+        if args.class_balance:
+            w_c, w_i = self._class_weights
+            ts = ts._replace(scales=ts.scales * torch.where(correct, w_c, w_i)[:, None].to(ts.scales.dtype))
+        loss = nlft_loss(logps, ts.scales, ts.unlikelihood, response_mask, num_items_in_batch, log1mp)
+        if args.kl_coef and initial is not None:
+            anchored = response_mask & ~correct[:, None] & ~ts.unlikelihood
+            loss = loss + args.kl_coef * token_mean(kl_penalty(logps, initial), anchored, response_mask,
+                                                    num_items_in_batch)
+        return loss, ts, logps
+
+    def _cut_loss(self, model: Any, inputs: dict[str, torch.Tensor], response_mask: torch.Tensor,
+                  correct: torch.Tensor, num_items_in_batch: Any) -> tuple[torch.Tensor, TokenScales, torch.Tensor]:
+        """CUT as published (:func:`nlft.loss.cut_loss`): X_base and X_judge both with gradients."""
+        args: NLFTConfig = self.args
+        need_ul = bool((~correct).any())
+        out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul)
+        logps, log1mp = out[0], (out[2] if need_ul else None)
+        judge = torch.zeros_like(logps)
+        if "view_input_ids" in inputs:  # the collator builds X_judge for the incorrect rows only
+            view_lp, _ = view_logps(model, inputs["view_input_ids"], inputs["view_attention_mask"],
+                                    inputs["view_labels"])
+            view_lp = torch.nn.functional.pad(view_lp, (0, logps.shape[1] - view_lp.shape[1]))
+            judge = judge.index_put((inputs["view_row"],), view_lp)
+        loss, selected = cut_loss(logps, log1mp, judge, correct, response_mask, num_items_in_batch,
+                                  threshold=args.cut_threshold, weight_unlike=args.unlikelihood_weight)
+        false = torch.zeros_like(selected)
+        ts = TokenScales(response_mask.float(), selected, false, false, selected)
+        return loss, ts, logps
+
+    def _initial_logps_of(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._initial_logps is None:
+            raise RuntimeError("the initial model's log-probabilities are computed at the start of train()")
+        width = inputs["labels"].shape[1]
+        return self._initial_logps[inputs["row_idx"].cpu(), :width].to(inputs["labels"].device)
 
     # ---- metrics -----------------------------------------------------------------------------------
 
@@ -380,6 +513,10 @@ class NLFTTrainer(Trainer):
             m["nlft/sub_saliency_share"].append((ts.sub_saliency & rows_c).sum().item() / nc.item())
         if bool(rows_i.any()):
             m["nlft/erroneous_share"].append((ts.erroneous & rows_i).sum().item() / rows_i.sum().item())
+            err = ts.erroneous & rows_i
+            if bool(err.any()):  # the collapse signature: P_base of flagged tokens falls while their scales rise
+                m["nlft/erroneous_p_base"].append(logps[err].exp().mean().item())
+                m["nlft/erroneous_scale"].append(ts.scales[err].mean().item())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

@@ -32,9 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="0 = greedy (default); the paper samples at 0.6")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and reasoning-gym seed)")
-    parser.add_argument("--prompt", default="solve",
-                        help="'solve' (the paper's A.2 instruction, default), 'base' (the training prompt) or a "
-                             "file holding a template with {question}")
+    parser.add_argument("--prompt", default=None,
+                        help="'solve' (the paper's A.2 instruction), 'base' (the short solve prompt) or a file "
+                             "holding a template with {question}; default: the run's training prompt with --run, "
+                             "else 'solve'")
     parser.add_argument("--no-chat-template", action="store_true", help="use plain prompts")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16 or auto")
     parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
@@ -57,6 +58,17 @@ def resolve_template(prompt: str) -> str:
     if "{question}" not in text:
         raise ValueError(f"{path}: the prompt template must contain {{question}}")
     return text
+
+
+def run_prompt(run_dir: str) -> str | None:
+    """The prompt a run of `nlft train` trained under (its manifest), or None for runs that do not record it."""
+    from pathlib import Path
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    prompt = json.loads(path.read_text(encoding="utf-8")).get("prompt") or {}
+    return prompt.get("template")
 
 
 def run_model(run_dir: str, model: str | None, adapter: str | None) -> tuple[str, str | None]:
@@ -82,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from nlft.io import atomic_write_json
     from nlft.models import load_model, load_tokenizer, resolve_model_path
 
-    template = resolve_template(args.prompt)
+    template = resolve_template(args.prompt) if args.prompt else (run_prompt(args.run) if args.run else None)
+    template = template or resolve_template("solve")
     if args.run:
         args.model, args.adapter = run_model(args.run, args.model, args.adapter)
     args.model = args.model or "smollm2"

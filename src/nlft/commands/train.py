@@ -1,6 +1,7 @@
-"""Train with NLFT or a baseline (SFT, CUT, ReFT) on an NLFT data file, into a run directory.
+"""Train with NLFT or a baseline (SFT, DFT, CUT, ReFT) on an NLFT data file, into a run directory.
 
-All methods read the same data file and share the LoRA and optimiser settings (the paper's: LoRA
+All methods read the same data file, train under the prompt its outputs were generated with (their
+provenance; ``--base-template FILE`` sets another), and share the LoRA and optimiser settings (the paper's: LoRA
 r 16, alpha 16, dropout 0.05 on the MLP projections; AdamW, cosine schedule, lr 5e-5, batch 4).
 Options come from ``--config FILE.yaml`` and the command line (the command line wins); the run
 directory gets ``config.yaml`` (the resolved options, reusable with ``--config``), ``manifest.json``
@@ -10,6 +11,7 @@ and the final adapter (or model with ``--full``).
 Examples::
 
     nlft train --method nlft --data data/nlft.jsonl --out runs/nlft
+    nlft train --method nlft --preset robust --data data/nlft.jsonl --out runs/nlft-robust
     nlft train --method sft --sft-data outputs --data data/nlft.jsonl --out runs/sft --eval-each-epoch --eval-limit 50
     nlft train --config configs/cpu-quickstart.yaml --method reft --out runs/reft
     nlft train --config configs/cpu-quickstart.yaml --out runs/nlft --resume
@@ -26,11 +28,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("nlft", "sft", "cut", "reft")
+METHODS = ("nlft", "sft", "dft", "cut", "reft")
 NLFT_KNOBS = (
     "view_probs", "view_batch_size", "p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant_incorrect",
-    "max_error_fraction", "phrase_rule", "phrase_threshold", "max_phrase_span", "cut_threshold", "nll_coef",
-    "loss_multiplier",
+    "max_error_fraction", "unlikelihood_weight", "error_reference", "kl_coef", "class_balance", "phrase_rule",
+    "phrase_threshold", "max_phrase_span", "cut_threshold", "nll_coef", "loss_multiplier",
 )
 
 
@@ -43,6 +45,8 @@ class TrainOptions:
     """Every option of ``nlft train``; YAML keys and command-line flags (``lora_r`` <-> ``--lora-r``)."""
 
     method: str = _opt("nlft", "training method", choices=METHODS)
+    preset: str | None = _opt(None, "NLFT settings by name: 'paper' (the published method, the defaults) or "
+                                    "'robust' (safe on mostly-wrong data); explicit options override it")
     data: str | None = _opt(None, "NLFT data file (JSONL with question, reference, output, correct, judgment)")
     out: str | None = _opt(None, "run directory")
     # model
@@ -81,7 +85,8 @@ class TrainOptions:
     eval_batch_size: int = _opt(16, "questions per generation batch")
     eval_max_new_tokens: int = _opt(512, "new tokens per answer")
     eval_temperature: float = _opt(0.0, "0 = greedy; the paper samples at 0.6")
-    eval_prompt: str = _opt("solve", "'solve' (paper A.2), 'base' (the training prompt) or a template file")
+    eval_prompt: str = _opt("train", "'train' (the training prompt, default), 'solve' (paper A.2), 'base' or a "
+                                     "template file")
     eval_merged: bool = _opt(False, "generate with a merged copy of the adapter (faster; needs the model's "
                                     "memory once more)")
     # SFT
@@ -102,7 +107,11 @@ class TrainOptions:
     # data and prompts
     max_length: int | None = _opt(None, "maximum prompt + output tokens (default: the model's, at most 4096)")
     truncation: str = _opt("error", "rows longer than max_length: 'error' or 'response' (cut the output)")
-    use_chat_template: bool | None = _opt(None, "wrap prompts in the chat template (default: when it has one)")
+    use_chat_template: bool | None = _opt(None, "wrap prompts in the chat template (default: as the outputs were "
+                                                "generated, else when the tokenizer has one)")
+    base_template: str | None = _opt(None, "file with the training prompt ({question}); default: the prompt the "
+                                           "data's outputs were generated with (their provenance), else the "
+                                           "paper's solve instruction")
     # NLFT / CUT knobs (None: NLFTConfig's default, written resolved into config.yaml)
     view_probs: str | None = _opt(None, "when P_std/P_judge are computed: dynamic, cached or per_epoch")
     view_batch_size: int | None = _opt(None, "rows per forward pass of the measurement views")
@@ -112,8 +121,14 @@ class TrainOptions:
     c3: float | None = _opt(None, "irrelevant-token exponent")
     r0: float | None = _opt(None, "ratio threshold of erroneous tokens")
     p0_incorrect: float | None = _opt(None, "minimum P_judge of an erroneous token")
-    irrelevant_incorrect: str | None = _opt(None, "irrelevant tokens of incorrect outputs: zero or reference")
-    max_error_fraction: float | None = _opt(None, "'reference' rule: erroneous share above which a row gets 0")
+    irrelevant_incorrect: str | None = _opt(None, "irrelevant tokens of incorrect outputs: zero, reference or "
+                                                  "likelihood")
+    max_error_fraction: float | None = _opt(None, "erroneous share above which an output is entirely wrong (its "
+                                                  "irrelevant tokens get 0)")
+    unlikelihood_weight: float | None = _opt(None, "factor on every unlikelihood token (CUT: weight_unlike)")
+    error_reference: str | None = _opt(None, "P_base of the erroneous-token ratio: current (paper) or initial")
+    kl_coef: float | None = _opt(None, "KL anchor to the initial model on incorrect outputs (0: off)")
+    class_balance: bool | None = _opt(None, "correct and incorrect outputs carry half of the loss each")
     phrase_rule: str | None = _opt(None, "phrase clustering: cosine, word or none")
     phrase_threshold: float | None = _opt(None, "cosine similarity threshold of phrases")
     max_phrase_span: int | None = _opt(None, "most tokens a phrase reaches on each side")
@@ -349,6 +364,9 @@ def train(opts: TrainOptions) -> int:
 
         # Here, where the file is known, so that a bad row is reported by file name.
         validate_records(records, source=opts.data, needs_judgment=True)
+    template, chat = training_prompt(records, opts)
+    if opts.use_chat_template is None and chat is False:
+        opts = TrainOptions(**{**asdict(opts), "use_chat_template": False})
     tokenizer = load_tokenizer(opts.model)
     base_model = resolve_model_path(opts.model)
 
@@ -358,6 +376,7 @@ def train(opts: TrainOptions) -> int:
     resolved = {**asdict(opts), "resume": False}  # config.yaml describes the run, not how it was last started
     callbacks: list[Any] = []
     recorder = RunRecorder(run_dir, method=opts.method, seed=opts.seed)
+    recorder.manifest["prompt"] = {"template": template, "chat_template": opts.use_chat_template}
     callbacks.append(recorder)
     if opts.eval_each_epoch:
         from nlft.commands.evaluate import resolve_template
@@ -367,7 +386,8 @@ def train(opts: TrainOptions) -> int:
                                    limit=opts.eval_limit, seed=opts.seed)
         callbacks.append(EpochEvalCallback(
             run_dir, tokenizer, eval_rows, batch_size=opts.eval_batch_size, max_new_tokens=opts.eval_max_new_tokens,
-            temperature=opts.eval_temperature, seed=opts.seed, template=resolve_template(opts.eval_prompt),
+            temperature=opts.eval_temperature, seed=opts.seed,
+            template=template if opts.eval_prompt == "train" else resolve_template(opts.eval_prompt),
             use_chat_template=opts.use_chat_template, source=opts.eval_data, merge_adapter=opts.eval_merged))
     device_map = "cuda" if torch.cuda.is_available() else None
 
@@ -381,19 +401,21 @@ def train(opts: TrainOptions) -> int:
         from nlft.trainer import NLFTTrainer
 
         knobs = {k: getattr(opts, k) for k in NLFT_KNOBS if getattr(opts, k) is not None}
-        cfg = NLFTConfig(**common_args(opts, run_dir), loss_type=method, max_length=opts.max_length,
-                         truncation=opts.truncation, use_chat_template=opts.use_chat_template, **knobs)
+        cfg = NLFTConfig.from_preset(opts.preset or "paper", **common_args(opts, run_dir), loss_type=method,
+                                     max_length=opts.max_length, truncation=opts.truncation,
+                                     use_chat_template=opts.use_chat_template, base_template=template, **knobs)
         resolved.update({k: getattr(cfg, k) for k in NLFT_KNOBS})
         model, peft_config = _peft_setup(fresh_model(opts.model), opts)
         trainer = NLFTTrainer(model=model, args=cfg, train_dataset=_nlft_records(records), processing_class=tokenizer,
                               peft_config=peft_config, callbacks=callbacks)
         final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
-    elif method == "sft":
+    elif method in ("sft", "dft"):
         trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, run_dir, callbacks, opts.epochs,
-                               opts.sft_data)
+                               opts.sft_data, template, loss_type="dft" if method == "dft" else "nll")
         final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
     elif method == "reft":
-        final = _train_reft(opts, tokenizer, records, run_dir, callbacks, recorder, resolved, fresh_model, checkpoint)
+        final = _train_reft(opts, tokenizer, records, run_dir, callbacks, recorder, resolved, fresh_model, checkpoint,
+                            template)
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     recorder.manifest["final"] = final
@@ -403,18 +425,40 @@ def train(opts: TrainOptions) -> int:
     return 0
 
 
+def training_prompt(records: list[dict[str, Any]], opts: TrainOptions) -> tuple[str, bool | None]:
+    """``(template, chat_template)`` every method trains under: ``--base-template``, else the records' own.
+
+    The records' prompt is the one their outputs were generated with (provenance); files that do
+    not say get the paper's solve instruction (appendix A.2), the prompt evaluation uses by default.
+    """
+    from nlft.io import DataError
+    from nlft.prompts import SOLVE_TEMPLATE
+    from nlft.records import generation_prompt
+
+    if opts.base_template:
+        path = Path(opts.base_template)
+        if not path.is_file():
+            raise DataError("prompt template file not found", path=path, field="base_template")
+        text = path.read_text(encoding="utf-8")
+        if "{question}" not in text:
+            raise DataError("the prompt template must contain {question}", path=path, field="base_template")
+        return text, None
+    found, chat = generation_prompt(records, source=opts.data or "data")
+    return found or SOLVE_TEMPLATE, chat
+
+
 def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[dict[str, Any]], out: Path,
-                 callbacks: list[Any], epochs: float, data_mode: str) -> Any:
+                 callbacks: list[Any], epochs: float, data_mode: str, template: str, loss_type: str = "nll") -> Any:
+    """TRL's SFTTrainer (``loss_type="dft"``: Dynamic Fine-Tuning, tokens weighted by their detached probability)."""
     from trl import SFTConfig
 
     from nlft.baselines import make_sft_trainer
-    from nlft.prompts import BASE_TEMPLATE
 
     cfg = SFTConfig(**common_args(opts, out, epochs=epochs), max_length=opts.max_length, packing=False,
-                    completion_only_loss=True)
+                    completion_only_loss=True, loss_type=loss_type)
     model, peft_config = _peft_setup(model, opts)
     return make_sft_trainer(model, tokenizer, records, cfg, mode=data_mode, peft_config=peft_config,
-                            callbacks=callbacks, base_template=BASE_TEMPLATE,
+                            callbacks=callbacks, base_template=template,
                             use_chat_template=opts.use_chat_template, source=opts.data)
 
 
@@ -431,10 +475,9 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
 
 def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]], run_dir: Path,
                 callbacks: list[Any], recorder: Any, resolved: dict[str, Any], fresh_model: Any,
-                checkpoint: str | None) -> dict[str, Any]:
+                checkpoint: str | None, template: str) -> dict[str, Any]:
     """ReFT: SFT warm-up (merged into the weights, saved under warmup/model), then PPO or GRPO with a new LoRA."""
     from nlft.baselines import make_grpo_trainer, make_ppo_trainer, ppo_available
-    from nlft.prompts import BASE_TEMPLATE
     from nlft.runs import write_config
 
     algo = opts.reft_algo
@@ -447,7 +490,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
     if not (warm_model / "config.json").exists():
         recorder.phase = "warmup"
         trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, warm_dir, [recorder],
-                               opts.reft_warmup_epochs, opts.reft_warmup_data)
+                               opts.reft_warmup_epochs, opts.reft_warmup_data, template)
         recorder.manifest["warmup_trainer_args"] = trainer.args.to_dict()
         warm_ckpt = None
         if opts.resume:
@@ -476,7 +519,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
                          max_completion_length=opts.reft_max_new_tokens, temperature=opts.reft_temperature,
                          generation_batch_size=per_step)
         trainer = make_grpo_trainer(model, tokenizer, records, cfg, peft_config=peft_config, callbacks=callbacks,
-                                    base_template=BASE_TEMPLATE, use_chat_template=opts.use_chat_template,
+                                    base_template=template, use_chat_template=opts.use_chat_template,
                                     source=opts.data)
     elif algo == "ppo":
         from transformers import AutoModelForSequenceClassification
@@ -489,7 +532,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
             cfg.total_episodes = opts.max_steps * opts.batch_size * opts.grad_accum
         value_model = AutoModelForSequenceClassification.from_pretrained(str(warm_model), num_labels=1)
         trainer = make_ppo_trainer(model, tokenizer, records, cfg, value_model=value_model, peft_config=peft_config,
-                                   callbacks=callbacks, base_template=BASE_TEMPLATE,
+                                   callbacks=callbacks, base_template=template,
                                    use_chat_template=opts.use_chat_template, source=opts.data)
     else:
         raise ValueError(f"unknown ReFT algorithm {algo!r}; choose ppo or grpo")
