@@ -124,3 +124,21 @@ def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsy
     new = json.loads(cell.read_text())
     assert new["accuracy_flexible"] == old["accuracy_flexible"]
     assert "| NLFT (paper) |" in capsys.readouterr().out
+
+
+def test_cells_travel_through_cells_jsonl(study, tmp_path):
+    """A study begun on one machine continues on another: its cells.jsonl restores the finished cells."""
+    from nlft.study import collect, import_cells, protocol_sha
+
+    out, cfg, _ = study
+    rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert rows and all(r["protocol_sha"] == protocol_sha(cfg) for r in rows)
+    foreign = {**rows[0], "cell": "nlft-n4-s9", "protocol_sha": "0" * 16}
+    (tmp_path / "cells.jsonl").write_text("\n".join(json.dumps(r) for r in [*rows, foreign]) + "\n")
+    fresh = tmp_path / "elsewhere"
+    assert import_cells(fresh, cfg, tmp_path / "cells.jsonl") == len(rows)
+    assert not (fresh / "main" / "cells" / "nlft-n4-s9").exists()
+    again, here = collect(fresh, cfg)["parts"]["main"], collect(out, cfg)["parts"]["main"]
+    assert again["rows"] == here["rows"] and again["curves"] == here["curves"]
+    assert again["curve_base"] == here["curve_base"]  # kept in the base cell's result
+    assert import_cells(fresh, cfg, tmp_path / "cells.jsonl") == 0  # nothing twice

@@ -90,6 +90,8 @@ class StudyConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # one spelling of each number, so that equal protocols have equal digests (protocol_sha)
+        self.epochs, self.lr = float(self.epochs), float(self.lr)
         for name in (*self.methods, *self.gsm8k_methods):
             if name not in METHODS:
                 raise ValueError(f"unknown study method {name!r}; choose from {', '.join(METHODS)}")
@@ -296,6 +298,10 @@ def _train_and_score(out: Path, cfg: StudyConfig, part: Part, cell: Path, name: 
     n_rows = sum(bool(r["correct"]) for r in records) if sft_data == "outputs" else len(records)
     result: dict[str, Any] = {"cell": name, "method": method, "n": n, "seed": seed, "train_rows": n_rows,
                               "protocol_sha": protocol_sha(cfg)}
+    if preset:
+        from nlft.config import PRESETS
+
+        result["preset_settings"] = {**PRESETS[preset], **overrides}
     if n_rows == 0:
         _log(f"{part.name}/{name}: no correct outputs to train on; the cell stays empty")
         result.update(accuracy_strict=None, accuracy_flexible=None, skipped="no correct outputs")
@@ -551,14 +557,20 @@ def protocol_sha(cfg: StudyConfig) -> str:
 def import_cells(root: Path, cfg: StudyConfig, path: str | Path) -> int:
     """Restore finished cells from a ``cells.jsonl`` (e.g. ``docs/study/cells.jsonl``) into a study directory.
 
-    Only rows of the same protocol (:func:`protocol_sha`) whose cell is not done here are written,
-    so a study run in parts on several machines continues where it stopped. Returns the count.
+    Only rows of the same protocol (:func:`protocol_sha`), and for the NLFT arms of the same preset
+    settings, whose cell is not done here are written, so a study run in parts on several machines
+    continues where it stopped. Returns the count.
     """
+    from nlft.config import PRESETS
+
     sha = protocol_sha(cfg)
     count = 0
     for row in read_jsonl(path):
         if row.get("protocol_sha") != sha or row.get("part") not in {p.name for p in parts(cfg)}:
             continue
+        preset = METHODS.get(row.get("method", ""), (None, None, None))[2]
+        if preset and row.get("preset_settings") != PRESETS[preset]:
+            continue  # run with other settings of its preset: trained again here
         target = root / row["part"] / "cells" / row["cell"] / "result.json"
         if not target.exists():
             atomic_write_json(target, {k: v for k, v in row.items() if k != "part"})
