@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics.update(model=args.model, adapter=args.adapter, data=args.data, split=args.split, backend=backend)
     atomic_write_json(Path(args.out) / METRICS, metrics)
-    lo, hi = metrics["ci95"]
-    print(json.dumps({k: metrics[k] for k in ("accuracy_strict", "accuracy_flexible", "n", "ci95")}))
-    print(f"accuracy {metrics['accuracy_strict']:.2%} (95% CI {lo:.2%}-{hi:.2%}), flexible "
-          f"{metrics['accuracy_flexible']:.2%}, n={metrics['n']} -> {args.out}")
+    keys = ("accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "n")
+    print(json.dumps({k: metrics[k] for k in keys}))
+    (slo, shi), (flo, fhi) = metrics["ci95_strict"], metrics["ci95_flexible"]
+    print(f"accuracy strict {metrics['accuracy_strict']:.2%} (95% CI {slo:.2%}-{shi:.2%}), flexible "
+          f"{metrics['accuracy_flexible']:.2%} (95% CI {flo:.2%}-{fhi:.2%}), n={metrics['n']} -> {args.out}")
     return 0
