@@ -333,7 +333,8 @@ class EpochEvalCallback(TrainerCallback):
             model.train(was_training)
         self.last = {"global_step": state.global_step, **{k: metrics[k] for k in EVAL_KEYS}}
         append_eval_history(self.run_dir, epoch, self.last)
-        print(f"epoch {epoch:g}: accuracy {metrics['accuracy_strict']:.2%} (n={metrics['n']})", file=sys.stderr)
+        print(f"epoch {epoch:g}: accuracy strict {metrics['accuracy_strict']:.2%}, flexible "
+              f"{metrics['accuracy_flexible']:.2%} (n={metrics['n']})", file=sys.stderr)
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> str | None:

@@ -195,6 +195,10 @@ class NLFTTrainer(Trainer):
         self._cache_from_resume = False
         if args.view_probs != "dynamic" and args.loss_type != "nll":
             self.add_callback(_ViewCacheCallback(self))
+        from nlft.monitor import DriftMonitor  # on by default; a DriftMonitor in `callbacks` sets its options
+
+        if not any(isinstance(cb, DriftMonitor) for cb in self.callback_handler.callbacks):
+            self.add_callback(DriftMonitor())
 
     # ---- data ------------------------------------------------------------------------------------
 
