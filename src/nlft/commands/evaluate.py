@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.adapter = run_model(args.run, args.model, args.adapter)
     args.model = args.model or "smollm2"
     rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed)
+    if args.run:
+        from nlft.selection import check_not_validation
+
+        check_not_validation(args.run, rows)
     tokenizer = load_tokenizer(args.model)
     chat = False if args.no_chat_template else None
     backend = args.backend
