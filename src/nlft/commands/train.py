@@ -365,7 +365,7 @@ def train(opts: TrainOptions) -> int:
         check_validation_source(opts.eval_data, opts.eval_split)
     if opts.resume and (stopped := _stopped_by_monitor(run_dir)) and opts.drift_action == "stop":
         print(f"nlft train: {run_dir} was stopped by the drift monitor at epoch {stopped['epoch']:.2f}, step "
-              f"{stopped['step']} ({stopped['reason']}); its adapter is in {run_dir / 'adapter'}. To train on "
+              f"{stopped['step']} ({stopped['reason']}); its weights: {stopped.get('final')}. To train on "
               "regardless: --resume --drift-action warn", file=sys.stderr)
         return 0
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -478,14 +478,15 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
 
 
 def _stopped_by_monitor(run_dir: Path) -> dict[str, Any] | None:
-    """The manifest's ``stopped`` entry when the drift monitor ended the run, else None."""
+    """The manifest's ``stopped`` entry (with the run's ``final`` weights) when the drift monitor ended the run."""
     import json
 
     path = run_dir / "manifest.json"
     if not path.exists():
         return None
-    stopped = json.loads(path.read_text(encoding="utf-8")).get("stopped")
-    return stopped if stopped and stopped.get("by") == "drift monitor" else None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    stopped = manifest.get("stopped")
+    return {**stopped, "final": manifest.get("final")} if stopped and stopped.get("by") == "drift monitor" else None
 
 
 def _record_monitor(recorder: Any, monitor: Any) -> None:
