@@ -8,7 +8,7 @@ import pytest
 from conftest import GSM8K_DIR, make_tiny_model
 
 from nlft.cli import main
-from nlft.evaluation import eval_rows, evaluate, summarize, wilson_interval
+from nlft.evaluation import eval_rows, evaluate, intervals, summarize, wilson_interval
 from nlft.io import DataError
 
 QUESTIONS = [
@@ -50,7 +50,35 @@ def test_summarize_counts():
     m = summarize(preds)
     assert m["accuracy_strict"] == 0.5 and m["accuracy_flexible"] == 0.75 and m["n"] == 4
     assert m["answered_share"] == 0.75
-    assert m["ci95"] == list(wilson_interval(2, 4))
+    assert m["ci95_strict"] == list(wilson_interval(2, 4)) and m["ci95_flexible"] == list(wilson_interval(3, 4))
+    assert "ci95" not in m  # one interval per accuracy, each named
+
+
+def test_wilson_interval_exact_at_the_bounds():
+    """k = 0 gives a lower bound of exactly 0 and k = n an upper bound of exactly 1 (not 8.7e-19 or 1 - 1e-16).
+
+    Hand-derived for n = 300, k = 0: the upper bound is z^2 / (n + z^2) = 3.8415 / 303.8415 = 0.012643.
+    """
+    lo, hi = wilson_interval(0, 300)
+    assert lo == 0.0 and hi == pytest.approx(0.0126430, abs=1e-6)
+    lo, hi = wilson_interval(300, 300)
+    assert hi == 1.0 and lo == pytest.approx(1 - 0.0126430, abs=1e-6)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(14, 300)  # the collapsed cell's flexible accuracy, 4.7%
+    assert 0.02 < lo < 14 / 300 < hi < 0.08
+
+
+def test_intervals_reads_old_and_new_metrics():
+    new = summarize([{"correct": False, "correct_flexible": True, "extracted": None}] * 2
+                    + [{"correct": False, "correct_flexible": False, "extracted": None}] * 2)
+    assert intervals(new) == {"ci95_strict": [0.0, wilson_interval(0, 4)[1]],
+                              "ci95_flexible": list(wilson_interval(2, 4))}
+    # a file from before the split: one ci95 (the strict accuracy's); flexible from the counts, else None
+    old = {"accuracy_strict": 0.0, "accuracy_flexible": 0.047, "n": 300, "n_correct_flexible": 14,
+           "ci95": [8.673617379884035e-19, 0.012642971421476655]}
+    assert intervals(old) == {"ci95_strict": old["ci95"], "ci95_flexible": list(wilson_interval(14, 300))}
+    del old["n_correct_flexible"]
+    assert intervals(old)["ci95_flexible"] is None
 
 
 def _scripted(outputs: dict[str, str]):
@@ -84,7 +112,8 @@ def test_evaluate_grades_and_resumes(tmp_path, tokenizer):
     assert preds[1] == {"id": "q2", "question": "What is 6 * 5?", "gold": "30", "output": "It is 30",
                         "extracted": None, "extracted_flexible": "30", "correct": False, "correct_flexible": True}
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["ci95"] == list(wilson_interval(2, 4))
+    assert saved["ci95_strict"] == list(wilson_interval(2, 4))
+    assert saved["ci95_flexible"] == list(wilson_interval(3, 4))
     with pytest.raises(DataError, match="temperature"):
         evaluate(None, tokenizer, QUESTIONS, out_dir=out, temperature=0.6, generate=generate, progress=False)
 
@@ -120,7 +149,8 @@ def test_eval_cli_on_tiny_model(tmp_path, tiny_dir, question_file, capsys):
             "--batch-size", "2", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n"] == 3 and set(metrics) >= {"accuracy_strict", "accuracy_flexible", "ci95", "model"}
+    assert metrics["n"] == 3
+    assert set(metrics) >= {"accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "model"}
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
     assert '"n": 3' in capsys.readouterr().out
     # rerun: nothing left to generate

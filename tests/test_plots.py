@@ -82,7 +82,8 @@ def test_plot_run_reads_a_run_cut_off_mid_write(tmp_path):
 def test_summarize_run_reads_every_source(tmp_path):
     full = summarize_run(write_run(tmp_path / "nlft-run"))
     assert full == {"run": "nlft-run", "method": "nlft", "final_loss": 0.9, "accuracy": 0.55,
-                    "wall_time_s": 125.0, "peak_memory_bytes": 3 * 2**30}
+                    "ci95_strict": None, "ci95_flexible": None, "wall_time_s": 125.0,
+                    "peak_memory_bytes": 3 * 2**30, "drift": None, "kept": None}
     # Without manifest and metrics: accuracy from the last evaluation, wall time from the trainer's log.
     bare = summarize_run(write_run(tmp_path / "bare", with_manifest=False, with_metrics=False))
     assert (bare["method"], bare["accuracy"], bare["wall_time_s"], bare["peak_memory_bytes"]) == (None, 0.5, 33.0, None)
@@ -94,7 +95,26 @@ def test_summarize_run_reads_every_source(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert summarize_run(empty) == {"run": "empty", "method": None, "final_loss": None, "accuracy": None,
-                                    "wall_time_s": None, "peak_memory_bytes": None}
+                                    "ci95_strict": None, "ci95_flexible": None, "wall_time_s": None,
+                                    "peak_memory_bytes": None, "drift": None, "kept": None}
+
+
+def test_summarize_run_reads_old_and_new_intervals(tmp_path):
+    """metrics.json with ci95_strict / ci95_flexible, and an old one with a single ci95 (the strict accuracy's)."""
+    from nlft.evaluation import wilson_interval
+
+    run = write_run(tmp_path / "new")
+    (run / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.0, "ci95_strict": [0.0, 0.0126],
+                                                  "accuracy_flexible": 0.047, "ci95_flexible": [0.028, 0.077],
+                                                  "n": 300}))
+    row = summarize_run(run)
+    assert (row["ci95_strict"], row["ci95_flexible"]) == ([0.0, 0.0126], [0.028, 0.077])
+    (run / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.0, "accuracy_flexible": 0.047, "n": 300,
+                                                  "n_correct_strict": 0, "n_correct_flexible": 14,
+                                                  "ci95": [8.673617379884035e-19, 0.012642971421476655]}))
+    row = summarize_run(run)
+    assert row["ci95_strict"] == [8.673617379884035e-19, 0.012642971421476655]
+    assert row["ci95_flexible"] == list(wilson_interval(14, 300))
 
 
 def test_summarize_run_names_a_broken_manifest(tmp_path):
@@ -107,13 +127,16 @@ def test_summarize_run_names_a_broken_manifest(tmp_path):
 
 
 def test_format_table():
-    rows = [{"run": "a", "method": "nlft", "final_loss": 0.91234, "accuracy": 0.5, "wall_time_s": 125.0,
-             "peak_memory_bytes": 3 * 2**30},
-            {"run": "baseline-sft", "method": None, "final_loss": None, "accuracy": None, "wall_time_s": 59.5,
-             "peak_memory_bytes": None}]
+    rows = [{"run": "a", "method": "nlft", "final_loss": 0.91234, "accuracy": 0.5, "ci95_strict": [0.4, 0.6],
+             "wall_time_s": 125.0, "peak_memory_bytes": 3 * 2**30,
+             "drift": {"fired": True, "stopped": True, "epoch": 2.4, "nll_ratio": 2.31},
+             "kept": {"keep": "best", "epoch": 2.0}},
+            {"run": "sft", "method": None, "final_loss": None, "accuracy": None, "wall_time_s": 59.5,
+             "peak_memory_bytes": None, "drift": {"fired": False, "max_nll_ratio": 1.1},
+             "kept": {"keep": "last", "epoch": 3.0}}]
     assert format_table(rows).splitlines() == [
-        "run           method  final loss  accuracy  wall time  peak memory",
-        "------------  ------  ----------  --------  ---------  -----------",
-        "a             nlft        0.9123    50.00%    2.1 min     3.00 GiB",
-        "baseline-sft  -                -         -     59.5 s            -",
+        "run  method  final loss  accuracy      95% CI  wall time  peak memory  drift                 kept",
+        "---  ------  ----------  --------  ----------  ---------  -----------  --------------------  ---------",
+        "a    nlft        0.9123    50.00%  40.0-60.0%    2.1 min     3.00 GiB  stopped e2.4 (2.31x)  e2 (best)",
+        "sft  -                -         -           -     59.5 s            -  ok (1.10x)            e3 (last)",
     ]

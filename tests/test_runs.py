@@ -112,9 +112,9 @@ def test_epoch_eval_on_a_merged_copy_leaves_the_trained_model_alone(tmp_path, to
     for merge in (True, False):
         run = tmp_path / f"merge-{merge}"
         callback = EpochEvalCallback(run, tokenizer, rows, merge_adapter=merge, batch_size=3, max_new_tokens=4)
-        callback.on_epoch_end(None, SimpleNamespace(epoch=1.0), None, model=model)
+        callback.on_epoch_end(None, SimpleNamespace(epoch=1.0, global_step=2), None, model=model)
         history = [json.loads(x) for x in (run / "eval_history.jsonl").read_text().splitlines()]
-        assert len(history) == 1 and history[0]["n"] == 3
+        assert len(history) == 1 and history[0]["n"] == 3 and history[0]["global_step"] == 2
         results[merge] = [json.loads(x)["output"] for x in
                           (run / "eval" / "epoch-1" / "predictions.jsonl").read_text().splitlines()]
     assert model.training and hasattr(model, "merge_and_unload")  # still the PEFT model being trained

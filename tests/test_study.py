@@ -78,6 +78,7 @@ def test_study_builds_table_from_cells(study):
         for seed in (0, 1):
             result = json.loads((out / "main" / "cells" / f"{method}-n4-s{seed}" / "result.json").read_text())
             assert result["n"] == 4 and result["eval_n"] == 6
+            assert len(result["ci95_strict"]) == len(result["ci95_flexible"]) == 2 and "ci95" not in result
             assert (out / "main" / "cells" / f"{method}-n4-s{seed}" / "run" / "adapter").is_dir()
     sft_out = next(r for r in part["rows"] if r["method"] == "sft_outputs")
     if n_correct == 0:  # the random model gets nothing right: nothing for SFT on outputs to learn from

@@ -5,8 +5,10 @@
 - ``predictions.jsonl``: one row per question (``id``, ``question``, ``gold``, ``output``,
   ``extracted`` (strict), ``extracted_flexible``, ``correct`` (strict), ``correct_flexible``),
   appended after every batch, so that an interrupted evaluation resumes where it stopped;
-- ``metrics.json``: ``accuracy_strict``, ``accuracy_flexible``, ``n``, ``ci95`` (Wilson 95% interval
-  of the strict accuracy), the number answered in the ``#### N`` format, and the settings.
+- ``metrics.json``: ``accuracy_strict`` and ``accuracy_flexible``, each with its own Wilson 95%
+  interval (``ci95_strict``, ``ci95_flexible``), ``n``, the number answered in the ``#### N``
+  format, and the settings. Files written before the intervals were split hold one ``ci95``, the
+  strict accuracy's; :func:`intervals` reads both kinds.
 
 Generation goes through :func:`nlft.generation.generate_hf` (left padding, KV cache) by default, or
 any ``generate(prompts) -> outputs`` callable, e.g. the vLLM one built by :func:`vllm_generate_fn`.
@@ -35,14 +37,37 @@ GenerateFn = Callable[[list[str], list[int]], list[str]]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (95% for the default ``z``); ``(0, 1)`` when n = 0."""
+    """Wilson score interval of a proportion ``k / n`` (95% for the default ``z``); ``(0, 1)`` when n = 0.
+
+    The bound at an extreme is exact: 0.0 when k = 0 and 1.0 when k = n (the formula leaves
+    rounding residue such as 8.7e-19 there).
+    """
     if n == 0:
         return 0.0, 1.0
     p = k / n
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    lo = 0.0 if k == 0 else max(0.0, center - half)
+    hi = 1.0 if k == n else min(1.0, center + half)
+    return lo, hi
+
+
+def intervals(metrics: dict[str, Any]) -> dict[str, list[float] | None]:
+    """``{"ci95_strict": [lo, hi], "ci95_flexible": [lo, hi]}`` of a metrics dict, new or old.
+
+    Old files carry one ``ci95`` (the strict accuracy's); the flexible interval is then worked out
+    from ``n_correct_flexible`` and ``n`` when they are there, else None.
+    """
+    out: dict[str, list[float] | None] = {}
+    for grading in ("strict", "flexible"):
+        ci = metrics.get(f"ci95_{grading}")
+        if ci is None and grading == "strict":
+            ci = metrics.get("ci95")
+        if ci is None and isinstance(metrics.get(f"n_correct_{grading}"), int) and isinstance(metrics.get("n"), int):
+            ci = list(wilson_interval(metrics[f"n_correct_{grading}"], metrics["n"]))
+        out[f"ci95_{grading}"] = list(ci) if ci is not None else None
+    return out
 
 
 def eval_rows(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> list[dict[str, Any]]:
@@ -92,18 +117,18 @@ def grade(output: str, gold: str) -> dict[str, Any]:
 
 
 def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy (strict, flexible), counts and the Wilson 95% interval of the strict accuracy."""
+    """Accuracy (strict, flexible), counts and the Wilson 95% interval of each accuracy."""
     n = len(predictions)
     k = sum(bool(p["correct"]) for p in predictions)
     k_flex = sum(bool(p["correct_flexible"]) for p in predictions)
-    lo, hi = wilson_interval(k, n)
     return {
         "accuracy_strict": k / n if n else 0.0,
+        "ci95_strict": list(wilson_interval(k, n)),
         "accuracy_flexible": k_flex / n if n else 0.0,
+        "ci95_flexible": list(wilson_interval(k_flex, n)),
         "n": n,
         "n_correct_strict": k,
         "n_correct_flexible": k_flex,
-        "ci95": [lo, hi],
         "answered_share": (sum(p["extracted"] is not None for p in predictions) / n) if n else 0.0,
     }
 

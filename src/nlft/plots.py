@@ -160,8 +160,10 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
 
     Returns a dict with ``run`` (folder name), ``method``, ``final_loss`` (last logged training loss),
     ``accuracy`` (strict accuracy of ``metrics.json`` or ``eval/metrics.json``, else the manifest's
-    metrics, else the last ``eval_history.jsonl`` entry), ``wall_time_s`` (training wall time) and
-    ``peak_memory_bytes`` (the largest per-epoch peak).
+    metrics, else the last ``eval_history.jsonl`` entry), ``ci95_strict`` and ``ci95_flexible`` (the
+    intervals of ``metrics.json``, old single-``ci95`` files included), ``wall_time_s`` (training wall
+    time), ``peak_memory_bytes`` (the largest per-epoch peak), ``drift`` (the manifest's drift monitor
+    entry: fired, stopped, epoch, max_nll_ratio ...) and ``kept`` (the epoch ``--keep best`` kept).
     """
     run = Path(run_dir)
     manifest = _read_json(run / "manifest.json")
@@ -201,8 +203,12 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     if wall is None:
         wall = next((_number(r.get("train_runtime")) for r in reversed(log) if _number(r.get("train_runtime"))), None)
     peaks = [p for p in (_number(e.get("peak_memory_bytes")) for e in epochs) if p is not None]
-    return {"run": run.name, "method": method, "final_loss": final_loss, "accuracy": accuracy,
-            "wall_time_s": wall, "peak_memory_bytes": max(peaks) if peaks else None}
+    from nlft.evaluation import intervals
+
+    ci = intervals(metrics) if metrics else {"ci95_strict": None, "ci95_flexible": None}
+    return {"run": run.name, "method": method, "final_loss": final_loss, "accuracy": accuracy, **ci,
+            "wall_time_s": wall, "peak_memory_bytes": max(peaks) if peaks else None,
+            "drift": manifest.get("drift_monitor"), "kept": manifest.get("kept")}
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -219,17 +225,28 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             return f"{value / 60:.1f} min" if value >= 120 else f"{value:.1f} s"
         if key == "peak_memory_bytes":
             return f"{value / 2**30:.2f} GiB"
+        if key == "ci95_strict":
+            return f"{100 * value[0]:.1f}-{100 * value[1]:.1f}%"
+        if key == "drift":
+            if not value.get("fired"):
+                ratio = value.get("max_nll_ratio")
+                return f"ok ({ratio:.2f}x)" if ratio is not None else "ok"
+            return f"{'stopped' if value.get('stopped') else 'fired'} e{value['epoch']:.1f} ({value['nll_ratio']:.2f}x)"
+        if key == "kept":
+            return f"e{value['epoch']:g} ({value.get('keep', 'last')})" if value.get("epoch") is not None else "-"
         return str(value)
 
     columns = (("run", "run"), ("method", "method"), ("final_loss", "final loss"), ("accuracy", "accuracy"),
-               ("wall_time_s", "wall time"), ("peak_memory_bytes", "peak memory"))
+               ("ci95_strict", "95% CI"), ("wall_time_s", "wall time"), ("peak_memory_bytes", "peak memory"),
+               ("drift", "drift"), ("kept", "kept"))
     body = [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
     header = [title for _, title in columns]
     widths = [max(len(x) for x in col) for col in zip(header, *body)]
-    numeric = {2, 3, 4, 5}
+    numeric = {2, 3, 4, 5, 6}
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]).rstrip()
 

@@ -36,6 +36,7 @@ LOG_HISTORY = "log_history.jsonl"
 EVAL_HISTORY = "eval_history.jsonl"
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
+EVAL_KEYS = ("accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "n")
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -292,8 +293,9 @@ def append_eval_history(run_dir: str | os.PathLike, epoch: float, metrics: dict[
 class EpochEvalCallback(TrainerCallback):
     """After every epoch: accuracy with :func:`nlft.evaluation.evaluate` into ``<run>/eval/epoch-N``.
 
-    Each evaluation is appended to ``eval_history.jsonl`` (``epoch``, ``accuracy_strict``,
-    ``accuracy_flexible``, ``n``, ``ci95``). ``eval_kwargs`` go to :func:`~nlft.evaluation.evaluate`
+    Each evaluation is appended to ``eval_history.jsonl`` (``epoch``, ``global_step``,
+    ``accuracy_strict``, ``ci95_strict``, ``accuracy_flexible``, ``ci95_flexible``, ``n``) and kept in
+    ``self.last``. ``eval_kwargs`` go to :func:`~nlft.evaluation.evaluate`
     (batch_size, max_new_tokens, temperature, seed, template, ...).
 
     ``merge_adapter=True`` generates with a merged copy of a PEFT model (LoRA folded into the
@@ -308,6 +310,7 @@ class EpochEvalCallback(TrainerCallback):
         self.rows = rows
         self.merge_adapter = merge_adapter
         self.eval_kwargs = eval_kwargs
+        self.last: dict[str, Any] | None = None
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         from nlft.evaluation import evaluate
@@ -328,9 +331,10 @@ class EpochEvalCallback(TrainerCallback):
         finally:
             del eval_model
             model.train(was_training)
-        append_eval_history(self.run_dir, epoch, {k: metrics[k] for k in
-                                                  ("accuracy_strict", "accuracy_flexible", "n", "ci95")})
-        print(f"epoch {epoch:g}: accuracy {metrics['accuracy_strict']:.2%} (n={metrics['n']})", file=sys.stderr)
+        self.last = {"global_step": state.global_step, **{k: metrics[k] for k in EVAL_KEYS}}
+        append_eval_history(self.run_dir, epoch, self.last)
+        print(f"epoch {epoch:g}: accuracy strict {metrics['accuracy_strict']:.2%}, flexible "
+              f"{metrics['accuracy_flexible']:.2%} (n={metrics['n']})", file=sys.stderr)
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> str | None:

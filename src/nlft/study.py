@@ -218,7 +218,10 @@ def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir:
 
 def _metrics(m: dict[str, Any]) -> dict[str, Any]:
     """An evaluation's figures for a cell's ``result.json`` (``eval_n``: questions graded; ``n`` is N)."""
-    return {"eval_n": m["n"], **{k: m[k] for k in ("accuracy_strict", "accuracy_flexible", "ci95", "answered_share")}}
+    from nlft.evaluation import intervals
+
+    return {"eval_n": m["n"], **{k: m[k] for k in ("accuracy_strict", "accuracy_flexible", "answered_share")},
+            **intervals(m)}
 
 
 def run_base(out: Path, cfg: StudyConfig, part: Part) -> dict[str, Any]:

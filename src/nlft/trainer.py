@@ -221,6 +221,10 @@ class NLFTTrainer(Trainer):
             for ok, ids in zip(train_dataset["correct"], train_dataset["response_ids"]):
                 n_tokens[0 if ok else 1] += len(ids)
             self._class_weights = class_balance_weights(*n_tokens)
+        from nlft.monitor import DriftMonitor  # on by default; a DriftMonitor in `callbacks` sets its options
+
+        if not any(isinstance(cb, DriftMonitor) for cb in self.callback_handler.callbacks):
+            self.add_callback(DriftMonitor())
 
     # ---- data ------------------------------------------------------------------------------------
 

@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.adapter = run_model(args.run, args.model, args.adapter)
     args.model = args.model or "smollm2"
     rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed)
+    if args.run:
+        from nlft.selection import check_not_validation
+
+        check_not_validation(args.run, rows)
     tokenizer = load_tokenizer(args.model)
     chat = False if args.no_chat_template else None
     backend = args.backend
@@ -129,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics.update(model=args.model, adapter=args.adapter, data=args.data, split=args.split, backend=backend)
     atomic_write_json(Path(args.out) / METRICS, metrics)
-    lo, hi = metrics["ci95"]
-    print(json.dumps({k: metrics[k] for k in ("accuracy_strict", "accuracy_flexible", "n", "ci95")}))
-    print(f"accuracy {metrics['accuracy_strict']:.2%} (95% CI {lo:.2%}-{hi:.2%}), flexible "
-          f"{metrics['accuracy_flexible']:.2%}, n={metrics['n']} -> {args.out}")
+    keys = ("accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "n")
+    print(json.dumps({k: metrics[k] for k in keys}))
+    (slo, shi), (flo, fhi) = metrics["ci95_strict"], metrics["ci95_flexible"]
+    print(f"accuracy strict {metrics['accuracy_strict']:.2%} (95% CI {slo:.2%}-{shi:.2%}), flexible "
+          f"{metrics['accuracy_flexible']:.2%} (95% CI {flo:.2%}-{fhi:.2%}), n={metrics['n']} -> {args.out}")
     return 0

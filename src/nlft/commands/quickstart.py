@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nlft.evaluation import evaluate
     from nlft.models import load_model, load_tokenizer
-    from nlft.runs import append_eval_history
+    from nlft.runs import EVAL_KEYS, append_eval_history
 
     t = _step(3, f"evaluate: base model and NLFT model on {args.eval_size} held-out questions")
     tokenizer = load_tokenizer(args.model)
@@ -137,9 +137,8 @@ def run(args: argparse.Namespace) -> int:
     tuned = evaluate(model, tokenizer, held_out, out_dir=run_dir / "eval", **settings)
     shutil.copyfile(run_dir / "eval" / "metrics.json", run_dir / "metrics.json")
     if not (run_dir / "eval_history.jsonl").exists():
-        keys = ("accuracy_strict", "accuracy_flexible", "n", "ci95")
-        append_eval_history(run_dir, 0.0, {k: base[k] for k in keys if k in base})
-        append_eval_history(run_dir, float(args.epochs), {k: tuned[k] for k in keys if k in tuned})
+        append_eval_history(run_dir, 0.0, {k: base[k] for k in EVAL_KEYS if k in base})
+        append_eval_history(run_dir, float(args.epochs), {k: tuned[k] for k in EVAL_KEYS if k in tuned})
     _done(t, f"accuracy: base model {base['accuracy_strict']:.1%} -> NLFT {tuned['accuracy_strict']:.1%} "
              f"(n={tuned['n']})")
 

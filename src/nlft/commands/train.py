@@ -15,6 +15,8 @@ Examples::
     nlft train --method sft --sft-data outputs --data data/nlft.jsonl --out runs/sft --eval-each-epoch --eval-limit 50
     nlft train --config configs/cpu-quickstart.yaml --method reft --out runs/reft
     nlft train --config configs/cpu-quickstart.yaml --out runs/nlft --resume
+    nlft train --method nlft --data data/nlft.jsonl --out runs/nlft --eval-each-epoch --eval-data chain_sum \
+        --eval-split validation --keep best --drift-action stop
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ class TrainOptions:
                                      "template file")
     eval_merged: bool = _opt(False, "generate with a merged copy of the adapter (faster; needs the model's "
                                     "memory once more)")
+    # best-epoch selection and the drift monitor (NLFT, CUT)
+    keep: str = _opt("last", "adapter saved at the end: 'last' epoch, or 'best' epoch by validation accuracy "
+                             "(needs --eval-each-epoch; the --eval-* questions become the run's validation set)",
+                     choices=("last", "best"))
+    best_metric: str = _opt("accuracy_strict", "metric_for_best_model of --keep best",
+                            choices=("accuracy_strict", "accuracy_flexible"))
+    drift_factor: float = _opt(1.5, "drift monitor (nlft, cut): fire when nlft/nll, the NLL of the training outputs, "
+                                    "exceeds this many times its first-epoch mean")
+    drift_action: str = _opt("warn", "when the drift monitor fires: warn (one line), stop (end the run cleanly) or "
+                                     "off", choices=("warn", "stop", "off"))
     # SFT
     sft_data: str = _opt("outputs", "SFT (and ReFT warm-up) targets: 'outputs' (the correct outputs NLFT trains "
                                     "on: the fair baseline) or 'reference' (gold solutions: the paper's SFT)",
@@ -298,6 +310,7 @@ def common_args(opts: TrainOptions, output_dir: str | Path, *, epochs: float | N
         "report_to": [r for r in opts.report_to.split(",") if r and r != "none"] or "none",
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
+        **({"metric_for_best_model": opts.best_metric, "greater_is_better": True} if opts.keep == "best" else {}),
     }
 
 
@@ -357,6 +370,19 @@ def train(opts: TrainOptions) -> int:
     if not opts.resume and (checkpoint is not None or (run_dir / "manifest.json").exists()):
         raise DataError("the run directory already holds a run: add --resume to continue it, or choose another --out",
                         path=run_dir)
+    if opts.keep == "best":
+        from nlft.selection import check_validation_source
+
+        if not opts.eval_each_epoch:
+            raise DataError("--keep best needs --eval-each-epoch (the per-epoch accuracy it chooses by)", field="keep")
+        if opts.method == "reft":
+            raise DataError("--keep best is for nlft, cut and sft runs", field="keep")
+        check_validation_source(opts.eval_data, opts.eval_split)
+    if opts.resume and (stopped := _stopped_by_monitor(run_dir)) and opts.drift_action == "stop":
+        print(f"nlft train: {run_dir} was stopped by the drift monitor at epoch {stopped['epoch']:.2f}, step "
+              f"{stopped['step']} ({stopped['reason']}); its weights: {stopped.get('final')}. To train on "
+              "regardless: --resume --drift-action warn", file=sys.stderr)
+        return 0
     run_dir.mkdir(parents=True, exist_ok=True)
     records = _load_records(opts.data)
     if opts.method in ("nlft", "cut"):
@@ -384,7 +410,16 @@ def train(opts: TrainOptions) -> int:
 
         eval_rows = load_questions(opts.eval_data, data_dir=opts.eval_data_dir, split=opts.eval_split,
                                    limit=opts.eval_limit, seed=opts.seed)
-        callbacks.append(EpochEvalCallback(
+        epoch_eval = EpochEvalCallback
+        if opts.keep == "best":
+            from nlft.selection import BestEpochCallback, write_validation
+
+            epoch_eval = BestEpochCallback
+            split = None if Path(opts.eval_data).is_file() else opts.eval_split
+            write_validation(run_dir, eval_rows, source=opts.eval_data + (f" (split {split})" if split else ""))
+            recorder.manifest["validation"] = {"file": "validation.jsonl", "data": opts.eval_data, "split": split,
+                                               "n": len(eval_rows)}
+        callbacks.append(epoch_eval(
             run_dir, tokenizer, eval_rows, batch_size=opts.eval_batch_size, max_new_tokens=opts.eval_max_new_tokens,
             temperature=opts.eval_temperature, seed=opts.seed,
             template=template if opts.eval_prompt == "train" else resolve_template(opts.eval_prompt),
@@ -398,8 +433,11 @@ def train(opts: TrainOptions) -> int:
     method = opts.method
     if method in ("nlft", "cut"):
         from nlft.config import NLFTConfig
+        from nlft.monitor import DriftMonitor
         from nlft.trainer import NLFTTrainer
 
+        monitor = DriftMonitor(opts.drift_factor, opts.drift_action)
+        callbacks.append(monitor)
         knobs = {k: getattr(opts, k) for k in NLFT_KNOBS if getattr(opts, k) is not None}
         cfg = NLFTConfig.from_preset(opts.preset or "paper", **common_args(opts, run_dir), loss_type=method,
                                      max_length=opts.max_length, truncation=opts.truncation,
@@ -419,6 +457,12 @@ def train(opts: TrainOptions) -> int:
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     recorder.manifest["final"] = final
+    if method in ("nlft", "cut"):
+        _record_monitor(recorder, monitor)
+    if opts.keep == "best":
+        _record_kept(recorder, trainer, run_dir, opts)
+    elif recorder.manifest["epochs"]:
+        recorder.manifest["kept"] = {"keep": "last", "epoch": recorder.manifest["epochs"][-1]["epoch"]}
     recorder.write_manifest()
     _plots(run_dir)
     print(f"nlft train: {method} done -> {run_dir} ({final})", file=sys.stderr)
@@ -470,7 +514,45 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
     recorder.manifest["trainer_args"] = trainer.args.to_dict()
     result = trainer.train(resume_from_checkpoint=checkpoint if opts.resume else None)
     recorder.add_metrics({f"train/{k}": v for k, v in result.metrics.items()})
+    if opts.keep == "best":
+        from nlft.selection import load_best
+
+        load_best(trainer)
     return _save_final(trainer, tokenizer, run_dir, opts, base_model)
+
+
+def _stopped_by_monitor(run_dir: Path) -> dict[str, Any] | None:
+    """The manifest's ``stopped`` entry (with the run's ``final`` weights) when the drift monitor ended the run."""
+    import json
+
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    stopped = manifest.get("stopped")
+    return {**stopped, "final": manifest.get("final")} if stopped and stopped.get("by") == "drift monitor" else None
+
+
+def _record_monitor(recorder: Any, monitor: Any) -> None:
+    """The drift monitor's findings into the manifest; ``stopped`` (by, reason, step, epoch) when it ended the run."""
+    recorder.manifest["drift_monitor"] = monitor.summary()
+    recorder.manifest.pop("stopped", None)
+    if monitor.stopped:
+        report = monitor.report
+        recorder.manifest["stopped"] = {"by": "drift monitor", "reason": report.message(), "step": report.step,
+                                        "epoch": report.epoch}
+        print(f"nlft train: stopped by the drift monitor at epoch {report.epoch:.2f} (step {report.step})",
+              file=sys.stderr)
+
+
+def _record_kept(recorder: Any, trainer: Any, run_dir: Path, opts: TrainOptions) -> None:
+    """Which epoch ``--keep best`` kept (epoch, step, metric, value, n) into the manifest, and say so."""
+    from nlft.selection import announce, kept_epoch, last_eval
+
+    kept = kept_epoch(run_dir, trainer.state.best_global_step, opts.best_metric)
+    recorder.manifest["kept"] = {"keep": "best", **(kept or {"epoch": None})}
+    if kept is not None:
+        print(f"nlft train: {announce(kept, last_eval(run_dir))}", file=sys.stderr)
 
 
 def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]], run_dir: Path,
