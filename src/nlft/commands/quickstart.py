@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from nlft.evaluation import evaluate
+    from nlft.hub import write_model_card
     from nlft.models import load_model, load_tokenizer
     from nlft.runs import append_eval_history
 
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, adapter=str(adapter))
     tuned = evaluate(model, tokenizer, held_out, out_dir=run_dir / "eval", **settings)
     shutil.copyfile(run_dir / "eval" / "metrics.json", run_dir / "metrics.json")
+    write_model_card(run_dir)  # now with the accuracy
     if not (run_dir / "eval_history.jsonl").exists():
         keys = ("accuracy_strict", "accuracy_flexible", "n", "ci95")
         append_eval_history(run_dir, 0.0, {k: base[k] for k in keys if k in base})
