@@ -28,7 +28,7 @@ from nlft.train_logging import gather_metric_means
 class GatheringTrainer(NLFTTrainer):
     """NLFTTrainer whose ``log`` gathers the metrics of every process (the change proposed for NLFTTrainer.log)."""
 
-    local: dict[str, list[float]] = {}
+    local: dict[str, list[float]] | None = None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
@@ -54,7 +54,7 @@ def main() -> None:
     trainer = GatheringTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
                           processing_class=tokenizer, peft_config=lora)
     trainer.train()
-    Path(f"{out}.rank{trainer.accelerator.process_index}").write_text(json.dumps(trainer.local))
+    Path(f"{out}.rank{trainer.accelerator.process_index}").write_text(json.dumps(trainer.local or {}))
     if trainer.is_world_process_zero():
         state = {k: v.detach().double().sum().item() for k, v in trainer.model.named_parameters() if "lora_" in k}
         payload = {"loss": trainer.state.log_history[0]["loss"], "lora": state, "logged": trainer.state.log_history[0],

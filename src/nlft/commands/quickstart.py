@@ -133,9 +133,10 @@ def run(args: argparse.Namespace) -> int:
     held_out = load_questions(dataset, data_dir=args.data_dir, split="test", limit=args.eval_size, seed=args.seed)
     settings = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 "template": BASE_TEMPLATE, "progress": progress, "source": dataset}
-    base = evaluate(load_model(args.model), tokenizer, held_out, out_dir=out / "base-eval", **settings)
+    base = evaluate(load_model(args.model), tokenizer, held_out, out_dir=out / "base-eval", desc="eval: base model",
+                    **settings)
     model = load_model(args.model, adapter=str(adapter))
-    tuned = evaluate(model, tokenizer, held_out, out_dir=run_dir / "eval", **settings)
+    tuned = evaluate(model, tokenizer, held_out, out_dir=run_dir / "eval", desc="eval: NLFT model", **settings)
     shutil.copyfile(run_dir / "eval" / "metrics.json", run_dir / "metrics.json")
     write_model_card(run_dir)  # now with the accuracy
     if not (run_dir / "eval_history.jsonl").exists():
