@@ -5,6 +5,7 @@ Writes ``metrics.json`` (accuracy strict and flexible, n, Wilson 95% interval) a
 
 Examples::
 
+    nlft eval --run runs/nlft --limit 50        # the run's model and adapter, into runs/nlft/eval
     nlft eval --model smollm2 --adapter runs/nlft/adapter --limit 50 --out runs/nlft/eval
     nlft eval --data gsm8k --split test --temperature 0.6 --max-new-tokens 512 --seed 1 --out eval-sampled
 """
