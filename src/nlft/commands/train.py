@@ -278,7 +278,7 @@ def common_args(opts: TrainOptions, output_dir: str | Path, *, epochs: float | N
         "seed": opts.seed,
         "data_seed": opts.seed,
         "bf16": opts.bf16,
-        "activation_checkpointing": opts.gradient_checkpointing,
+        _checkpointing_arg(): opts.gradient_checkpointing,
         "dataloader_pin_memory": _cuda(),
         "logging_steps": opts.logging_steps,
         "save_strategy": "steps" if opts.save_steps else "epoch",
@@ -288,6 +288,14 @@ def common_args(opts: TrainOptions, output_dir: str | Path, *, epochs: float | N
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
     }
+
+
+def _checkpointing_arg() -> str:
+    """``activation_checkpointing`` (the current name), or ``gradient_checkpointing`` on older transformers."""
+    from transformers import TrainingArguments
+
+    return ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
 
 
 def _cuda() -> bool:
