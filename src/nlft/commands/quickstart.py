@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the five steps; print where every result is. Returns the exit code."""
     from pathlib import Path
 
-    from nlft.io import DataError
+    from nlft.io import DataError, lock_dir
 
     for name in ("train_size", "eval_size", "batch_size", "max_new_tokens", "saliency_limit"):
         if getattr(args, name) < 1:
@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or ("gsm8k" if args.data_dir else DEFAULT_DATASET)
     if dataset == "gsm8k" and not args.data_dir:
         raise DataError("the quickstart reads GSM8K from disk: give --data-dir with train.jsonl and test.jsonl")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = lock_dir(args.out)  # one quickstart per folder at a time
     from nlft.resume import check_run_args
 
     # A rerun resumes only with the same settings: two runs are never mixed in one folder.
