@@ -114,3 +114,16 @@ def test_report_to_trackio_where_installed(tmp_path, tiny_dir, data_file):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "trackio").rglob("*.db")), "no trackio database"
+
+
+def test_reft_card_points_at_the_warm_up_model(tmp_path):
+    from nlft.hub import model_card
+    from nlft.io import atomic_write_json
+    from nlft.runs import write_config
+
+    write_config(tmp_path, {"method": "reft", "model": "smollm2", "reft_algo": "grpo"})
+    atomic_write_json(tmp_path / "manifest.json", {"method": "reft", "final": {"model": "warmup/model",
+                                                                                "adapter": "adapter"}})
+    _, text = model_card(tmp_path)
+    assert "applies to the warm-up model, `warmup/model` in the run directory" in text
+    assert 'AutoModelForCausalLM.from_pretrained("warmup/model")' in text and "`reft_algo` grpo" in text

@@ -105,10 +105,15 @@ def model_card(run_dir: str | os.PathLike) -> tuple[dict[str, Any], str]:
     how = (f"NLFT (Natural Language Fine-Tuning, {paper})" if method == "nlft"
            else f"{METHOD_NAMES.get(method, method)}, a baseline of NLFT ({paper}),")
     lines += [f"A {kind} of `{base_id or base}` trained with {how} by the `nlft` library.", ""]
+    # ReFT's adapter sits on the SFT warm-up merged into the base model, saved in the run directory
+    on = (manifest.get("final") or {}).get("model") if method == "reft" else None
+    if on and not Path(on).is_absolute():
+        lines += [f"The adapter applies to the warm-up model, `{on}` in the run directory (the SFT warm-up "
+                  f"merged into `{base_id or base}`).", ""]
     if not full:
         lines += ["## Use", "", "```python", "from peft import PeftModel",
                   "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                  f'base = AutoModelForCausalLM.from_pretrained("{base_id or base}")',
+                  f'base = AutoModelForCausalLM.from_pretrained("{on or base_id or base}")',
                   'model = PeftModel.from_pretrained(base, "PATH_OR_REPO_OF_THIS_ADAPTER")',
                   f'tokenizer = AutoTokenizer.from_pretrained("{base_id or base}")', "```", ""]
     lines += ["## Training", "", f"- method: `{method}`"]
