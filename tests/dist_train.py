@@ -1,6 +1,9 @@
 """One NLFT step on the tiny model, run by tests/test_distributed.py under 1 or 2 processes.
 
 Usage: python tests/dist_train.py OUT.json PER_DEVICE_BATCH  (under accelerate launch for 2 processes)
+
+Each process also writes the NLFT metrics of its own batches to ``OUT.json.rankN``; the trainer logs
+the means gathered over all processes (``nlft.train_logging.gather_metric_means``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,23 @@ from peft import LoraConfig
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.models import load_tokenizer
+from nlft.train_logging import gather_metric_means
+
+
+class GatheringTrainer(NLFTTrainer):
+    """NLFTTrainer whose ``log`` gathers the metrics of every process (the change proposed for NLFTTrainer.log)."""
+
+    local: dict[str, list[float]] | None = None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        if mode == "train" and self._metrics[mode]:
+            self.local = {k: list(v) for k, v in self._metrics[mode].items()}
+        metrics = gather_metric_means(self._metrics[mode], self.accelerator)
+        if mode == "eval":
+            metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        super(NLFTTrainer, self).log({**logs, **metrics}, start_time)
+        self._metrics[mode].clear()
 
 
 def main() -> None:
@@ -31,12 +51,13 @@ def main() -> None:
     torch.manual_seed(0)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
                       task_type="CAUSAL_LM", init_lora_weights="gaussian")
-    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
+    trainer = GatheringTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
                           processing_class=tokenizer, peft_config=lora)
     trainer.train()
+    Path(f"{out}.rank{trainer.accelerator.process_index}").write_text(json.dumps(trainer.local or {}))
     if trainer.is_world_process_zero():
         state = {k: v.detach().double().sum().item() for k, v in trainer.model.named_parameters() if "lora_" in k}
-        payload = {"loss": trainer.state.log_history[0]["loss"], "lora": state,
+        payload = {"loss": trainer.state.log_history[0]["loss"], "lora": state, "logged": trainer.state.log_history[0],
                    "world_size": trainer.accelerator.num_processes}
         Path(out).write_text(json.dumps(payload))
 

@@ -33,3 +33,19 @@ def test_two_processes_match_one(tmp_path):
     assert a["lora"].keys() == b["lora"].keys()
     for k in a["lora"]:
         assert b["lora"][k] == pytest.approx(a["lora"][k], rel=1e-4, abs=1e-6), k
+    # The NLFT metrics logged by process 0 are the means over both processes' batches, not process 0's own.
+    ranks = [json.loads((tmp_path / f"two.json.rank{r}").read_text()) for r in (0, 1)]
+    assert ranks[0]["nlft/nll"] != pytest.approx(ranks[1]["nlft/nll"])
+    for key in ("nlft/nll", "nlft/mean_scale", "nlft/weighted_nll"):
+        values = ranks[0][key] + ranks[1][key]
+        assert b["logged"][key] == pytest.approx(sum(values) / len(values), rel=1e-6), key
+    # a metric that only one process saw (erroneous tokens need an incorrect row) is averaged over that process
+    for key in set(ranks[0]) ^ set(ranks[1]):
+        only = ranks[0].get(key) or ranks[1][key]
+        assert b["logged"][key] == pytest.approx(sum(only) / len(only)), key
+
+
+def test_gather_metric_means_in_one_process():
+    from nlft.train_logging import gather_metric_means
+
+    assert gather_metric_means({"a": [1.0, 2.0, 6.0], "b": [], "c": [0.5]}) == {"a": 3.0, "c": 0.5}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
+import typing
 
 # (name, module, one-line help). Modules are imported when the parser is built, so they stay light.
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -26,10 +28,19 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is for ``-h``)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        # "argument --limit: must be at least 1" -> "--limit must be at least 1"
+        message = re.sub(r"^argument (-[^:]+): (?=must )", r"\1 ", message)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nlft import __version__
 
-    parser = argparse.ArgumentParser(prog="nlft", description="Natural Language Fine-Tuning.")
+    parser = Parser(prog="nlft", description="Natural Language Fine-Tuning.")
     parser.add_argument("--version", action="version", version=f"nlft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
@@ -41,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # a command not shipped in this build
         cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(cmd)
+        cmd.add_argument("--verbose", action="store_true",
+                         help="show the libraries' own output: loading bars, log dicts, warnings")
         cmd.set_defaults(_run=module.run)
     return parser
 
@@ -52,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from nlft.console import quiet_libraries
+
+    quiet_libraries(getattr(args, "verbose", False))
     from nlft.io import DataError
 
     try:

@@ -234,6 +234,7 @@ def evaluate(
     progress: bool = True,
     source: str = "dataset",
     share_prefix: bool = True,
+    desc: str = "eval",
 ) -> dict[str, Any]:
     """Generate an answer for each question, grade it and write ``predictions.jsonl`` and ``metrics.json``.
 
@@ -253,6 +254,7 @@ def evaluate(
         generate: ``generate(prompts, seeds) -> outputs``; default Hugging Face ``generate``.
         share_prefix: with the default Hugging Face ``generate``, compute the key/value cache of the
             prompt prefix common to all questions once and reuse it (see :class:`nlft.generation.PrefixCache`).
+        desc: the progress bar's label ("eval: base model").
 
     Returns:
         The metrics written to ``metrics.json`` (see :func:`summarize`), with the settings.
@@ -282,7 +284,7 @@ def evaluate(
     if progress and batches:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pending), desc="eval", unit="q", initial=0)
+        bar = tqdm(total=len(pending), desc=desc, unit="q", initial=0)
     for batch in batches:
         prompts = build_prompts([r["question"] for r in batch], template)
         outputs = generate(prompts, [derive_seed(seed, r["id"]) for r in batch])

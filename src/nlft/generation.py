@@ -89,7 +89,7 @@ class PrefixCache:
         self.ids = list(rows[0][:n])
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([self.ids], device=model.device), use_cache=True)
-        self.kv = out.past_key_values
+        self.kv = out.cache
         self.builds += 1
         return n
 
@@ -245,7 +245,7 @@ def _decode(model: Any, input_ids: Any, attention_mask: Any, past: Any, *, max_n
             capacity = min(capacity + _GROW, input_ids.shape[1] + max_new_tokens)
             cache = _regrow(model, cache, capacity)
         logits = model(input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=next_pos,
-                       past_key_values=cache, use_cache=True).logits[:, -1, :]
+                       cache=cache, use_cache=True).logits[:, -1, :]
         next_pos = next_pos + 1
     return out_tokens
 
@@ -298,7 +298,7 @@ def _prefill(model: Any, input_ids: Any, attention_mask: Any, prefix: Any, room:
         ids = input_ids[rows, width - cols:]
         mask = torch.cat([attention_mask[rows, :shared], attention_mask[rows, width - cols:]], dim=-1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=part,
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=part,
                     use_cache=True, logits_to_keep=1).logits[:, -1, :]
         if logits is None:
             logits = out.new_empty(batch, out.shape[-1])

@@ -139,3 +139,48 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
     """Atomically write a whole JSONL file."""
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+LOCK_FILE = ".nlft.lock"
+_HELD_LOCKS: dict[str, int] = {}  # resolved folder -> open file descriptor holding its lock
+
+
+def lock_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` and hold an exclusive lock on it for the rest of this process' life.
+
+    The lock is an ``fcntl.flock`` on ``path/.nlft.lock`` (which records the holder's pid), so a
+    second process writing into the same run or data folder is refused with a :class:`DataError`
+    instead of interleaving its rows with the first one's; the kernel releases it when the process
+    ends, however it ends. Locking a folder this process already holds is a no-op. Only the main
+    process of a distributed run (``RANK`` 0) locks; the others share its lock. Without ``fcntl``
+    (Windows) nothing is locked.
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _HELD_LOCKS or int(os.environ.get("RANK", "0") or 0) != 0:
+        return folder
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return folder
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("utf-8", "replace").strip()
+        os.close(fd)
+        who = f"another nlft process (pid {holder})" if holder.isdigit() else "another nlft process"
+        raise DataError(f"{who} is writing into this folder; wait for it to finish or choose another one",
+                        path=folder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD_LOCKS[key] = fd
+    return folder
+
+
+def unlock_dir(path: str | os.PathLike) -> None:
+    """Release the lock :func:`lock_dir` took on ``path`` (if this process holds it)."""
+    fd = _HELD_LOCKS.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)

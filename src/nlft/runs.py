@@ -337,6 +337,33 @@ class EpochEvalCallback(TrainerCallback):
               f"{metrics['accuracy_flexible']:.2%} (n={metrics['n']})", file=sys.stderr)
 
 
+def portable_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """``path`` as a run's manifest stores it: relative to ``run_dir`` when inside it, else absolute.
+
+    A name that is not an existing path (a Hub model id) is returned unchanged.
+    """
+    p = Path(path)
+    if not p.exists():
+        return str(path)
+    p = p.resolve()
+    try:
+        return str(p.relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return str(p)
+
+
+def resolve_run_path(value: str | None, run_dir: str | os.PathLike) -> str | None:
+    """Inverse of :func:`portable_path`: a manifest's path, read from any working directory.
+
+    A path that exists relative to the run directory is joined to it; anything else (absolute paths,
+    Hub ids, an older manifest's path relative to where the training ran) is returned unchanged.
+    """
+    if value is None or Path(value).is_absolute():
+        return value
+    joined = Path(run_dir) / value
+    return str(joined) if joined.exists() else value
+
+
 def last_checkpoint(run_dir: str | os.PathLike) -> str | None:
     """The newest *complete* ``checkpoint-N`` folder of a run directory, or None.
 

@@ -524,7 +524,10 @@ class NLFTTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
+        from nlft.train_logging import gather_metric_means
+
+        # means over every process's batches (a collective: every process calls log)
+        metrics = gather_metric_means(self._metrics[mode], self.accelerator)
         if mode == "eval":
             metrics = {f"eval_{k}": v for k, v in metrics.items()}
         logs = {**logs, **metrics}

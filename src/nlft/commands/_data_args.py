@@ -11,6 +11,17 @@ from typing import Any
 NON_RESULT_OPTIONS = {"out", "no_progress", "max_concurrency", "timeout", "max_retries", "command", "_run"}
 
 
+def at_least_one(text: str) -> int:
+    """argparse type of counts such as ``--limit``: an integer >= 1 (0 would evaluate or keep nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("dataset")
     g.add_argument("--dataset", default="gsm8k",
@@ -19,7 +30,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", default=None,
                    help="folder with {split}.jsonl for gsm8k (default $NLFT_GSM8K_DIR, else the hub)")
     g.add_argument("--split", default="train")
-    g.add_argument("--limit", type=int, default=None, help="keep the first N questions")
+    g.add_argument("--limit", type=at_least_one, default=None, help="keep the first N questions")
     g.add_argument("--question-field", default="question")
     g.add_argument("--answer-field", default="answer")
 

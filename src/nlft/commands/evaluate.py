@@ -5,6 +5,7 @@ Writes ``metrics.json`` (accuracy strict and flexible, n, Wilson 95% interval) a
 
 Examples::
 
+    nlft eval --run runs/nlft --limit 50        # the run's model and adapter, into runs/nlft/eval
     nlft eval --model smollm2 --adapter runs/nlft/adapter --limit 50 --out runs/nlft/eval
     nlft eval --data gsm8k --split test --temperature 0.6 --max-new-tokens 512 --seed 1 --out eval-sampled
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+from nlft.commands._data_args import at_least_one
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gsm8k, a reasoning-gym task (chain_sum, ...), or a JSONL/CSV file (default: gsm8k)")
     parser.add_argument("--data-dir", default=None, help="GSM8K folder (default: $NLFT_GSM8K_DIR)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
-    parser.add_argument("--out", required=True, help="output folder for metrics.json and predictions.jsonl")
+    parser.add_argument("--limit", type=at_least_one, default=None, help="evaluate the first N questions only")
+    parser.add_argument("--out", default=None,
+                        help="output folder for metrics.json and predictions.jsonl (default with --run: RUN/eval)")
     parser.add_argument("--batch-size", type=int, default=16, help="questions per generation batch (default 16)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="default 512 (the paper's)")
     parser.add_argument("--temperature", type=float, default=0.0,
@@ -83,7 +87,11 @@ def run_model(run_dir: str, model: str | None, adapter: str | None) -> tuple[str
     final = json.loads(path.read_text(encoding="utf-8")).get("final")
     if not final:
         raise DataError("the run has not finished: its manifest has no final model", path=path, field="final")
-    return model or final["model"], adapter or final.get("adapter")
+    from nlft.runs import resolve_run_path
+
+    # The manifest's paths are relative to the run directory: the command works from any folder.
+    return (model or resolve_run_path(final["model"], run_dir),
+            adapter or resolve_run_path(final.get("adapter"), run_dir))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,19 +99,26 @@ def run(args: argparse.Namespace) -> int:
 
     from nlft.datasets import load_questions
     from nlft.evaluation import METRICS, evaluate, hf_generate_fn, vllm_available, vllm_generate_fn
-    from nlft.io import atomic_write_json
+    from nlft.io import DataError, atomic_write_json, lock_dir
     from nlft.models import load_model, load_tokenizer, resolve_model_path
 
     template = resolve_template(args.prompt) if args.prompt else (run_prompt(args.run) if args.run else None)
     template = template or resolve_template("solve")
+    if args.out is None:
+        if not args.run:
+            raise DataError("no output folder: give --out DIR (or --run RUN, which writes into RUN/eval)")
+        args.out = str(Path(args.run) / "eval")
     if args.run:
         args.model, args.adapter = run_model(args.run, args.model, args.adapter)
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise DataError("adapter folder not found (--adapter)", path=args.adapter)
     args.model = args.model or "smollm2"
     rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed)
     if args.run:
         from nlft.selection import check_not_validation
 
         check_not_validation(args.run, rows)
+    lock_dir(args.out)
     tokenizer = load_tokenizer(args.model)
     chat = False if args.no_chat_template else None
     backend = args.backend
@@ -133,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics.update(model=args.model, adapter=args.adapter, data=args.data, split=args.split, backend=backend)
     atomic_write_json(Path(args.out) / METRICS, metrics)
+    if args.run and Path(args.out).resolve() == (Path(args.run) / "eval").resolve():
+        from nlft.hub import write_model_card
+
+        write_model_card(args.run)  # the card now carries the accuracy
     keys = ("accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "n")
     print(json.dumps({k: metrics[k] for k in keys}))
     (slo, shi), (flo, fhi) = metrics["ci95_strict"], metrics["ci95_flexible"]

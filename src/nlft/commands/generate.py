@@ -35,16 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate outputs; print the output file's path."""
     from nlft.generation import APIError
+    from nlft.io import lock_dir
     from nlft.pipeline import OUTPUTS_FILE, TemplateSpec, generate_outputs
     from nlft.resume import check_run_args
 
     timer = Timer()
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     template = TemplateSpec.from_file(args.template)
     backend, sampling = backend_spec(args), sampling_spec(args)
-    check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
     questions = load_dataset_from_args(args)
+    lock_dir(out_dir)  # created once the inputs are read; a second process is refused
+    check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
     try:
         rows = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
                                 template=template, progress=not args.no_progress)

@@ -36,15 +36,15 @@ def run(args: argparse.Namespace) -> int:
     """Judge the outputs; print the NLFT file's path and a summary."""
     from nlft.generation import APIError
     from nlft.grading import gold_answer
-    from nlft.io import DataError, iter_jsonl
+    from nlft.io import DataError, iter_jsonl, lock_dir
     from nlft.pipeline import NLFT_FILE, judge_outputs
     from nlft.resume import check_run_args
 
     timer = Timer()
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge_spec(args)
-    check_run_args(out_dir, result_arguments(args), name="judge_args.json")
+    if not Path(args.input).is_file():
+        raise DataError("input file not found (--input)", path=args.input)
     rows = []
     for line, row in iter_jsonl(args.input):
         if "gold" not in row and isinstance(row.get("reference"), str):
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             if not isinstance(row.get(name), str):
                 raise DataError("missing or not a string", path=args.input, line=line, field=name)
         rows.append(row)
+    lock_dir(out_dir)  # created once the input is read; a second process is refused
+    check_run_args(out_dir, result_arguments(args), name="judge_args.json")
     try:
         records = judge_outputs(rows, out_dir / NLFT_FILE, judge=judge, progress=not args.no_progress)
     except APIError as err:

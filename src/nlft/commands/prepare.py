@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
     from nlft.generation import APIError
+    from nlft.io import lock_dir
     from nlft.pipeline import (
         NLFT_FILE,
         OUTPUTS_FILE,
@@ -54,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
     timer = Timer()
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     template = TemplateSpec.from_file(args.template)
     backend, sampling, judge = backend_spec(args), sampling_spec(args), judge_spec(args)
-    check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
     questions = load_dataset_from_args(args)
+    lock_dir(out_dir)  # created once the inputs are read; a second process is refused
+    check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
     progress = not args.no_progress
     try:
         outputs = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,

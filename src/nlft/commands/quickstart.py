@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the five steps; print where every result is. Returns the exit code."""
     from pathlib import Path
 
-    from nlft.io import DataError
+    from nlft.io import DataError, lock_dir
 
     for name in ("train_size", "eval_size", "batch_size", "max_new_tokens", "saliency_limit"):
         if getattr(args, name) < 1:
@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or ("gsm8k" if args.data_dir else DEFAULT_DATASET)
     if dataset == "gsm8k" and not args.data_dir:
         raise DataError("the quickstart reads GSM8K from disk: give --data-dir with train.jsonl and test.jsonl")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = lock_dir(args.out)  # one quickstart per folder at a time
     from nlft.resume import check_run_args
 
     # A rerun resumes only with the same settings: two runs are never mixed in one folder.
@@ -124,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from nlft.evaluation import evaluate
+    from nlft.hub import write_model_card
     from nlft.models import load_model, load_tokenizer
     from nlft.runs import EVAL_KEYS, append_eval_history
 
@@ -132,10 +132,12 @@ def run(args: argparse.Namespace) -> int:
     held_out = load_questions(dataset, data_dir=args.data_dir, split="test", limit=args.eval_size, seed=args.seed)
     settings = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 "template": BASE_TEMPLATE, "progress": progress, "source": dataset}
-    base = evaluate(load_model(args.model), tokenizer, held_out, out_dir=out / "base-eval", **settings)
+    base = evaluate(load_model(args.model), tokenizer, held_out, out_dir=out / "base-eval", desc="eval: base model",
+                    **settings)
     model = load_model(args.model, adapter=str(adapter))
-    tuned = evaluate(model, tokenizer, held_out, out_dir=run_dir / "eval", **settings)
+    tuned = evaluate(model, tokenizer, held_out, out_dir=run_dir / "eval", desc="eval: NLFT model", **settings)
     shutil.copyfile(run_dir / "eval" / "metrics.json", run_dir / "metrics.json")
+    write_model_card(run_dir)  # now with the accuracy
     if not (run_dir / "eval_history.jsonl").exists():
         append_eval_history(run_dir, 0.0, {k: base[k] for k in EVAL_KEYS if k in base})
         append_eval_history(run_dir, float(args.epochs), {k: tuned[k] for k in EVAL_KEYS if k in tuned})

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from nlft.commands._data_args import at_least_one
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``nlft saliency``."""
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2", help="model name or path (default: smollm2, offline)")
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder applied on top of the model")
     parser.add_argument("--out", default="saliency.html", help="HTML file to write (default: saliency.html)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N records")
+    parser.add_argument("--limit", type=at_least_one, default=None, help="only the first N records")
     parser.add_argument("--batch-size", type=int, default=4, help="records per forward pass (default: 4)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="prompt + output token limit; longer outputs are cut (default: 4096)")
@@ -53,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.exists():
         raise DataError("file not found", path=data)
-    if args.limit is not None and args.limit < 1:
-        raise DataError(f"--limit must be at least 1, got {args.limit}")
     records = read_jsonl(data)
     if args.limit is not None:
         records = records[: args.limit]
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"phrase_threshold": args.phrase_threshold,
                                    "max_phrase_span": args.max_phrase_span}.items() if v is not None}
     config = NLFTConfig(output_dir=str(Path(args.out).parent / "nlft-output"), report_to=[], **overrides)
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise DataError("adapter folder not found (--adapter)", path=args.adapter)
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, dtype=args.dtype, adapter=args.adapter)
     meta = {"model": args.model, "adapter": args.adapter, "data": str(data)}

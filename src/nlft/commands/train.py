@@ -78,6 +78,9 @@ class TrainOptions:
     save_total_limit: int = _opt(2, "checkpoints kept")
     report_to: str = _opt("none", "logging backends: none, tensorboard, wandb, ... (comma-separated)")
     resume: bool = _opt(False, "continue from the last checkpoint in the run directory")
+    push_to_hub: str | None = _opt(None, "after training, upload the adapter (or model) with its model card to this "
+                                         "Hugging Face repo (USER/NAME; token from `hf auth login` or $HF_TOKEN)")
+    hub_private: bool = _opt(False, "create the --push-to-hub repo as private")
     # evaluation after each epoch
     eval_each_epoch: bool = _opt(False, "evaluate accuracy after every epoch (eval_history.jsonl)")
     eval_data: str = _opt("gsm8k", "evaluation questions: gsm8k, a reasoning-gym task or a file")
@@ -302,7 +305,8 @@ def common_args(opts: TrainOptions, output_dir: str | Path, *, epochs: float | N
         "seed": opts.seed,
         "data_seed": opts.seed,
         "bf16": opts.bf16,
-        "gradient_checkpointing": opts.gradient_checkpointing,
+        _checkpointing_arg(): opts.gradient_checkpointing,
+        "dataloader_pin_memory": _cuda(),
         "logging_steps": opts.logging_steps,
         "save_strategy": "steps" if opts.save_steps else "epoch",
         "save_steps": opts.save_steps or 500,
@@ -312,6 +316,20 @@ def common_args(opts: TrainOptions, output_dir: str | Path, *, epochs: float | N
         "dataloader_num_workers": 0,
         **({"metric_for_best_model": opts.best_metric, "greater_is_better": True} if opts.keep == "best" else {}),
     }
+
+
+def _checkpointing_arg() -> str:
+    """``activation_checkpointing`` (the current name), or ``gradient_checkpointing`` on older transformers."""
+    from transformers import TrainingArguments
+
+    return ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _load_records(path: str) -> list[dict[str, Any]]:
@@ -336,15 +354,18 @@ def _nlft_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str) -> dict[str, Any]:
     model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
     model = getattr(model, "policy", model)  # TRL's PPO wraps the policy with the value model
+    from nlft.runs import portable_path
+
+    # Paths relative to the run directory (or absolute): the run can move and be read from anywhere.
     if hasattr(model, "peft_config"):
         target = run_dir / "adapter"
         model.save_pretrained(target)
         tokenizer.save_pretrained(target)
-        return {"model": base_model, "adapter": str(target)}
+        return {"model": portable_path(base_model, run_dir), "adapter": "adapter"}
     target = run_dir / "model"
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
-    return {"model": str(target), "adapter": None}
+    return {"model": "model", "adapter": None}
 
 
 # ---- the command ----------------------------------------------------------------------------------------
@@ -359,7 +380,8 @@ def train(opts: TrainOptions) -> int:
     """Run one training of ``opts.method`` into ``opts.out``; returns 0 (the exit code)."""
     import torch
 
-    from nlft.io import DataError
+    from nlft.hub import data_summary, push_to_hub, write_model_card
+    from nlft.io import DataError, lock_dir
     from nlft.models import load_model, load_tokenizer, resolve_model_path
     from nlft.runs import EpochEvalCallback, RunRecorder, last_checkpoint
 
@@ -383,7 +405,6 @@ def train(opts: TrainOptions) -> int:
               f"{stopped['step']} ({stopped['reason']}); its weights: {stopped.get('final')}. To train on "
               "regardless: --resume --drift-action warn", file=sys.stderr)
         return 0
-    run_dir.mkdir(parents=True, exist_ok=True)
     records = _load_records(opts.data)
     if opts.method in ("nlft", "cut"):
         from nlft.records import validate_records
@@ -393,6 +414,7 @@ def train(opts: TrainOptions) -> int:
     template, chat = training_prompt(records, opts)
     if opts.use_chat_template is None and chat is False:
         opts = TrainOptions(**{**asdict(opts), "use_chat_template": False})
+    lock_dir(run_dir)  # created only now that the checks passed; a second process is refused
     tokenizer = load_tokenizer(opts.model)
     base_model = resolve_model_path(opts.model)
 
@@ -404,6 +426,7 @@ def train(opts: TrainOptions) -> int:
     recorder = RunRecorder(run_dir, method=opts.method, seed=opts.seed)
     recorder.manifest["prompt"] = {"template": template, "chat_template": opts.use_chat_template}
     callbacks.append(recorder)
+    recorder.manifest["data"] = data_summary(opts.data, records)
     if opts.eval_each_epoch:
         from nlft.commands.evaluate import resolve_template
         from nlft.datasets import load_questions
@@ -465,7 +488,12 @@ def train(opts: TrainOptions) -> int:
         recorder.manifest["kept"] = {"keep": "last", "epoch": recorder.manifest["epochs"][-1]["epoch"]}
     recorder.write_manifest()
     _plots(run_dir)
-    print(f"nlft train: {method} done -> {run_dir} ({final})", file=sys.stderr)
+    card = write_model_card(run_dir)
+    if opts.push_to_hub and card is not None:
+        push_to_hub(card.parent, opts.push_to_hub, private=opts.hub_private or None)
+        print(f"nlft train: uploaded {card.parent} to https://huggingface.co/{opts.push_to_hub}", file=sys.stderr)
+    weights = run_dir / (final["adapter"] or final["model"])
+    print(f"nlft train: {method} done -> {run_dir} (weights and model card: {weights})", file=sys.stderr)
     return 0
 
 
@@ -509,9 +537,11 @@ def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[d
 def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str,
                  resolved: dict[str, Any], recorder: Any, checkpoint: str | None) -> dict[str, Any]:
     from nlft.runs import write_config
+    from nlft.train_logging import use_progress_line
 
     write_config(run_dir, resolved)
     recorder.manifest["trainer_args"] = trainer.args.to_dict()
+    use_progress_line(trainer, opts.method)
     result = trainer.train(resume_from_checkpoint=checkpoint if opts.resume else None)
     recorder.add_metrics({f"train/{k}": v for k, v in result.metrics.items()})
     if opts.keep == "best":
@@ -561,6 +591,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
     """ReFT: SFT warm-up (merged into the weights, saved under warmup/model), then PPO or GRPO with a new LoRA."""
     from nlft.baselines import make_grpo_trainer, make_ppo_trainer, ppo_available
     from nlft.runs import write_config
+    from nlft.train_logging import use_progress_line
 
     algo = opts.reft_algo
     if algo == "auto":
@@ -574,6 +605,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
         trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, warm_dir, [recorder],
                                opts.reft_warmup_epochs, opts.reft_warmup_data, template)
         recorder.manifest["warmup_trainer_args"] = trainer.args.to_dict()
+        use_progress_line(trainer, "reft warm-up")
         warm_ckpt = None
         if opts.resume:
             from nlft.runs import last_checkpoint
@@ -619,6 +651,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
     else:
         raise ValueError(f"unknown ReFT algorithm {algo!r}; choose ppo or grpo")
     recorder.manifest["trainer_args"] = trainer.args.to_dict()
+    use_progress_line(trainer, f"reft {algo}")
     if algo == "ppo":
         trainer.train()  # TRL's PPO loop has no resume_from_checkpoint
     else:
