@@ -13,14 +13,14 @@ from nlft.scales import IRRELEVANT_RULES
 # Named settings of the NLFT loss. "paper" is the published method exactly (the NLFTConfig
 # defaults). "robust" keeps the paper's token selection and scales, and adds what unlikelihood
 # training needs on mostly-wrong data (docs/method.md, "NLFT on mostly-wrong data"): likelihood on
-# the unflagged tokens of incorrect outputs, erroneous tokens chosen against the initial model's
-# P_base, and class-balanced token weights. Its values were chosen on validation questions kept
-# apart from the study's held-out set (docs/study.md, "Choosing the robust preset").
+# the unflagged tokens of incorrect outputs, and erroneous tokens chosen against the initial model's
+# P_base (which cuts the loop in which unlikelihood raises its own weights). Chosen on validation
+# questions kept apart from the study's held-out set (docs/study.md, "Choosing the robust preset").
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"irrelevant_incorrect": "zero", "error_reference": "current", "kl_coef": 0.0,
               "class_balance": False, "unlikelihood_weight": 1.0},
     "robust": {"irrelevant_incorrect": "likelihood", "error_reference": "initial", "kl_coef": 0.0,
-               "class_balance": True, "unlikelihood_weight": 1.0},
+               "class_balance": False, "unlikelihood_weight": 1.0},
 }
 
 
