@@ -12,6 +12,14 @@ from test_reliability_resume import env, nlft_cmd
 
 from nlft.train_logging import format_logs
 
+
+def clean_env() -> dict[str, str]:
+    """The subprocess environment without what an in-process ``nlft`` call of an earlier test set to quiet libraries."""
+    from nlft.console import QUIET_ENV
+
+    return {k: v for k, v in env().items() if k not in QUIET_ENV}
+
+
 NOISE = ("Warning", "deprecated", "{'loss'", "Loading weights", "pin_memory")
 
 
@@ -26,8 +34,8 @@ def test_train_console_is_one_progress_line(tmp_path, tiny_dir):
     data = tmp_path / "nlft.jsonl"
     data.write_text("".join(json.dumps({**r, "id": f"r{i}"}) + "\n" for i, r in enumerate(sample_records())))
     argv = ["train", "--model", str(tiny_dir), "--data", str(data), "--max-steps", "2", "--batch-size", "2"]
-    quiet = subprocess.run(nlft_cmd(*argv, "--out", str(tmp_path / "a")), env=env(), capture_output=True, text=True,
-                           timeout=300)
+    quiet = subprocess.run(nlft_cmd(*argv, "--out", str(tmp_path / "a")), env=clean_env(), capture_output=True,
+                           text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert quiet.stdout == ""
     err = quiet.stderr
@@ -39,8 +47,8 @@ def test_train_console_is_one_progress_line(tmp_path, tiny_dir):
     assert "2/2" in bar and re.search(r"loss [-\d.e]+, saliency \d+%", bar), bar
     assert last[-1].startswith("nlft train: nlft done ->")
 
-    loud = subprocess.run(nlft_cmd(*argv, "--out", str(tmp_path / "b"), "--verbose"), env=env(), capture_output=True,
-                          text=True, timeout=300)
+    loud = subprocess.run(nlft_cmd(*argv, "--out", str(tmp_path / "b"), "--verbose"), env=clean_env(),
+                          capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0, loud.stderr[-3000:]
     shown = loud.stdout + loud.stderr
     assert "'loss'" in shown and "'nlft/nll'" in shown and "Loading weights" in shown  # the libraries' own output

@@ -129,16 +129,20 @@ def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsy
 
 def test_cells_travel_through_cells_jsonl(study, tmp_path):
     """A study begun on one machine continues on another: its cells.jsonl restores the finished cells."""
+    from nlft.config import PRESETS
     from nlft.study import collect, import_cells, protocol_sha
 
     out, cfg, _ = study
     rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
     assert rows and all(r["protocol_sha"] == protocol_sha(cfg) for r in rows)
     foreign = {**rows[0], "cell": "nlft-n4-s9", "protocol_sha": "0" * 16}
-    (tmp_path / "cells.jsonl").write_text("\n".join(json.dumps(r) for r in [*rows, foreign]) + "\n")
+    sweep = {"part": "main", "cell": "sweep/paper", "method": "nlft", "accuracy_flexible": 0.25,
+             "protocol_sha": protocol_sha(cfg), "preset_settings": PRESETS["paper"]}
+    (tmp_path / "cells.jsonl").write_text("\n".join(json.dumps(r) for r in [*rows, foreign, sweep]) + "\n")
     fresh = tmp_path / "elsewhere"
-    assert import_cells(fresh, cfg, tmp_path / "cells.jsonl") == len(rows)
+    assert import_cells(fresh, cfg, tmp_path / "cells.jsonl") == len(rows) + 1
     assert not (fresh / "main" / "cells" / "nlft-n4-s9").exists()
+    assert json.loads((fresh / "main" / "sweep" / "paper" / "result.json").read_text())["accuracy_flexible"] == 0.25
     again, here = collect(fresh, cfg)["parts"]["main"], collect(out, cfg)["parts"]["main"]
     assert again["rows"] == here["rows"] and again["curves"] == here["curves"]
     assert again["curve_base"] == here["curve_base"]  # kept in the base cell's result

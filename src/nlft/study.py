@@ -266,7 +266,7 @@ def run_sweep(out: Path, cfg: StudyConfig, part: Part, *, only: list[str] | None
     if not (base / "result.json").exists():
         _log(f"{part.name}: evaluating the base model on the validation questions")
         atomic_write_json(base / "result.json", {"cell": "sweep/base", "method": "base", **_metrics(
-            _evaluate(cfg, part, _eval_rows(out, part, "val"), base / "val", None))})
+            _evaluate(cfg, part, _eval_rows(out, part, "val"), base / "val", None)), "protocol_sha": protocol_sha(cfg)})
     results = {}
     for name, overrides in SWEEP_CANDIDATES.items():
         cell = out / part.name / "sweep" / name
@@ -279,6 +279,10 @@ def run_sweep(out: Path, cfg: StudyConfig, part: Part, *, only: list[str] | None
                                          cfg.sweep_seed, None, overrides, "val")
         results[name]["overrides"] = overrides
         atomic_write_json(cell / "result.json", results[name])
+    for name in SWEEP_CANDIDATES:  # what other processes finished meanwhile
+        done = out / part.name / "sweep" / name / "result.json"
+        if name not in results and done.exists():
+            results[name] = json.loads(done.read_text())
     ranked = sorted(results.values(), key=lambda r: -(r.get("accuracy_flexible") or 0.0))
     base_val = json.loads((base / "result.json").read_text())
     summary = {"n": cfg.sweep_size, "seed": cfg.sweep_seed, "scored_on": "val", "val_size": cfg.val_size,
@@ -572,9 +576,14 @@ def import_cells(root: Path, cfg: StudyConfig, path: str | Path) -> int:
         if row.get("protocol_sha") != sha or row.get("part") not in {p.name for p in parts(cfg)}:
             continue
         preset = METHODS.get(row.get("method", ""), (None, None, None))[2]
-        if preset and row.get("preset_settings") != PRESETS[preset]:
+        sweep = row["cell"].startswith("sweep/")  # a sweep candidate, "sweep/<name>", or a table or curve cell
+        if preset and sweep:
+            expected = {**PRESETS["paper"], **SWEEP_CANDIDATES.get(row["cell"].split("/", 1)[1], {})}
+        else:
+            expected = PRESETS.get(preset or "")
+        if preset and row.get("preset_settings") != expected:
             continue  # run with other settings of its preset: trained again here
-        target = root / row["part"] / "cells" / row["cell"] / "result.json"
+        target = root / row["part"] / ("" if sweep else "cells") / row["cell"] / "result.json"
         if not target.exists():
             atomic_write_json(target, {k: v for k, v in row.items() if k != "part"})
             count += 1
@@ -586,7 +595,8 @@ def write_report(root: Path, cfg: StudyConfig) -> dict[str, Any]:
     table = collect(root, cfg)
     cells = []
     for part in parts(cfg):
-        for p in sorted((root / part.name / "cells").glob("*/result.json")):
+        for p in [*sorted((root / part.name / "cells").glob("*/result.json")),
+                  *sorted((root / part.name / "sweep").glob("*/result.json"))]:
             cells.append({"part": part.name, **json.loads(p.read_text())})
     atomic_write_jsonl(root / "cells.jsonl", cells)
     atomic_write_json(root / "table.json", table)
