@@ -8,7 +8,7 @@ import pytest
 from conftest import GSM8K_DIR, make_tiny_model
 
 from nlft.cli import main
-from nlft.evaluation import eval_rows, evaluate, intervals, summarize, wilson_interval
+from nlft.evaluation import eval_rows, evaluate, intervals, paired_change, summarize, wilson_interval
 from nlft.io import DataError
 
 QUESTIONS = [
@@ -174,3 +174,21 @@ def test_eval_smollm2_gsm8k(tmp_path):
                  "--max-new-tokens", "48", "--out", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 2 and 0.0 <= metrics["accuracy_strict"] <= 1.0
+
+
+def test_paired_change_counts_changed_questions_and_tests_them_exactly():
+    before = [{"id": i, "correct_flexible": i < 4} for i in range(10)]  # 4 of 10 right
+    after = [{"id": i, "correct_flexible": i in (0, 4, 5, 6, 7, 8)} for i in reversed(range(10))]  # 6 right
+    got = paired_change(before, after)
+    # gained: 4..8 (5 questions), lost: 1, 2, 3 (3 questions); two-sided sign test of 5 vs 3 of 8:
+    # 2 * P(X <= 3), X ~ Bin(8, 1/2) = 2 * (1 + 8 + 28 + 56) / 256 = 186 / 256
+    assert (got["gained"], got["lost"], got["n"]) == (5, 3, 10)
+    assert got["before"] == 0.4 and got["after"] == 0.6 and abs(got["change"] - 0.2) < 1e-12
+    assert got["p_value"] == 186 / 256
+    # 10 gained, none lost: 2 / 2**10
+    assert paired_change([{"id": i, "correct_flexible": False} for i in range(10)],
+                         [{"id": i, "correct_flexible": True} for i in range(10)])["p_value"] == 2 / 1024
+    # Nothing changed: p = 1.
+    assert paired_change(before, before)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same questions"):
+        paired_change(before, after[:-1])

@@ -6,14 +6,17 @@ import json
 import re
 
 import pytest
-from conftest import GSM8K_DIR
 
 from nlft.cli import main
+from nlft.commands.quickstart import saliency_sample, verdict
 
 
-def _check_results(out, n_train: int, n_eval: int, epochs: float) -> None:
+def _check_results(out, n_train: int, n_eval: int, epochs: float, saliency_limit: int = 16) -> None:
     records = [json.loads(line) for line in (out / "data" / "nlft.jsonl").read_text().splitlines()]
     assert len(records) == n_train
+    if (out / "data" / "nlft-train.jsonl").exists():  # empty outputs left out of training
+        records = [json.loads(line) for line in (out / "data" / "nlft-train.jsonl").read_text().splitlines()]
+        assert 0 < len(records) < n_train and all(r["output"].strip() for r in records)
     assert all(r["correct"] or r["judgment"] for r in records)
     run = out / "run"
     assert (run / "adapter" / "adapter_config.json").exists()
@@ -26,7 +29,7 @@ def _check_results(out, n_train: int, n_eval: int, epochs: float) -> None:
     assert history[1]["accuracy_strict"] == metrics["accuracy_strict"]
     page = (out / "saliency.html").read_text()
     data = json.loads(re.search(r'id="nlft-data">(.*?)</script>', page, re.S).group(1))
-    assert [e["id"] for e in data["examples"]] == [r["id"] for r in records]
+    assert [e["id"] for e in data["examples"]] == [r["id"] for r in saliency_sample(records, saliency_limit)]
     assert sorted(p.name for p in run.glob("plot_*.png")) == ["plot_accuracy.png", "plot_loss.png",
                                                                "plot_token_classes.png"]
     manifest = json.loads((run / "manifest.json").read_text())
@@ -39,7 +42,8 @@ def test_quickstart_runs_every_step_and_resumes(tiny_model, tokenizer, tmp_path,
     tokenizer.save_pretrained(model_dir)
     out = tmp_path / "qs"
     argv = ["quickstart", "--model", str(model_dir), "--dataset", "chain_sum", "--out", str(out), "--train-size", "4",
-            "--eval-size", "2", "--epochs", "1", "--max-new-tokens", "8", "--batch-size", "4", "--no-progress"]
+            "--eval-size", "2", "--epochs", "1", "--max-new-tokens", "8", "--batch-size", "4", "--temperature", "1",
+            "--no-progress"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     _check_results(out, n_train=4, n_eval=2, epochs=1.0)
@@ -68,12 +72,49 @@ def test_quickstart_rejects_bad_flags(tmp_path, capsys):
     assert "give --data-dir" in capsys.readouterr().err
 
 
+def test_saliency_sample_mixes_correct_and_incorrect_records():
+    records = [{"id": i, "correct": i % 5 == 0} for i in range(20)]  # 4 correct, 16 incorrect
+    picked = saliency_sample(records, 8)
+    assert [r["id"] for r in picked] == [0, 5, 10, 15, 1, 2, 3, 4]
+    assert [r["id"] for r in saliency_sample(records[1:5], 8)] == [1, 2, 3, 4]  # no correct one: all incorrect
+    assert len(saliency_sample(records, 3)) == 3
+
+
+def test_verdict_says_plainly_whether_accuracy_moved():
+    assert verdict({"change": 0.145, "gained": 30, "lost": 1, "p_value": 3e-8}).startswith(
+        "NLFT improved held-out accuracy by +14.5 points")
+    assert "within chance" in verdict({"change": 0.01, "gained": 5, "lost": 3, "p_value": 0.73})
+    assert "lowered" in verdict({"change": -0.1, "gained": 0, "lost": 20, "p_value": 2e-6})
+
+
 @pytest.mark.slow
-def test_quickstart_with_smollm2_on_gsm8k(smollm2_path, tmp_path):
-    if not (GSM8K_DIR / "train.jsonl").exists():
-        pytest.skip(f"GSM8K not found in {GSM8K_DIR} (set NLFT_GSM8K_DIR)")
+def test_quickstart_with_smollm2_shows_both_halves_of_nlft(smollm2_path, tmp_path, capsys):
+    # The default task and prompt, fewer questions: the base model gets some right, so the data has
+    # correct and incorrect outputs and the page shows every token class.
     out = tmp_path / "qs"
-    assert main(["quickstart", "--data-dir", str(GSM8K_DIR), "--out", str(out), "--train-size", "4",
-                 "--eval-size", "2", "--epochs", "1", "--max-new-tokens", "48", "--batch-size", "4",
-                 "--saliency-limit", "4", "--no-progress"]) == 0
-    _check_results(out, n_train=4, n_eval=2, epochs=1.0)
+    assert main(["quickstart", "--out", str(out), "--train-size", "16", "--eval-size", "24", "--epochs", "1",
+                 "--saliency-limit", "8", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    _check_results(out, n_train=16, n_eval=24, epochs=1.0, saliency_limit=8)
+    records = [json.loads(line) for line in (out / "data" / "nlft.jsonl").read_text().splitlines()]
+    assert any(r["correct"] for r in records) and not all(r["correct"] for r in records)
+    base = json.loads((out / "base-eval" / "metrics.json").read_text())
+    assert base["accuracy_flexible"] > 0 and base["ci95_flexible"][0] < base["accuracy_flexible"]
+    classes = re.search(r"tokens by class: (.*)", captured.err).group(1)
+    counts = {name: int(n) for name, n in re.findall(r"([a-z-]+) (\d+)", classes)}
+    assert set(counts) == {"saliency", "sub-saliency", "irrelevant", "erroneous", "near-error"}
+    assert all(counts.values()), counts
+    assert "eld-out accuracy" in captured.out
+    assert "step" not in captured.err  # --no-progress: no training bar
+
+
+def test_quickstart_refuses_to_train_on_empty_outputs(tiny_model, tokenizer, tmp_path, capsys):
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    # Greedy, the tiny random model ends every answer at once: nothing to train on, said in one line.
+    assert main(["quickstart", "--model", str(model_dir), "--out", str(tmp_path / "qs"), "--train-size", "2",
+                 "--eval-size", "2", "--max-new-tokens", "4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "every output is empty" in err and "nlft.jsonl" in err
+    assert not (tmp_path / "qs" / "run").exists()

@@ -13,7 +13,7 @@ from nlft.config import NLFTConfig
 from nlft.logps import pad_views, view_logps
 from nlft.prompts import BASE_TEMPLATE
 from nlft.records import tokenize_record
-from nlft.saliency import compute_token_probs, page_params, render_page, token_pieces
+from nlft.saliency import compute_token_probs, page_params, render_page, token_class_counts, token_pieces
 
 
 def _config(tmp_path, **kw) -> NLFTConfig:
@@ -147,3 +147,25 @@ def test_cli_writes_a_page_and_reports_bad_rows(tiny_model, tokenizer, records, 
     assert code == 2
     assert "broken.jsonl, line 2, field 'correct'" in capsys.readouterr().err
     assert not (tmp_path / "b.html").exists()
+
+
+def test_token_class_counts_follow_the_rules_by_hand():
+    # Correct output, 4 tokens: P_std = .99 > p0 = .95 at t0 (saliency), word span [0, 1] puts t1 in its
+    # phrase (sub-saliency); t2, t3 are irrelevant.
+    correct = {"correct": True, "tokens": ["a", "b", "c", "d"], "p_base": [0.5] * 4,
+               "p_std": [0.99, 0.5, 0.5, 0.5], "p_judge": None,
+               "spans": {"word": [[0, 0, 2, 3], [1, 1, 2, 3]], "cosine": [[0, 1, 2, 3], [0, 1, 2, 3]]}}
+    # Incorrect output, 3 tokens: at t1, P_judge/P_base = .5/.1 = 5 and P_judge/P_std = .5/.2 = 2.5, both
+    # above r0 = 1.5, and P_judge > .01: erroneous. Word span [1, 2] makes t2 near-error; t0 irrelevant.
+    wrong = {"correct": False, "tokens": ["x", "y", "z"], "p_base": [0.4, 0.1, 0.4], "p_std": [0.4, 0.2, 0.4],
+             "p_judge": [0.4, 0.5, 0.4],
+             "spans": {"word": [[0, 1, 1], [0, 2, 2]], "cosine": [[0, 1, 2], [0, 1, 2]]}}
+    params = page_params(phrase_rule="word")
+    assert token_class_counts([correct, wrong], params) == {
+        "saliency": 1, "sub-saliency": 1, "irrelevant": 3, "erroneous": 1, "near-error": 1, "tokens": 7}
+    # No phrase rule: no phrase classes, their tokens are irrelevant.
+    assert token_class_counts([correct, wrong], page_params(phrase_rule="none")) == {
+        "saliency": 1, "sub-saliency": 0, "irrelevant": 5, "erroneous": 1, "near-error": 0, "tokens": 7}
+    # A stricter saliency threshold leaves the correct output without saliency tokens.
+    counts = token_class_counts([correct], page_params(phrase_rule="word", p0_correct=0.995))
+    assert counts["saliency"] == 0 and counts["sub-saliency"] == 0 and counts["irrelevant"] == 4

@@ -133,6 +133,31 @@ def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def paired_change(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], *,
+                  key: str = "correct_flexible") -> dict[str, Any]:
+    """Accuracy change between two evaluations of the same questions, with an exact paired test.
+
+    ``before``/``after``: prediction rows (``id`` and ``key``) of the same question set. Only the
+    questions that changed carry information: ``gained`` (wrong before, right after) and ``lost``.
+    ``p_value`` is the exact two-sided sign test (McNemar's exact test) of gained vs lost.
+
+    Returns ``{"n", "before", "after", "change", "gained", "lost", "p_value"}`` (accuracies as shares).
+    """
+    after_by_id = {row["id"]: bool(row[key]) for row in after}
+    if len(after_by_id) != len(before) or any(row["id"] not in after_by_id for row in before):
+        raise ValueError("paired_change needs the same questions (ids) before and after")
+    pairs = [(bool(row[key]), after_by_id[row["id"]]) for row in before]
+    n = len(pairs)
+    gained = sum(1 for b, a in pairs if a and not b)
+    lost = sum(1 for b, a in pairs if b and not a)
+    m = gained + lost
+    tail = sum(math.comb(m, i) for i in range(min(gained, lost) + 1)) / 2**m if m else 1.0
+    acc_b = sum(b for b, _ in pairs) / n if n else 0.0
+    acc_a = sum(a for _, a in pairs) / n if n else 0.0
+    return {"n": n, "before": acc_b, "after": acc_a, "change": acc_a - acc_b, "gained": gained, "lost": lost,
+            "p_value": min(1.0, 2 * tail)}
+
+
 def hf_generate_fn(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int, temperature: float,
                    top_p: float, use_chat_template: bool | None = None, share_prefix: bool = True) -> GenerateFn:
     """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.generation.generate_hf` (left padding, KV cache).

@@ -59,6 +59,57 @@ def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
     return values
 
 
+TOKEN_CLASSES = ("saliency", "sub-saliency", "irrelevant", "erroneous", "near-error")
+
+
+def token_class_counts(examples: Sequence[dict[str, Any]], params: dict[str, Any] | None = None) -> dict[str, int]:
+    """How many tokens of ``examples`` the page colours with each NLFT class, at ``params``.
+
+    ``examples``: dicts of :func:`compute_token_probs`; ``params``: :func:`page_params` (None: the
+    defaults). Classes as on the page: a correct output's tokens are ``saliency``, ``sub-saliency``
+    (in the phrase of a saliency token) or ``irrelevant``; an incorrect output's are ``erroneous``,
+    ``near-error`` (in the phrase of an erroneous token) or ``irrelevant``. Counts come from
+    :func:`nlft.scales.batch_token_scales`, one example at a time.
+
+    Returns ``{class: count}`` over :data:`TOKEN_CLASSES`, plus ``"tokens"`` (all response tokens).
+    """
+    import torch
+
+    from nlft.clustering import spans_to_mask
+    from nlft.scales import batch_token_scales
+
+    params = params or page_params()
+    counts = dict.fromkeys(TOKEN_CLASSES, 0)
+    counts["tokens"] = 0
+    for ex in examples:
+        n = len(ex["tokens"])
+        if n == 0:
+            continue
+        p_base = torch.tensor([ex["p_base"]])
+        p_std = torch.tensor([ex["p_std"]])
+        p_judge = torch.tensor([ex["p_judge"]]) if ex["p_judge"] is not None else None
+        rule = params["phrase_rule"]
+        spans = None if rule == "none" else tuple(torch.tensor([side]) for side in ex["spans"][rule])
+        got = batch_token_scales(
+            p_base, p_std, p_judge, torch.tensor([bool(ex["correct"])]), torch.ones(1, n, dtype=torch.bool), spans,
+            p0_correct=params["p0_correct"], c1=params["c1"], c2=params["c2"], c3=params["c3"], r0=params["r0"],
+            p0_incorrect=params["p0_incorrect"], irrelevant=params["irrelevant"],
+            max_error_fraction=params["max_error_fraction"],
+        )
+        if ex["correct"]:
+            first, second = got.saliency, got.sub_saliency
+            names = ("saliency", "sub-saliency")
+        else:
+            first = got.erroneous
+            second = spans_to_mask(first, *spans) & ~first if spans is not None else torch.zeros_like(first)
+            names = ("erroneous", "near-error")
+        counts[names[0]] += int(first.sum())
+        counts[names[1]] += int(second.sum())
+        counts["irrelevant"] += n - int(first.sum()) - int(second.sum())
+        counts["tokens"] += n
+    return counts
+
+
 def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """The text each token adds to the decoded response, so that ``"".join(pieces) == decode(ids)``.
 

@@ -67,8 +67,11 @@ class TrainProgress(TrainerCallback):
             self.bar = None
 
 
-def use_progress_line(trainer: Any, label: str = "train") -> Any:
-    """Swap transformers' progress bar and printed dicts for :class:`TrainProgress` (kept with ``--verbose``)."""
+def use_progress_line(trainer: Any, label: str = "train", *, progress: bool = True) -> Any:
+    """Swap transformers' progress bar and printed dicts for :class:`TrainProgress` (kept with ``--verbose``).
+
+    ``progress=False`` (``--no-progress``) shows no bar at all: the logs still go to the run directory.
+    """
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from nlft.console import verbose
@@ -76,7 +79,8 @@ def use_progress_line(trainer: Any, label: str = "train") -> Any:
     if not verbose():
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(TrainProgress(label))
+        if progress:
+            trainer.add_callback(TrainProgress(label))
     return trainer
 
 

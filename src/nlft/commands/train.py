@@ -78,6 +78,7 @@ class TrainOptions:
     save_total_limit: int = _opt(2, "checkpoints kept")
     report_to: str = _opt("none", "logging backends: none, tensorboard, wandb, ... (comma-separated)")
     resume: bool = _opt(False, "continue from the last checkpoint in the run directory")
+    no_progress: bool = _opt(False, "no progress bar (the logs still go to the run directory)")
     push_to_hub: str | None = _opt(None, "after training, upload the adapter (or model) with its model card to this "
                                          "Hugging Face repo (USER/NAME; token from `hf auth login` or $HF_TOKEN)")
     hub_private: bool = _opt(False, "create the --push-to-hub repo as private")
@@ -421,7 +422,7 @@ def train(opts: TrainOptions) -> int:
     from transformers import set_seed
 
     set_seed(opts.seed)
-    resolved = {**asdict(opts), "resume": False}  # config.yaml describes the run, not how it was last started
+    resolved = {**asdict(opts), "resume": False, "no_progress": False}  # the run, not how it was last started
     callbacks: list[Any] = []
     recorder = RunRecorder(run_dir, method=opts.method, seed=opts.seed)
     recorder.manifest["prompt"] = {"template": template, "chat_template": opts.use_chat_template}
@@ -541,7 +542,7 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
 
     write_config(run_dir, resolved)
     recorder.manifest["trainer_args"] = trainer.args.to_dict()
-    use_progress_line(trainer, opts.method)
+    use_progress_line(trainer, opts.method, progress=not opts.no_progress)
     result = trainer.train(resume_from_checkpoint=checkpoint if opts.resume else None)
     recorder.add_metrics({f"train/{k}": v for k, v in result.metrics.items()})
     if opts.keep == "best":
@@ -605,7 +606,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
         trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, warm_dir, [recorder],
                                opts.reft_warmup_epochs, opts.reft_warmup_data, template)
         recorder.manifest["warmup_trainer_args"] = trainer.args.to_dict()
-        use_progress_line(trainer, "reft warm-up")
+        use_progress_line(trainer, "reft warm-up", progress=not opts.no_progress)
         warm_ckpt = None
         if opts.resume:
             from nlft.runs import last_checkpoint
@@ -651,7 +652,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
     else:
         raise ValueError(f"unknown ReFT algorithm {algo!r}; choose ppo or grpo")
     recorder.manifest["trainer_args"] = trainer.args.to_dict()
-    use_progress_line(trainer, f"reft {algo}")
+    use_progress_line(trainer, f"reft {algo}", progress=not opts.no_progress)
     if algo == "ppo":
         trainer.train()  # TRL's PPO loop has no resume_from_checkpoint
     else:
