@@ -75,7 +75,7 @@ def test_quickstart_rejects_bad_flags(tmp_path, capsys):
 def test_saliency_sample_mixes_correct_and_incorrect_records():
     records = [{"id": i, "correct": i % 5 == 0} for i in range(20)]  # 4 correct, 16 incorrect
     picked = saliency_sample(records, 8)
-    assert [r["id"] for r in picked] == [0, 5, 10, 15, 1, 2, 3, 4]
+    assert [r["id"] for r in picked] == [0, 1, 5, 2, 10, 3, 15, 4]  # in turn while both last
     assert [r["id"] for r in saliency_sample(records[1:5], 8)] == [1, 2, 3, 4]  # no correct one: all incorrect
     assert len(saliency_sample(records, 3)) == 3
 

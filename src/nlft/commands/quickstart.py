@@ -210,11 +210,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def saliency_sample(records: list[dict], limit: int) -> list[dict]:
-    """Up to ``limit`` records for the saliency page: half incorrect, half correct where the data has them."""
+    """Up to ``limit`` records for the saliency page: correct and incorrect in turn while both last."""
     wrong = [r for r in records if not r["correct"]]
     right = [r for r in records if r["correct"]]
     n_right = min(len(right), max(limit - len(wrong), limit // 2))
-    return (right[:n_right] + wrong[: limit - n_right])[:limit]
+    right, wrong = right[:n_right], wrong[: limit - n_right]
+    mixed = [r for pair in zip(right, wrong, strict=False) for r in pair]
+    k = min(len(right), len(wrong))
+    return mixed + right[k:] + wrong[k:]
 
 
 def _pct(share: float) -> str:
