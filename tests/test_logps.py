@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from conftest import make_tiny_model
 
-from nlft.logps import pad_views, selective_log_softmax, view_logps
+from nlft.logps import (
+    common_prefix,
+    pad_views,
+    selective_log_softmax,
+    shared_prefix_view_logps,
+    supports_shared_prefix,
+    view_logps,
+)
 from nlft.trainer import NLFTCollator, measure_views
 
 
@@ -89,3 +98,55 @@ def test_measure_views_runs_without_graph_in_eval_mode(tiny_model, tokenizer, re
                                        atol=1e-4, rtol=1e-4)
         else:
             assert (p_judge[i] == 0).all()
+
+
+def test_common_prefix_by_hand():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 9]], min_tokens=1) == 2
+    # every prompt keeps at least one token after the prefix
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]], min_tokens=1) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]], min_tokens=3) == 0  # shorter than min_tokens: none
+    assert common_prefix([[1, 2, 3]], min_tokens=1) == 0  # one prompt: nothing to share
+    assert common_prefix([[7, 2], [1, 2]], min_tokens=1) == 0
+
+
+def test_shared_prefix_logps_and_lora_gradients_equal_the_full_computation():
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    vocab = 300
+    model = get_peft_model(make_tiny_model(vocab), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                              target_modules=["q_proj", "v_proj", "up_proj"]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B = 0 at init would make every LoRA A gradient zero
+            torch.nn.init.normal_(param, std=0.1)
+    prefix = torch.randint(5, vocab, (12,)).tolist()
+    prompts = [prefix + torch.randint(5, vocab, (k,)).tolist() for k in (3, 7, 1)]
+    responses = [torch.randint(5, vocab, (k,)).tolist() for k in (4, 2, 5)]
+    assert common_prefix(prompts, min_tokens=4) == 12
+
+    def step(shared: bool):
+        model.zero_grad()
+        if shared:
+            batch = pad_views([p[12:] for p in prompts], responses, 0)
+            logps, hidden, log1mp = shared_prefix_view_logps(
+                model, torch.tensor(prefix), batch["input_ids"], batch["attention_mask"], batch["labels"],
+                return_hidden=True, complement=True)
+        else:
+            batch = pad_views(prompts, responses, 0)
+            logps, hidden, log1mp = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                               return_hidden=True, complement=True)
+        (-logps.sum() - 0.3 * log1mp.sum()).backward()  # both terms of the NLFT loss
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return logps.detach(), hidden, log1mp.detach(), grads
+
+    full, shared = step(False), step(True)
+    for a, b in zip(full[:3], shared[:3]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert full[3].keys() == shared[3].keys() and any("lora_A" in k for k in full[3])
+    for name in full[3]:
+        assert full[3][name].abs().max() > 0, name
+        torch.testing.assert_close(full[3][name], shared[3][name], atol=1e-5, rtol=1e-4)
+    assert supports_shared_prefix(model)
+    with pytest.raises(ValueError, match="at least one prompt token"):
+        shared_prefix_view_logps(model, torch.tensor(prefix), torch.ones(1, 2, dtype=torch.long),
+                                 torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long))

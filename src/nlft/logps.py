@@ -122,17 +122,113 @@ def view_logps(
         kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
                 **kwargs)
-    logits = out.logits if keep else out.logits[:, prompt - 1 : seq - 1]
+    return _response_logps(out, labels, prompt, keep=keep, return_hidden=return_hidden, complement=complement)
+
+
+def _response_logps(out: Any, labels: torch.Tensor, prompt: int, *, keep: bool, return_hidden: bool,
+                    complement: bool) -> tuple[torch.Tensor, ...]:
+    """The response tokens' log-probabilities (and hidden states, log(1 - P)) from a forward's output."""
+    logits = out.logits if keep else out.logits[:, prompt - 1 : prompt - 1 + labels.shape[1]]
     mask = labels != IGNORE_INDEX
     picked = selective_log_softmax(logits, labels.clamp(min=0), complement=complement)
     logps, log1mp = picked if complement else (picked, None)
     logps = torch.where(mask, logps, torch.zeros_like(logps))
-    hidden = None
-    if return_hidden:
-        hidden = out.hidden_states[-1][:, prompt:].detach()
+    hidden = out.hidden_states[-1][:, prompt:].detach() if return_hidden else None
     if complement:
         return logps, hidden, torch.where(mask, log1mp, torch.zeros_like(log1mp))
     return logps, hidden
+
+
+def common_prefix(prompts: list[list[int]], *, min_tokens: int = 16) -> int:
+    """Length of the token prefix that every prompt starts with, leaving each at least one token after it.
+
+    Args:
+        prompts: B prompt id lists (every view of every row of a batch, say).
+        min_tokens: below this many shared tokens, 0 (running a tiny prefix apart saves nothing).
+
+    Returns:
+        n such that ``prompts[i][:n]`` is the same for all i and ``len(prompts[i]) > n``; 0 for none.
+    """
+    if len(prompts) < 2:
+        return 0
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n if n >= min_tokens else 0
+
+
+def _cache_of(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def supports_shared_prefix(model: Any) -> bool:
+    """Whether :func:`shared_prefix_view_logps` can run on ``model``: its forward takes a key/value cache."""
+    forward = getattr(model, "forward", None)
+    base = getattr(model, "get_base_model", None)
+    if base is not None:
+        forward = base().forward
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "cache" in params or "past_key_values" in params
+
+
+def shared_prefix_view_logps(
+    model: Any,
+    prefix_ids: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    return_hidden: bool = False,
+    complement: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """:func:`view_logps` of rows that all start with ``prefix_ids``, the prefix run once.
+
+    The prefix goes through the model once, as a batch of one; its keys and values are repeated to
+    the B rows, and the rows continue from them. With grad mode on, gradients flow back through the
+    repeated keys and values into the prefix's computation (LoRA weights included), so the loss and
+    gradients equal those of :func:`view_logps` on the full rows, up to float rounding
+    (``tests/test_logps.py``). Layout: ``[prefix][left padding][rest of prompt | response][padding]``;
+    positions skip the padding.
+
+    Args:
+        model: a causal LM whose forward takes a key/value cache (:func:`supports_shared_prefix`).
+        prefix_ids: ``(L,)`` token ids every row starts with (see :func:`common_prefix`).
+        input_ids: ``(B, P + R)`` the rows *after* the prefix: the rest of each prompt left-padded (at
+            least one token each), responses right-padded, as :func:`pad_views` lays them out.
+        attention_mask: ``(B, P + R)`` 1 on real tokens of ``input_ids``.
+        labels: ``(B, R)`` response token ids, ``-100`` on response padding.
+        return_hidden, complement: as in :func:`view_logps`.
+
+    Returns:
+        What :func:`view_logps` returns for the full rows.
+    """
+    bsz, seq = input_ids.shape
+    resp = labels.shape[1]
+    prompt = seq - resp
+    if prompt < 1:
+        raise ValueError("every row needs at least one prompt token after the shared prefix")
+    length = int(prefix_ids.shape[0])
+    prefix_out = model(input_ids=prefix_ids.to(input_ids.device)[None], use_cache=True)
+    cache = _cache_of(prefix_out)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        raise ValueError("this model returns no key/value cache that can be repeated over a batch")
+    cache.batch_repeat_interleave(bsz)
+    full_mask = torch.cat([attention_mask.new_ones(bsz, length), attention_mask], dim=1)
+    position_ids = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, length:]
+    kwargs: dict[str, Any] = {"cache": cache}
+    if return_hidden:
+        kwargs["output_hidden_states"] = True
+    keep = _accepts_logits_to_keep(model)
+    if keep:
+        kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
+    out = model(input_ids=input_ids, attention_mask=full_mask, position_ids=position_ids, use_cache=True, **kwargs)
+    return _response_logps(out, labels, prompt, keep=keep, return_hidden=return_hidden, complement=complement)
 
 
 def pad_views(
