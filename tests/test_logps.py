@@ -10,7 +10,6 @@ from nlft.logps import (
     common_prefix,
     pad_views,
     selective_log_softmax,
-    shared_prefix_view_logps,
     supports_shared_prefix,
     view_logps,
 )
@@ -128,9 +127,8 @@ def test_shared_prefix_logps_and_lora_gradients_equal_the_full_computation():
         model.zero_grad()
         if shared:
             batch = pad_views([p[12:] for p in prompts], responses, 0)
-            logps, hidden, log1mp = shared_prefix_view_logps(
-                model, torch.tensor(prefix), batch["input_ids"], batch["attention_mask"], batch["labels"],
-                return_hidden=True, complement=True)
+            logps, hidden, log1mp = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                               return_hidden=True, complement=True, prefix_ids=torch.tensor(prefix))
         else:
             batch = pad_views(prompts, responses, 0)
             logps, hidden, log1mp = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
@@ -147,6 +145,6 @@ def test_shared_prefix_logps_and_lora_gradients_equal_the_full_computation():
         assert full[3][name].abs().max() > 0, name
         torch.testing.assert_close(full[3][name], shared[3][name], atol=1e-5, rtol=1e-4)
     assert supports_shared_prefix(model)
-    with pytest.raises(ValueError, match="at least one prompt token"):
-        shared_prefix_view_logps(model, torch.tensor(prefix), torch.ones(1, 2, dtype=torch.long),
-                                 torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="after the shared prefix"):
+        view_logps(model, torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long),
+                   torch.ones(1, 2, dtype=torch.long), prefix_ids=torch.tensor(prefix))

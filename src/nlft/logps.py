@@ -70,15 +70,20 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, compleme
     return logp
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def _forward_params(model: Any) -> set[str]:
+    """Names of the keyword arguments of the model's forward (of the wrapped model, for PEFT)."""
     forward = getattr(model, "forward", None)
     base = getattr(model, "get_base_model", None)
     if base is not None:  # PEFT passes keyword arguments through to the wrapped model
         forward = base().forward
     try:
-        return "logits_to_keep" in inspect.signature(forward).parameters
+        return set(inspect.signature(forward).parameters)
     except (TypeError, ValueError):
-        return False
+        return set()
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    return "logits_to_keep" in _forward_params(model)
 
 
 def view_logps(
@@ -89,8 +94,17 @@ def view_logps(
     *,
     return_hidden: bool = False,
     complement: bool = False,
+    prefix_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Log P(y_t | prompt, y_<t) of each response token of a left/right padded batch.
+
+    With ``prefix_ids``, every row's prompt starts with that shared prefix, which runs through the
+    model once, as a batch of one; its keys and values are repeated to the B rows, and the rows
+    continue from them (layout ``[prefix][left padding][rest of prompt | response][padding]``,
+    positions skipping the padding). With grad mode on, gradients flow back through the repeated
+    keys and values into the prefix's computation (LoRA weights included): log-probabilities and
+    gradients equal those of the full rows up to float rounding (``tests/test_logps.py``). The model's
+    forward must take a key/value cache (:func:`supports_shared_prefix`).
 
     Args:
         model: a causal LM (or a PEFT / accelerate wrapper around one).
@@ -101,6 +115,8 @@ def view_logps(
             position), for phrase clustering.
         complement: also return ``log(1 - P)`` of each response token, computed from the logits
             (the stable unlikelihood term of :mod:`nlft.loss`).
+        prefix_ids: ``(L,)`` token ids that every row's prompt starts with (:func:`common_prefix`),
+            left out of ``input_ids``, whose prompts then hold the rest (at least one token each).
 
     Returns:
         ``(logps, hidden)``: ``(B, R)`` float32 log-probabilities (0 on padding), and ``(B, R, H)``
@@ -111,17 +127,25 @@ def view_logps(
     resp = labels.shape[1]
     prompt = seq - resp
     if prompt < 1:
-        raise ValueError("every row needs a prompt of at least one token before its response")
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    kwargs: dict[str, Any] = {}
+        raise ValueError("every row needs a prompt of at least one token before its response"
+                         + (" after the shared prefix" if prefix_ids is not None else ""))
+    kwargs: dict[str, Any] = {"use_cache": False}
     if return_hidden:
         kwargs["output_hidden_states"] = True
     keep = _accepts_logits_to_keep(model)
     if keep:
         # Columns P-1 .. P+R-2 predict the response tokens.
         kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                **kwargs)
+    if prefix_ids is not None:
+        length = int(prefix_ids.shape[0])
+        cache = _cache_of(model(input_ids=prefix_ids.to(input_ids.device)[None], use_cache=True))
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            raise ValueError("this model returns no key/value cache that can be repeated over a batch")
+        cache.batch_repeat_interleave(input_ids.shape[0])
+        attention_mask = torch.cat([attention_mask.new_ones(input_ids.shape[0], length), attention_mask], dim=1)
+        kwargs.update(cache=cache, use_cache=True)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, attention_mask.shape[1] - seq:]
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
     return _response_logps(out, labels, prompt, keep=keep, return_hidden=return_hidden, complement=complement)
 
 
@@ -165,70 +189,8 @@ def _cache_of(out: Any) -> Any:
 
 
 def supports_shared_prefix(model: Any) -> bool:
-    """Whether :func:`shared_prefix_view_logps` can run on ``model``: its forward takes a key/value cache."""
-    forward = getattr(model, "forward", None)
-    base = getattr(model, "get_base_model", None)
-    if base is not None:
-        forward = base().forward
-    try:
-        params = inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return "cache" in params or "past_key_values" in params
-
-
-def shared_prefix_view_logps(
-    model: Any,
-    prefix_ids: torch.Tensor,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    return_hidden: bool = False,
-    complement: bool = False,
-) -> tuple[torch.Tensor, ...]:
-    """:func:`view_logps` of rows that all start with ``prefix_ids``, the prefix run once.
-
-    The prefix goes through the model once, as a batch of one; its keys and values are repeated to
-    the B rows, and the rows continue from them. With grad mode on, gradients flow back through the
-    repeated keys and values into the prefix's computation (LoRA weights included), so the loss and
-    gradients equal those of :func:`view_logps` on the full rows, up to float rounding
-    (``tests/test_logps.py``). Layout: ``[prefix][left padding][rest of prompt | response][padding]``;
-    positions skip the padding.
-
-    Args:
-        model: a causal LM whose forward takes a key/value cache (:func:`supports_shared_prefix`).
-        prefix_ids: ``(L,)`` token ids every row starts with (see :func:`common_prefix`).
-        input_ids: ``(B, P + R)`` the rows *after* the prefix: the rest of each prompt left-padded (at
-            least one token each), responses right-padded, as :func:`pad_views` lays them out.
-        attention_mask: ``(B, P + R)`` 1 on real tokens of ``input_ids``.
-        labels: ``(B, R)`` response token ids, ``-100`` on response padding.
-        return_hidden, complement: as in :func:`view_logps`.
-
-    Returns:
-        What :func:`view_logps` returns for the full rows.
-    """
-    bsz, seq = input_ids.shape
-    resp = labels.shape[1]
-    prompt = seq - resp
-    if prompt < 1:
-        raise ValueError("every row needs at least one prompt token after the shared prefix")
-    length = int(prefix_ids.shape[0])
-    prefix_out = model(input_ids=prefix_ids.to(input_ids.device)[None], use_cache=True)
-    cache = _cache_of(prefix_out)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        raise ValueError("this model returns no key/value cache that can be repeated over a batch")
-    cache.batch_repeat_interleave(bsz)
-    full_mask = torch.cat([attention_mask.new_ones(bsz, length), attention_mask], dim=1)
-    position_ids = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, length:]
-    kwargs: dict[str, Any] = {"cache": cache}
-    if return_hidden:
-        kwargs["output_hidden_states"] = True
-    keep = _accepts_logits_to_keep(model)
-    if keep:
-        kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
-    out = model(input_ids=input_ids, attention_mask=full_mask, position_ids=position_ids, use_cache=True, **kwargs)
-    return _response_logps(out, labels, prompt, keep=keep, return_hidden=return_hidden, complement=complement)
+    """Whether :func:`view_logps` can share a prefix on ``model``: its forward takes a key/value cache."""
+    return bool({"cache", "past_key_values"} & _forward_params(model))
 
 
 def pad_views(
