@@ -163,8 +163,10 @@ def test_cut_trains_unflagged_tokens_and_the_judgment_view(tmp_path, tokenizer):
                           train_dataset=rows, processing_class=tokenizer)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     with torch.no_grad():
-        base, _ = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        judge, _ = view_logps(model, batch["view_input_ids"], batch["view_attention_mask"], batch["view_labels"])
+        base, _ = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                             prefix_ids=batch.get("prefix_ids"))
+        judge, _ = view_logps(model, batch["view_input_ids"], batch["view_attention_mask"], batch["view_labels"],
+                             prefix_ids=batch.get("prefix_ids"))
     mask = batch["labels"] != -100
     expected = (0.5 * (-base - judge) * mask).sum() / mask.sum()
     model.eval()  # no dropout in the tiny model; the same numbers as in training mode
@@ -262,7 +264,8 @@ def test_initial_logps_are_the_first_step_logps_and_survive_resume(tmp_path, tok
                           peft_config=LoraConfig(**LORA))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     with torch.no_grad():
-        before, _ = view_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        before, _ = view_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                               prefix_ids=batch.get("prefix_ids"))
     trainer.train()
     torch.testing.assert_close(trainer._initial_logps[batch["row_idx"], : before.shape[1]], before)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

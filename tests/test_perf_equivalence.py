@@ -21,7 +21,7 @@ from refstyle import RefStyleTrainer, stacked_view_logps
 
 from nlft.config import NLFTConfig
 from nlft.logps import pad_views, selective_log_softmax, view_logps
-from nlft.trainer import NLFTTrainer, measure_views
+from nlft.trainer import NLFTCollator, NLFTTrainer, measure_views
 
 # Thresholds loose enough that a random model has saliency, sub-saliency and erroneous tokens, so that
 # every branch of the loss contributes to the comparison.
@@ -63,6 +63,7 @@ def test_lean_step_equals_reference_style_step(tokenizer, tmp_path, phrase_rule)
     lean = NLFTTrainer(model, args=args, train_dataset=records, processing_class=tokenizer)
     ref = RefStyleTrainer(model, args=args, train_dataset=records, processing_class=tokenizer)
     batch = lean.data_collator([lean.train_dataset[i] for i in range(4)])
+    assert "prefix_ids" in batch and "prefix_ids" not in ref.data_collator([ref.train_dataset[0]])  # shared vs full
     # the reference style stacks all three views of every row, a correct output's X_judge included
     ref_batch = ref.data_collator([ref.train_dataset[i] for i in range(4)])
     assert len(ref_batch["view_row"]) == 2 * 4 > len(batch["view_row"])
@@ -89,11 +90,14 @@ def test_measured_views_equal_stacked_full_softmax(tokenizer, tmp_path):
     """P_std and P_judge from the lean measurement pass equal those read off the stacked full-vocabulary pass."""
     model = _lora_model(tokenizer, seed=1)
     trainer = NLFTTrainer(model, args=_args(tmp_path), train_dataset=sample_records(), processing_class=tokenizer)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    feats = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator(feats)
+    assert batch["prefix_ids"].numel() >= 16  # chat header and instruction, run once (share_prefix)
     p_std, p_judge = measure_views(model, batch)
+    full = NLFTCollator(tokenizer.pad_token_id)(feats)  # every view in full
     model.eval()
     with torch.no_grad():
-        _, views, _ = stacked_view_logps(model, batch)
+        _, views, _ = stacked_view_logps(model, full)
     kinds, rows = batch["view_kind"], batch["view_row"]
     assert p_std is not None and p_judge is not None
     for v in range(views.shape[0]):

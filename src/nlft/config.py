@@ -100,6 +100,13 @@ class NLFTConfig(TrainingArguments):
         default=None,
         metadata={"help": "Rows per forward pass of the measurement views (None: all views of a batch at once)."},
     )
+    share_prefix: bool = field(
+        default=True,
+        metadata={"help": "Run the token prefix that every prompt of a batch starts with (chat header, instruction, "
+                          "worked examples) once per forward, its keys and values shared by the rows, gradients "
+                          "included; same loss and gradients as the full rows. Off for models without a key/value "
+                          "cache and with gradient checkpointing."},
+    )
     # --- prompts -----------------------------------------------------------------------------------
     base_template: str | None = field(
         default=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from nlft.clustering import cosine_spans, word_spans
 from nlft.config import NLFTConfig
 from nlft.io import DataError
-from nlft.logps import IGNORE_INDEX, pad_views, view_logps
+from nlft.logps import IGNORE_INDEX, common_prefix, pad_views, view_logps
 from nlft.loss import cut_loss, kl_penalty, nlft_loss, token_mean
 from nlft.records import REQUIRED_FIELDS, check_length, generation_prompt, tokenize_record, validate_records
 from nlft.scales import TokenScales, batch_token_scales, class_balance_weights
@@ -34,17 +35,38 @@ class NLFTCollator:
     views of all rows (X_standard, and X_judge for incorrect outputs) are stacked into one batch
     ``view_input_ids`` / ``view_attention_mask`` ``(V, P' + R)`` with ``view_row`` ``(V,)`` (the
     row each view belongs to) and ``view_kind`` ``(V,)`` (0 standard, 1 judge).
+
+    ``share_prefix``: the token prefix that every prompt of the batch (base and measurement views)
+    starts with, if at least ``min_prefix`` tokens, is cut from them all and returned once as
+    ``prefix_ids`` ``(L,)``; :func:`nlft.logps.view_logps` runs it once per forward.
     """
 
     def __init__(self, pad_token_id: int, views_correct: Sequence[str] = ("standard",),
-                 views_incorrect: Sequence[str] = ("standard", "judge")) -> None:
+                 views_incorrect: Sequence[str] = ("standard", "judge"), *, share_prefix: bool = False,
+                 min_prefix: int = 16) -> None:
         self.pad_token_id = pad_token_id
         self.views_correct = tuple(views_correct)
         self.views_incorrect = tuple(views_incorrect)
+        self.share_prefix = share_prefix
+        self.min_prefix = min_prefix
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         responses = [f["response_ids"] for f in features]
-        base = pad_views([f["base_prompt_ids"] for f in features], responses, self.pad_token_id)
+        base_prompts = [f["base_prompt_ids"] for f in features]
+        prompts, view_resp, rows, kinds = [], [], [], []
+        for i, f in enumerate(features):
+            for view in self.views_correct if f["correct"] else self.views_incorrect:
+                key, kind = ("std_prompt_ids", STD) if view == "standard" else ("judge_prompt_ids", JUDGE)
+                prompts.append(f[key])
+                view_resp.append(f["response_ids"])
+                rows.append(i)
+                kinds.append(kind)
+        shared = common_prefix([*base_prompts, *prompts], min_tokens=self.min_prefix) if self.share_prefix else 0
+        if shared:
+            prefix = list(base_prompts[0][:shared])
+            base_prompts = [p[shared:] for p in base_prompts]
+            prompts = [p[shared:] for p in prompts]
+        base = pad_views(base_prompts, responses, self.pad_token_id)
         r_max = base["labels"].shape[1]
         word_ids = torch.full((len(features), r_max), -1, dtype=torch.long)
         for i, f in enumerate(features):
@@ -55,14 +77,8 @@ class NLFTCollator:
             "row_idx": torch.tensor([int(f["row_idx"]) for f in features], dtype=torch.long),
             "word_ids": word_ids,
         }
-        prompts, view_resp, rows, kinds = [], [], [], []
-        for i, f in enumerate(features):
-            for view in self.views_correct if f["correct"] else self.views_incorrect:
-                key, kind = ("std_prompt_ids", STD) if view == "standard" else ("judge_prompt_ids", JUDGE)
-                prompts.append(f[key])
-                view_resp.append(f["response_ids"])
-                rows.append(i)
-                kinds.append(kind)
+        if shared:
+            batch["prefix_ids"] = torch.tensor(prefix, dtype=torch.long)
         if prompts:
             views = pad_views(prompts, view_resp, self.pad_token_id)
             batch.update(
@@ -91,7 +107,8 @@ def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int
     try:
         with torch.no_grad():
             step = chunk_size or ids.shape[0]
-            parts = [view_logps(model, ids[s : s + step], att[s : s + step], labels[s : s + step])[0]
+            parts = [view_logps(model, ids[s : s + step], att[s : s + step], labels[s : s + step],
+                                prefix_ids=batch.get("prefix_ids"))[0]
                      for s in range(0, ids.shape[0], step)]
     finally:
         model.train(was_training)
@@ -196,7 +213,9 @@ class NLFTTrainer(Trainer):
         views_correct, views_incorrect = args.needed_views
         if args.view_probs != "dynamic":
             views_correct, views_incorrect = (), ()
-        collator = NLFTCollator(processing_class.pad_token_id, views_correct, views_incorrect)
+        self._share_prefix = self._can_share_prefix(args, model)
+        collator = NLFTCollator(processing_class.pad_token_id, views_correct, views_incorrect,
+                                share_prefix=self._share_prefix)
         super().__init__(
             model=model, args=args, data_collator=collator, train_dataset=train_dataset,
             eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks, **kwargs,
@@ -227,6 +246,20 @@ class NLFTTrainer(Trainer):
             self.add_callback(DriftMonitor())
 
     # ---- data ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _can_share_prefix(args: NLFTConfig, model: Any) -> bool:
+        """``args.share_prefix`` where the model allows it; a one-line notice where it does not."""
+        from nlft.logps import supports_shared_prefix
+
+        if not args.share_prefix:
+            return False
+        why = ("gradient checkpointing keeps no key/value cache" if args.gradient_checkpointing
+               else None if supports_shared_prefix(model) else f"{type(model).__name__} takes no key/value cache")
+        if why:
+            print(f"nlft: share_prefix off: {why}; every row runs its full prompt", file=sys.stderr)
+            return False
+        return True
 
     @staticmethod
     def _default_max_length(model: Any, tokenizer: Any) -> int:
@@ -298,7 +331,8 @@ class NLFTTrainer(Trainer):
         """Compute P_std and P_judge of every training row with the current model, into the cache."""
         args: NLFTConfig = self.args
         views_correct, views_incorrect = args.needed_views
-        collate = NLFTCollator(self.processing_class.pad_token_id, views_correct, views_incorrect)
+        collate = NLFTCollator(self.processing_class.pad_token_id, views_correct, views_incorrect,
+                               share_prefix=self._share_prefix)
         dataset = self.train_dataset
         n = len(dataset)
         r_max = max(len(r) for r in dataset["response_ids"])
@@ -323,7 +357,7 @@ class NLFTTrainer(Trainer):
         Shape ``(rows, R_max)``; one no-grad pass over the data in eval mode, before the first step.
         """
         args: NLFTConfig = self.args
-        collate = NLFTCollator(self.processing_class.pad_token_id, (), ())
+        collate = NLFTCollator(self.processing_class.pad_token_id, (), (), share_prefix=self._share_prefix)
         dataset = self.train_dataset
         n = len(dataset)
         cache = torch.zeros(n, max(len(r) for r in dataset["response_ids"]))
@@ -336,8 +370,9 @@ class NLFTTrainer(Trainer):
             with torch.no_grad():
                 for start in range(0, n, step):
                     batch = collate([dataset[i] for i in range(start, min(n, start + step))])
-                    logps, _ = view_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                          batch["labels"].to(device))
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    logps, _ = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                          prefix_ids=batch.get("prefix_ids"))
                     cache[batch["row_idx"], : logps.shape[1]] = logps.float().cpu()
         finally:
             model.train(was_training)
@@ -441,7 +476,7 @@ class NLFTTrainer(Trainer):
         # log(1 - P) from the logits only where unlikelihood can occur
         need_ul = nlft and bool((~correct).any())
         out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
-                         return_hidden=want_hidden, complement=need_ul)
+                         return_hidden=want_hidden, complement=need_ul, prefix_ids=inputs.get("prefix_ids"))
         logps, hidden = out[0], out[1]
         log1mp = out[2] if need_ul else None
         p_base = logps.detach().exp()
@@ -477,12 +512,14 @@ class NLFTTrainer(Trainer):
         """CUT as published (:func:`nlft.loss.cut_loss`): X_base and X_judge both with gradients."""
         args: NLFTConfig = self.args
         need_ul = bool((~correct).any())
-        out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul)
+        prefix = inputs.get("prefix_ids")
+        out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul,
+                         prefix_ids=prefix)
         logps, log1mp = out[0], (out[2] if need_ul else None)
         judge = torch.zeros_like(logps)
         if "view_input_ids" in inputs:  # the collator builds X_judge for the incorrect rows only
             view_lp, _ = view_logps(model, inputs["view_input_ids"], inputs["view_attention_mask"],
-                                    inputs["view_labels"])
+                                    inputs["view_labels"], prefix_ids=prefix)
             view_lp = torch.nn.functional.pad(view_lp, (0, logps.shape[1] - view_lp.shape[1]))
             judge = judge.index_put((inputs["view_row"],), view_lp)
         loss, selected = cut_loss(logps, log1mp, judge, correct, response_mask, num_items_in_batch,

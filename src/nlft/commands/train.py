@@ -32,7 +32,7 @@ from typing import Any
 
 METHODS = ("nlft", "sft", "dft", "cut", "reft")
 NLFT_KNOBS = (
-    "view_probs", "view_batch_size", "p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant_incorrect",
+    "view_probs", "view_batch_size", "share_prefix", "p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant_incorrect",
     "max_error_fraction", "unlikelihood_weight", "error_reference", "kl_coef", "class_balance", "phrase_rule",
     "phrase_threshold", "max_phrase_span", "cut_threshold", "nll_coef", "loss_multiplier",
 )
@@ -131,6 +131,8 @@ class TrainOptions:
     # NLFT / CUT knobs (None: NLFTConfig's default, written resolved into config.yaml)
     view_probs: str | None = _opt(None, "when P_std/P_judge are computed: dynamic, cached or per_epoch")
     view_batch_size: int | None = _opt(None, "rows per forward pass of the measurement views")
+    share_prefix: bool | None = _opt(None, "run the prompt prefix shared by a batch once per forward (default true; "
+                                           "same loss and gradients)")
     p0_correct: float | None = _opt(None, "saliency threshold on P_std (correct outputs)")
     c1: float | None = _opt(None, "saliency exponent")
     c2: float | None = _opt(None, "sub-saliency exponent")
