@@ -32,9 +32,10 @@ from typing import Any
 
 METHODS = ("nlft", "sft", "dft", "cut", "reft")
 NLFT_KNOBS = (
-    "view_probs", "view_batch_size", "share_prefix", "p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant_incorrect",
-    "max_error_fraction", "unlikelihood_weight", "error_reference", "kl_coef", "class_balance", "phrase_rule",
-    "phrase_threshold", "max_phrase_span", "cut_threshold", "nll_coef", "loss_multiplier",
+    "view_probs", "view_batch_size", "share_prefix", "p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect",
+    "irrelevant_incorrect", "max_error_fraction", "unlikelihood_weight", "error_reference", "kl_coef",
+    "class_balance", "phrase_rule", "phrase_threshold", "max_phrase_span", "cut_threshold", "nll_coef",
+    "loss_multiplier",
 )
 
 
