@@ -148,3 +148,19 @@ def test_shared_prefix_logps_and_lora_gradients_equal_the_full_computation():
     with pytest.raises(ValueError, match="after the shared prefix"):
         view_logps(model, torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long),
                    torch.ones(1, 2, dtype=torch.long), prefix_ids=torch.tensor(prefix))
+
+
+def test_shared_prefix_falls_back_to_full_rows_without_a_cache():
+    # Gradient checkpointing keeps no key/value cache in training: the prefix goes back in front of the rows.
+    model = make_tiny_model(300, seed=4)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    prefix = list(range(10, 30))
+    prompts, responses = [[*prefix, 40, 41], [*prefix, 50]], [[60, 61], [62]]
+    full = pad_views(prompts, responses, 0)
+    cut = pad_views([p[20:] for p in prompts], responses, 0)
+    want, _ = view_logps(model, full["input_ids"], full["attention_mask"], full["labels"])
+    got, _ = view_logps(model, cut["input_ids"], cut["attention_mask"], cut["labels"], prefix_ids=torch.tensor(prefix))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    got.sum().backward()  # the graph is intact
+    assert model.model.embed_tokens.weight.grad.abs().sum() > 0

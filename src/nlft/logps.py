@@ -103,8 +103,9 @@ def view_logps(
     continue from them (layout ``[prefix][left padding][rest of prompt | response][padding]``,
     positions skipping the padding). With grad mode on, gradients flow back through the repeated
     keys and values into the prefix's computation (LoRA weights included): log-probabilities and
-    gradients equal those of the full rows up to float rounding (``tests/test_logps.py``). The model's
-    forward must take a key/value cache (:func:`supports_shared_prefix`).
+    gradients equal those of the full rows up to float rounding (``tests/test_logps.py``). Where the
+    model keeps no cache (gradient checkpointing in training, a model without one), the prefix is put
+    back in front of every row and the full rows run, with the same result.
 
     Args:
         model: a causal LM (or a PEFT / accelerate wrapper around one).
@@ -123,27 +124,31 @@ def view_logps(
         detached hidden states or None; with ``complement``, ``(logps, hidden, log1mp)`` where
         ``log1mp`` is ``(B, R)`` (0 on padding). Gradients flow into both when grad mode is on.
     """
-    seq = input_ids.shape[1]
-    resp = labels.shape[1]
-    prompt = seq - resp
-    if prompt < 1:
+    bsz, seq = input_ids.shape
+    if seq - labels.shape[1] < 1:
         raise ValueError("every row needs a prompt of at least one token before its response"
                          + (" after the shared prefix" if prefix_ids is not None else ""))
     kwargs: dict[str, Any] = {"use_cache": False}
+    if prefix_ids is not None:
+        prefix_ids = prefix_ids.to(input_ids.device)
+        ones = attention_mask.new_ones(bsz, prefix_ids.shape[0])
+        cache = None
+        if not (model.training and _checkpointing(model)) and supports_shared_prefix(model):
+            cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
+        if cache is not None and hasattr(cache, "batch_repeat_interleave"):
+            cache.batch_repeat_interleave(bsz)
+            kwargs.update(cache=cache, use_cache=True)
+        else:  # no cache to share: the full rows, [prefix][left padding][rest | response]
+            input_ids = torch.cat([prefix_ids.expand(bsz, -1), input_ids], dim=1)
+            seq = input_ids.shape[1]
+        attention_mask = torch.cat([ones, attention_mask], dim=1)
+    prompt = seq - labels.shape[1]
     if return_hidden:
         kwargs["output_hidden_states"] = True
     keep = _accepts_logits_to_keep(model)
     if keep:
         # Columns P-1 .. P+R-2 predict the response tokens.
         kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
-    if prefix_ids is not None:
-        length = int(prefix_ids.shape[0])
-        cache = _cache_of(model(input_ids=prefix_ids.to(input_ids.device)[None], use_cache=True))
-        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-            raise ValueError("this model returns no key/value cache that can be repeated over a batch")
-        cache.batch_repeat_interleave(input_ids.shape[0])
-        attention_mask = torch.cat([attention_mask.new_ones(input_ids.shape[0], length), attention_mask], dim=1)
-        kwargs.update(cache=cache, use_cache=True)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, attention_mask.shape[1] - seq:]
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
     return _response_logps(out, labels, prompt, keep=keep, return_hidden=return_hidden, complement=complement)
@@ -181,6 +186,15 @@ def common_prefix(prompts: list[list[int]], *, min_tokens: int = 16) -> int:
     while n < limit and all(p[n] == first[n] for p in prompts):
         n += 1
     return n if n >= min_tokens else 0
+
+
+def _checkpointing(model: Any) -> bool:
+    """Whether activation (gradient) checkpointing is on: the model then returns no cache in training."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        for obj in (model, getattr(model, "get_base_model", lambda: None)()):
+            if obj is not None and name in dir(type(obj)):
+                return bool(getattr(obj, name))
+    return False
 
 
 def _cache_of(out: Any) -> Any:
