@@ -3,16 +3,24 @@
 Usage::
 
     PYTHONPATH=src python benchmarks/step_cost.py --json step_cost.json            # CPU, SmolLM2-135M
+    PYTHONPATH=src python benchmarks/step_cost.py --long-prompt --kinds mixed --json long.json  # shared prefix
     PYTHONPATH=src python benchmarks/step_cost.py --model llama3-8b-shape --json gpu.json   # needs CUDA
 
 Every configuration trains the same LoRA (r 16 on the MLP) on the same batches with the trainer's own
 ``training_step`` (forward, backward) followed by the optimizer step. Configurations:
 
-- ``sft_nll``: :class:`nlft.NLFTTrainer` with ``loss_type="nll"`` (plain cross-entropy, every scale 1);
-- ``trl_sft``: TRL's ``SFTTrainer`` on the same tokens (completion-only loss);
-- ``nlft_dynamic``: NLFT, view probabilities measured every step (the default);
-- ``nlft_cached``: NLFT, view probabilities computed once before training;
+- ``sft_nll``: :class:`nlft.NLFTTrainer` with ``loss_type="nll"`` (plain cross-entropy, every scale 1),
+  every row's prompt in full (``share_prefix=False``: "SFT naive");
+- ``sft_shared``: the same with the batch's common prompt prefix run once (``share_prefix=True``);
+- ``trl_sft``: TRL's ``SFTTrainer`` on the same tokens (completion-only loss; it shares no prefix);
+- ``nlft_dynamic``: NLFT, view probabilities measured every step, every prompt in full ("naive");
+- ``nlft_dynamic_shared``: the same with the shared prefix (the default of ``NLFTConfig``);
+- ``nlft_cached``: NLFT, view probabilities computed once before training (shared prefix);
 - ``refstyle``: the reference-style step of ``benchmarks/refstyle.py``.
+
+X_base is the paper's solve prompt (appendix A.2, five worked examples: about 460 tokens under
+SmolLM2's chat template before the question) unless ``--prompt`` says otherwise; ``--long-prompt``
+names that workload and adds the shared-prefix keys and targets to the report.
 
 Batch kinds: ``correct`` (all correct outputs), ``incorrect`` (all incorrect) and ``mixed`` (2:1).
 Time: after warm-up, configurations and batch kinds are interleaved round-robin so that noise from
@@ -39,7 +47,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-CONFIGS = ("sft_nll", "trl_sft", "nlft_dynamic", "nlft_cached", "refstyle")
+CONFIGS = ("sft_nll", "sft_shared", "trl_sft", "nlft_dynamic", "nlft_dynamic_shared", "nlft_cached", "refstyle")
+SHARED = ("sft_shared", "nlft_dynamic_shared", "nlft_cached")
 KINDS = ("correct", "incorrect", "mixed")
 
 
@@ -61,15 +70,16 @@ def batch_indices(kind: str, batch_size: int, single_size: int = 1) -> list[int]
     raise ValueError(f"batch kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
-def nlft_args(config: str, batch_size: int, output_dir: str, bf16: bool) -> Any:
+def nlft_args(config: str, batch_size: int, output_dir: str, bf16: bool, prompt: str = "solve") -> Any:
     from nlft.config import NLFTConfig
+    from nlft.evaluation import TEMPLATES
 
-    loss_type = "nll" if config == "sft_nll" else "nlft"
+    loss_type = "nll" if config in ("sft_nll", "sft_shared") else "nlft"
     view_probs = "cached" if config == "nlft_cached" else "dynamic"
     # Checkpointing is switched on the shared model (see build_shared); the steps here bypass Trainer.train().
     return NLFTConfig(
         output_dir=output_dir, loss_type=loss_type, view_probs=view_probs, per_device_train_batch_size=batch_size,
-        report_to=[], bf16=bf16, use_cpu=not bf16,
+        report_to=[], bf16=bf16, use_cpu=not bf16, share_prefix=config in SHARED, base_template=TEMPLATES[prompt],
     )
 
 
@@ -77,17 +87,17 @@ class Bench:
     """One configuration: its trainer and its collated batches, ready to step."""
 
     def __init__(self, config: str, model: Any, tokenizer: Any, records: list[dict], batch_size: int,
-                 single_size: int, output_dir: str, bf16: bool) -> None:
+                 single_size: int, output_dir: str, bf16: bool, prompt: str = "solve") -> None:
         from refstyle import RefStyleTrainer
 
         from nlft.trainer import NLFTTrainer
 
         self.config = config
         self.cache_fill_s: float | None = None
-        args = nlft_args(config, batch_size, output_dir, bf16)
+        args = nlft_args(config, batch_size, output_dir, bf16, prompt)
         if config == "trl_sft":
             # Tokenize exactly as NLFT does, so that both see the same tokens.
-            ref = NLFTTrainer(model, args=nlft_args("sft_nll", batch_size, output_dir, bf16),
+            ref = NLFTTrainer(model, args=nlft_args("sft_nll", batch_size, output_dir, bf16, prompt),
                               train_dataset=records, processing_class=tokenizer)
             self.trainer = self._trl_trainer(model, tokenizer, ref.train_dataset, batch_size, output_dir, bf16)
         elif config == "refstyle":
@@ -188,7 +198,8 @@ def child_memory(args: argparse.Namespace) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     tokenizer, model, records = build_shared(args)
     with tempfile.TemporaryDirectory() as out:
-        bench = Bench(args.child[0], model, tokenizer, records, args.batch_size, args.single_size, out, False)
+        bench = Bench(args.child[0], model, tokenizer, records, args.batch_size, args.single_size, out, False,
+                      args.prompt)
         exact = _reset_peak_rss()
         before = _status_kb("VmRSS")
         for _ in range(2):
@@ -204,7 +215,7 @@ def cpu_memory(args: argparse.Namespace, configs: list[str], kinds: list[str]) -
         for kind in kinds:
             cmd = [sys.executable, __file__, "--child", config, kind, "--model", args.model,
                    "--batch-size", str(args.batch_size), "--single-size", str(args.single_size),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--prompt", args.prompt]
             if args.gradient_checkpointing:
                 cmd.append("--gradient-checkpointing")
             env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -257,7 +268,33 @@ def summarise(times: dict, memory: dict, args: argparse.Namespace, meta: dict) -
             report[f"{config}_step_s"] = per_kind[headline][config]["step_s"]
             report[f"{config}_peak_mb"] = per_kind[headline][config]["peak_mb"]
     report["targets"] = targets(ratios)
+    if getattr(args, "long_prompt", False):
+        for name, config in (("sft_naive", "sft_nll"), ("sft_shared", "sft_shared"),
+                             ("nlft_dynamic_naive", "nlft_dynamic"), ("nlft_dynamic_shared", "nlft_dynamic_shared")):
+            if config in per_kind[headline]:
+                report[f"{name}_step_s"] = per_kind[headline][config]["step_s"]
+                report[f"{name}_peak_mb"] = per_kind[headline][config]["peak_mb"]
+        report["targets"].update(shared_targets(per_kind[headline], headline))
     return report
+
+
+def shared_targets(entry: dict, kind: str) -> dict[str, dict]:
+    """The shared-prefix targets on the long-prompt workload, each with its measured value."""
+    def get(config: str, key: str) -> float | None:
+        return entry.get(config, {}).get(key)
+
+    checks = [
+        ("shared_dynamic_vs_sft_naive_time", get("nlft_dynamic_shared", "step_s"), get("sft_nll", "step_s"), 1.0),
+        ("shared_dynamic_vs_sft_shared_time", get("nlft_dynamic_shared", "step_s"), get("sft_shared", "step_s"), 1.5),
+        ("shared_dynamic_vs_sft_shared_peak", get("nlft_dynamic_shared", "peak_mb"), get("sft_shared", "peak_mb"),
+         1.05),
+    ]
+    out = {}
+    for name, a, b, limit in checks:
+        value = _ratio(a, b)
+        out[name] = {"ratio": name, "batch": kind, "value": value, "limit": f"<= {limit}",
+                     "ok": None if value is None else value <= limit}
+    return out
 
 
 def targets(ratios: dict) -> dict[str, dict]:
@@ -303,8 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--prompt", default="solve", choices=("solve", "brief", "base"),
+                        help="X_base: solve (A.2, five worked examples; default), brief or base")
+    parser.add_argument("--long-prompt", action="store_true",
+                        help="the long-prompt workload (--prompt solve) with the shared-prefix keys and targets")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.long_prompt and args.prompt != "solve":
+        parser.error("--long-prompt is the solve prompt's workload")
 
     import torch
 
@@ -321,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer, model, records = build_shared(args)
     with tempfile.TemporaryDirectory() as out:
-        benches = {c: Bench(c, model, tokenizer, records, args.batch_size, args.single_size, out, cuda)
+        benches = {c: Bench(c, model, tokenizer, records, args.batch_size, args.single_size, out, cuda, args.prompt)
                    for c in args.configs}
         times: dict[tuple[str, str], list[float]] = {(c, k): [] for c in args.configs for k in args.kinds}
         memory: dict[tuple[str, str], dict] = {}
@@ -350,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model, "dtype": "bfloat16" if cuda else "float32", "lora": "r16 alpha16 MLP",
             "batch_size": args.batch_size, "single_size": args.single_size, "threads": args.threads,
             "warmup": args.warmup, "reps": args.reps,
-            "gradient_checkpointing": args.gradient_checkpointing,
+            "gradient_checkpointing": args.gradient_checkpointing, "prompt": args.prompt,
+            "shared_prefix_tokens": {c: len(b.batches[args.kinds[0]][0].get("prefix_ids", ()))
+                                     for c, b in benches.items() if c != "trl_sft"},
             "memory_method": "torch.cuda.max_memory_allocated" if cuda else "VmHWM of a fresh child process",
             "torch": torch.__version__,
             # An NLFT configuration tokenizes every view; the SFT ones only the base prompt.

@@ -188,10 +188,32 @@ def test_step_cost_summary_ratios_and_targets():
     assert t["dynamic_time_incorrect"]["ok"] is None  # not measured
 
 
+def test_step_cost_long_prompt_keys_and_shared_targets():
+    import argparse
+
+    from step_cost import summarise
+
+    configs = ["sft_nll", "sft_shared", "nlft_dynamic", "nlft_dynamic_shared"]
+    step = {"sft_nll": 4.0, "sft_shared": 2.0, "nlft_dynamic": 8.0, "nlft_dynamic_shared": 3.2}
+    peak = {"sft_nll": 1200.0, "sft_shared": 1000.0, "nlft_dynamic": 1300.0, "nlft_dynamic_shared": 1100.0}
+    times = {(c, "mixed"): [step[c]] for c in configs}
+    memory = {(c, "mixed"): {"peak_mb": peak[c], "step_mb": 0.0} for c in configs}
+    report = summarise(times, memory, argparse.Namespace(kinds=["mixed"], configs=configs, long_prompt=True), {})
+    assert (report["sft_naive_step_s"], report["sft_shared_step_s"]) == (4.0, 2.0)
+    assert (report["nlft_dynamic_naive_step_s"], report["nlft_dynamic_shared_step_s"]) == (8.0, 3.2)
+    assert report["nlft_dynamic_shared_peak_mb"] == 1100.0 and report["sft_naive_peak_mb"] == 1200.0
+    t = report["targets"]
+    naive = t["shared_dynamic_vs_sft_naive_time"]
+    assert naive["value"] == pytest.approx(0.8) and naive["ok"]  # 3.2 / 4.0
+    assert t["shared_dynamic_vs_sft_shared_time"]["value"] == pytest.approx(1.6)
+    assert t["shared_dynamic_vs_sft_shared_time"]["ok"] is False  # 3.2 / 2.0 > 1.5
+    assert t["shared_dynamic_vs_sft_shared_peak"]["ok"] is False  # 1100 / 1000 > 1.05
+
+
 def test_step_cost_bench_steps_every_configuration(tokenizer, tmp_path):
     """Every benchmark configuration builds and takes real optimizer steps that change the LoRA weights."""
     from peft import get_peft_model
-    from step_cost import CONFIGS, Bench, batch_indices
+    from step_cost import CONFIGS, SHARED, Bench, batch_indices
     from workload import lora_config, realistic_records
 
     assert batch_indices("mixed", 3) == [0, 1, 3] and batch_indices("incorrect", 3, 2) == [3, 4]
@@ -205,4 +227,6 @@ def test_step_cost_bench_steps_every_configuration(tokenizer, tmp_path):
         before = lora_b.detach().clone()
         assert bench.step("mixed") > 0
         assert not torch.equal(before, lora_b.detach()), config
+        shared = bench.batches["mixed"][0].get("prefix_ids")
+        assert (shared is not None and len(shared) > 400) == (config in SHARED), config  # A.2's worked examples
     assert bench.batches["mixed"][0]["input_ids"].shape[0] == 3
