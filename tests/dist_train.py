@@ -3,7 +3,7 @@
 Usage: python tests/dist_train.py OUT.json PER_DEVICE_BATCH  (under accelerate launch for 2 processes)
 
 Each process also writes the NLFT metrics of its own batches to ``OUT.json.rankN``; the trainer logs
-the means gathered over all processes (``nlft.train_logging.gather_metric_means``).
+the means gathered over all processes (``nlft.train.progress.gather_metric_means``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from conftest import make_tiny_model, sample_records
 from peft import LoraConfig
 
 from nlft import NLFTConfig, NLFTTrainer
-from nlft.models import load_tokenizer
-from nlft.train_logging import gather_metric_means
+from nlft.train.progress import gather_metric_means
+from nlft.utils.models import load_tokenizer
 
 
 class GatheringTrainer(NLFTTrainer):

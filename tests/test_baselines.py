@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlft.baselines import (
+from nlft.tasks.prompts import BASE_TEMPLATE
+from nlft.train.baselines import (
     RuleRewardModel,
     make_ppo_trainer,
     ppo_available,
@@ -14,9 +15,8 @@ from nlft.baselines import (
     sft_dataset,
     sft_examples,
 )
-from nlft.io import DataError
-from nlft.prompts import BASE_TEMPLATE
-from nlft.records import tokenize_record
+from nlft.train.views import tokenize_record
+from nlft.utils.files import DataError
 
 
 def test_sft_examples_modes(records):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nlft.clustering import cosine_spans, spans_to_mask, word_ids_from_offsets, word_spans
+from nlft.method.clustering import cosine_spans, spans_to_mask, word_ids_from_offsets, word_spans
 
 
 def test_cosine_spans_by_hand():

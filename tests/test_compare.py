@@ -7,7 +7,7 @@ import json
 from test_plots import _png_size, write_run
 
 from nlft.cli import main
-from nlft.plots import plot_compare
+from nlft.report.plots import plot_compare
 
 
 def test_compare_prints_table_and_writes_png(tmp_path, capsys):

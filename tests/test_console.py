@@ -10,12 +10,12 @@ import pytest
 from conftest import sample_records
 from test_reliability_resume import env, nlft_cmd
 
-from nlft.train_logging import format_logs
+from nlft.train.progress import format_logs
 
 
 def clean_env() -> dict[str, str]:
     """The subprocess environment without what an in-process ``nlft`` call of an earlier test set to quiet libraries."""
-    from nlft.console import QUIET_ENV
+    from nlft.utils.console import QUIET_ENV
 
     return {k: v for k, v in env().items() if k not in QUIET_ENV}
 

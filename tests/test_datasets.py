@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nlft.datasets import load_questions
-from nlft.io import DataError
+from nlft.tasks.sources import load_questions
+from nlft.utils.files import DataError
 
 GSM8K_DIR = Path(os.environ.get("NLFT_GSM8K_DIR", Path(__file__).resolve().parents[2] / "shared/data/gsm8k"))
 needs_gsm8k = pytest.mark.skipif(not (GSM8K_DIR / "train.jsonl").exists(),
@@ -53,7 +53,7 @@ def test_chain_sum_reference_holds_the_expression() -> None:
     row = load_questions("chain_sum", limit=1, seed=0)[0]
     expression, _, final = row["reference"].partition("\n")
     # e.g. "4 - 1 - 7 = -4": the expression's value is the gold answer.
-    from nlft.judging import format_number, safe_eval
+    from nlft.data.judging import format_number, safe_eval
 
     lhs, _, rhs = expression.rpartition(" = ")
     assert format_number(safe_eval(lhs)) == rhs == row["gold"]

@@ -46,6 +46,6 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_gather_metric_means_in_one_process():
-    from nlft.train_logging import gather_metric_means
+    from nlft.train.progress import gather_metric_means
 
     assert gather_metric_means({"a": [1.0, 2.0, 6.0], "b": [], "c": [0.5]}) == {"a": 3.0, "c": 0.5}

@@ -8,8 +8,8 @@ import pytest
 from conftest import GSM8K_DIR, make_tiny_model
 
 from nlft.cli import main
-from nlft.evaluation import eval_rows, evaluate, intervals, paired_change, summarize, wilson_interval
-from nlft.io import DataError
+from nlft.eval.accuracy import eval_rows, evaluate, intervals, paired_change, summarize, wilson_interval
+from nlft.utils.files import DataError
 
 QUESTIONS = [
     {"id": "q1", "question": "What is 3 + 4?", "reference": "3 + 4 = 7\n#### 7"},

@@ -12,10 +12,10 @@ from conftest import make_tiny_model, sample_records
 from peft import LoraConfig
 
 from nlft import NLFTConfig, NLFTTrainer
-from nlft.io import DataError
-from nlft.logps import selective_log_softmax, view_logps
-from nlft.loss import cut_loss, kl_penalty, nlft_loss
-from nlft.prompts import (
+from nlft.method.logps import selective_log_softmax, view_logps
+from nlft.method.loss import cut_loss, kl_penalty, nlft_loss
+from nlft.method.scales import class_balance_weights, incorrect_token_scales
+from nlft.tasks.prompts import (
     BASE_TEMPLATE,
     JUDGE_VIEW,
     SOLVE_TEMPLATE,
@@ -25,8 +25,8 @@ from nlft.prompts import (
     render,
     view_text,
 )
-from nlft.records import generation_prompt, tokenize_record
-from nlft.scales import class_balance_weights, incorrect_token_scales
+from nlft.train.views import generation_prompt, tokenize_record
+from nlft.utils.files import DataError
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
             task_type="CAUSAL_LM")
@@ -107,7 +107,7 @@ def test_plain_prompts_end_with_a_response_cue(plain_tokenizer):
 
 def test_generation_training_and_evaluation_see_the_same_plain_prompt(plain_tokenizer):
     """The ids the model is fed when generating equal X_base's ids in training, for a model without chat template."""
-    from nlft.generation import generate_hf_with_counts
+    from nlft.data.generation import generate_hf_with_counts
 
     model = make_tiny_model(len(plain_tokenizer))
     question = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -189,7 +189,7 @@ def test_unlikelihood_gradient_is_finite_and_nonzero_near_one():
 
 
 def test_view_logps_complement_matches_the_definition(tiny_model, tokenizer, records):
-    from nlft.logps import pad_views
+    from nlft.method.logps import pad_views
 
     toks = [tokenize_record(r, tokenizer, base_template=BASE_TEMPLATE, views=()) for r in records]
     batch = pad_views([t["base_prompt_ids"] for t in toks], [t["response_ids"] for t in toks], 0)

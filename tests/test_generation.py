@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlft.generation import derive_seed, generate_hf, generate_hf_with_counts, truncate_output
+from nlft.data.generation import derive_seed, generate_hf, generate_hf_with_counts, truncate_output
 
 
 def test_truncate_output() -> None:
@@ -30,7 +30,7 @@ def tiny() -> tuple[object, object]:
     """A 2-layer random Llama with the SmolLM2 tokenizer (offline, a few MB)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from nlft.models import load_tokenizer
+    from nlft.utils.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2")
     torch.manual_seed(0)
@@ -86,7 +86,7 @@ SHARED = "You are a careful solver. Here are worked examples: 3 + 4 = 7; 10 - 2 
 
 def test_prefix_cache_gives_the_same_outputs_and_is_reused(tiny: tuple) -> None:
     """The shared prefix runs once; greedy and sampled outputs equal those of plain left-padded batches."""
-    from nlft.generation import PrefixCache
+    from nlft.data.generation import PrefixCache
 
     model, tokenizer = tiny
     prompts = [SHARED + p for p in PROMPTS]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nlft.grading import extract_answer, gold_answer, is_correct, normalize_number, reft_reward
+from nlft.tasks.grading import extract_answer, gold_answer, is_correct, normalize_number, reft_reward
 
 
 @pytest.mark.parametrize(

@@ -51,8 +51,8 @@ def test_model_card_as_trl_writes_one(run, tokenizer, data_file):
 
 
 def test_model_card_names_a_hub_base_model(tmp_path):
-    from nlft.hub import SMOLLM2_HUB_ID, model_card
-    from nlft.runs import write_config
+    from nlft.train.hub import SMOLLM2_HUB_ID, model_card
+    from nlft.train.rundir import write_config
 
     write_config(tmp_path, {"method": "sft", "model": "smollm2", "sft_data": "outputs"})
     meta, text = model_card(tmp_path)
@@ -117,9 +117,9 @@ def test_report_to_trackio_where_installed(tmp_path, tiny_dir, data_file):
 
 
 def test_reft_card_points_at_the_warm_up_model(tmp_path):
-    from nlft.hub import model_card
-    from nlft.io import atomic_write_json
-    from nlft.runs import write_config
+    from nlft.train.hub import model_card
+    from nlft.train.rundir import write_config
+    from nlft.utils.files import atomic_write_json
 
     write_config(tmp_path, {"method": "reft", "model": "smollm2", "reft_algo": "grpo"})
     atomic_write_json(tmp_path / "manifest.json", {"method": "reft", "final": {"model": "warmup/model",

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlft.judging import UnsafeExpression, calculator_judgment, find_steps, safe_eval, says_correct
-from nlft.prompts import CORRECT_JUDGMENT
+from nlft.data.judging import UnsafeExpression, calculator_judgment, find_steps, safe_eval, says_correct
+from nlft.tasks.prompts import CORRECT_JUDGMENT
 
 REFERENCE = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
              "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
@@ -103,7 +103,7 @@ def test_says_correct() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200), st.integers(min_value=-1000, max_value=1000))
 def test_incorrect_outputs_always_get_a_nonempty_judgment(output: str, gold: int) -> None:
-    from nlft.grading import is_correct
+    from nlft.tasks.grading import is_correct
 
     if is_correct(output, str(gold)):
         return

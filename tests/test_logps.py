@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from nlft.logps import pad_views, selective_log_softmax, view_logps
-from nlft.trainer import NLFTCollator, measure_views
+from nlft.method.logps import pad_views, selective_log_softmax, view_logps
+from nlft.train.trainer import NLFTCollator, measure_views
 
 
 def naive_logps(model, prompt: list[int], response: list[int]) -> torch.Tensor:
@@ -60,8 +60,8 @@ def test_view_logps_on_gpt2_style_model(tokenizer):
 
 
 def test_measure_views_runs_without_graph_in_eval_mode(tiny_model, tokenizer, records):
-    from nlft.config import NLFTConfig
-    from nlft.records import tokenize_record
+    from nlft.train.config import NLFTConfig
+    from nlft.train.views import tokenize_record
 
     cfg = NLFTConfig(output_dir="unused", report_to="none")
     feats = []

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from nlft.loss import nlft_loss, unlikelihood
+from nlft.method.loss import nlft_loss, unlikelihood
 
 
 def test_loss_by_hand():

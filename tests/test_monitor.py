@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from nlft.cli import main
-from nlft.monitor import DEFAULT_FACTOR, DriftMonitor, drift
-from nlft.prompts import BASE_TEMPLATE
-from nlft.runs import resolve_run_path
+from nlft.tasks.prompts import BASE_TEMPLATE
+from nlft.train.monitor import DEFAULT_FACTOR, DriftMonitor, drift
+from nlft.train.rundir import resolve_run_path
 
 DATA = Path(__file__).resolve().parent / "data" / "drift"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nlft.generation import APIError, AuthenticationError, OpenAIChatClient
+from nlft.data.generation import APIError, AuthenticationError, OpenAIChatClient
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-THIS-KEY-MUST-NEVER-BE-WRITTEN-0123456789"
@@ -224,7 +224,7 @@ def _free_port() -> int:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'nlft[server]')")
     pytest.importorskip("uvicorn", reason="llama-cpp-python[server] extras are not installed")
-    from nlft.models import _smollm2_gguf
+    from nlft.utils.models import _smollm2_gguf
 
     try:
         gguf = _smollm2_gguf()

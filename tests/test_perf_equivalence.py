@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from refstyle import RefStyleTrainer, stacked_view_logps
 
-from nlft.config import NLFTConfig
-from nlft.logps import pad_views, selective_log_softmax, view_logps
-from nlft.trainer import NLFTTrainer, measure_views
+from nlft.method.logps import pad_views, selective_log_softmax, view_logps
+from nlft.train.config import NLFTConfig
+from nlft.train.trainer import NLFTTrainer, measure_views
 
 # Thresholds loose enough that a random model has saliency, sub-saliency and erroneous tokens, so that
 # every branch of the loss contributes to the comparison.

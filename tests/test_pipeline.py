@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from nlft.io import DataError
-from nlft.resume import check_run_args, run_resumable
+from nlft.utils.files import DataError
+from nlft.utils.resume import check_run_args, run_resumable
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_DIR = Path(os.environ.get("NLFT_GSM8K_DIR", REPO.parent / "shared/data/gsm8k"))
@@ -176,7 +176,7 @@ def test_prepare_malformed_dataset_row(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_hf_judge_writes_judgments(tmp_path: Path) -> None:
-    from nlft.pipeline import BackendSpec, JudgeSpec, judge_outputs
+    from nlft.data.prepare import BackendSpec, JudgeSpec, judge_outputs
 
     rows = _lines(_outputs_file(tmp_path / "outputs.jsonl"))
     judge = JudgeSpec(kind="hf", backend=BackendSpec(model="smollm2"), max_new_tokens=24)
@@ -259,7 +259,7 @@ def test_generate_samples_per_question_with_own_seeds(tmp_path: Path) -> None:
 
 
 def test_a_file_is_never_extended_with_other_judge_settings(tmp_path: Path) -> None:
-    from nlft.pipeline import JudgeSpec, judge_outputs
+    from nlft.data.prepare import JudgeSpec, judge_outputs
 
     rows = _lines(_outputs_file(tmp_path / "outputs.jsonl"))
     out = tmp_path / "nlft.jsonl"

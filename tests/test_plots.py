@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nlft.plots import ACCURACY_PNG, LOSS_PNG, SCALES_PNG, format_table, plot_run, series, summarize_run
+from nlft.report.plots import ACCURACY_PNG, LOSS_PNG, SCALES_PNG, format_table, plot_run, series, summarize_run
 
 
 def write_run(run: Path, *, losses=(2.0, 1.5, 1.2, 0.9), accuracies=(0.25, 0.5), method="nlft",
@@ -101,7 +101,7 @@ def test_summarize_run_reads_every_source(tmp_path):
 
 def test_summarize_run_reads_old_and_new_intervals(tmp_path):
     """metrics.json with ci95_strict / ci95_flexible, and an old one with a single ci95 (the strict accuracy's)."""
-    from nlft.evaluation import wilson_interval
+    from nlft.eval.accuracy import wilson_interval
 
     run = write_run(tmp_path / "new")
     (run / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.0, "ci95_strict": [0.0, 0.0126],
@@ -118,7 +118,7 @@ def test_summarize_run_reads_old_and_new_intervals(tmp_path):
 
 
 def test_summarize_run_names_a_broken_manifest(tmp_path):
-    from nlft.io import DataError
+    from nlft.utils.files import DataError
 
     run = write_run(tmp_path / "run")
     (run / "manifest.json").write_text("{not json")

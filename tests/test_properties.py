@@ -14,10 +14,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from nlft.grading import extract_answer, is_correct, normalize_number, reft_reward
-from nlft.io import DataError, append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail
-from nlft.loss import nlft_loss
-from nlft.scales import batch_token_scales, correct_token_scales, incorrect_token_scales
+from nlft.method.loss import nlft_loss
+from nlft.method.scales import batch_token_scales, correct_token_scales, incorrect_token_scales
+from nlft.tasks.grading import extract_answer, is_correct, normalize_number, reft_reward
+from nlft.utils.files import DataError, append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -15,13 +15,13 @@ from peft import LoraConfig
 from test_reliability_resume import CountingServer, env, nlft_cmd
 
 from nlft import NLFTConfig, NLFTTrainer
-from nlft.datasets import load_questions
-from nlft.io import DataError, read_jsonl
-from nlft.logps import pad_views, view_logps
-from nlft.loss import nlft_loss
-from nlft.prompts import BASE_TEMPLATE
-from nlft.records import validate_records
-from nlft.scales import batch_token_scales
+from nlft.method.logps import pad_views, view_logps
+from nlft.method.loss import nlft_loss
+from nlft.method.scales import batch_token_scales
+from nlft.tasks.prompts import BASE_TEMPLATE
+from nlft.tasks.sources import load_questions
+from nlft.train.views import validate_records
+from nlft.utils.files import DataError, read_jsonl
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
             task_type="CAUSAL_LM")

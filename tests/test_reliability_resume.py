@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from nlft.io import read_jsonl
+from nlft.utils.files import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 ITEM_RE = re.compile(r"ITEM(\d+)")

@@ -17,8 +17,8 @@ from conftest import sample_records
 from safetensors.torch import load_file
 from test_reliability_resume import assert_one_row_per_id, env, nlft_cmd, run_and_kill
 
-from nlft.io import read_jsonl
-from nlft.runs import last_checkpoint
+from nlft.train.rundir import last_checkpoint
+from nlft.utils.files import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,10 @@ from conftest import sample_records
 from test_reliability_resume import env, nlft_cmd
 
 from nlft.cli import main
-from nlft.io import LOCK_FILE, DataError, lock_dir, unlock_dir
+from nlft.utils.files import LOCK_FILE, DataError, lock_dir, unlock_dir
 
-HOLD = "import sys; from nlft.io import lock_dir; lock_dir(sys.argv[1]); print('locked', flush=True); sys.stdin.read()"
+HOLD = ("import sys; from nlft.utils.files import lock_dir; lock_dir(sys.argv[1]); print('locked', flush=True); "
+        "sys.stdin.read()")
 
 
 @pytest.fixture(scope="module")

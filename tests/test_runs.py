@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nlft.io import DataError
-from nlft.runs import (
+from nlft.train.rundir import (
     RunRecorder,
     append_eval_history,
     last_checkpoint,
@@ -18,6 +17,7 @@ from nlft.runs import (
     read_config,
     write_config,
 )
+from nlft.utils.files import DataError
 
 
 def test_config_round_trip(tmp_path):
@@ -54,7 +54,7 @@ def test_peak_memory_sees_a_short_lived_allocation():
 
     child = (
         "import time, torch\n"
-        "from nlft.runs import PeakMemory\n"
+        "from nlft.train.memory import PeakMemory\n"
         "meter = PeakMemory(interval=0.01)\n"
         "meter.start()\n"
         "base = meter._peak\n"
@@ -100,7 +100,7 @@ def test_epoch_eval_on_a_merged_copy_leaves_the_trained_model_alone(tmp_path, to
     from conftest import make_tiny_model
     from peft import LoraConfig, get_peft_model
 
-    from nlft.runs import EpochEvalCallback
+    from nlft.train.callbacks import EpochEvalCallback
 
     torch.manual_seed(0)
     model = get_peft_model(make_tiny_model(len(tokenizer)), LoraConfig(

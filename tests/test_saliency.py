@@ -8,12 +8,12 @@ import re
 import pytest
 import torch
 
-from nlft.clustering import word_spans
-from nlft.config import NLFTConfig
-from nlft.logps import pad_views, view_logps
-from nlft.prompts import BASE_TEMPLATE
-from nlft.records import tokenize_record
-from nlft.saliency import compute_token_probs, page_params, render_page, token_class_counts, token_pieces
+from nlft.method.clustering import word_spans
+from nlft.method.logps import pad_views, view_logps
+from nlft.report.saliency import compute_token_probs, page_params, render_page, token_class_counts, token_pieces
+from nlft.tasks.prompts import BASE_TEMPLATE
+from nlft.train.config import NLFTConfig
+from nlft.train.views import tokenize_record
 
 
 def _config(tmp_path, **kw) -> NLFTConfig:
@@ -79,7 +79,7 @@ def test_cosine_spans_follow_the_configured_threshold(tiny_model, tokenizer, rec
 
 
 def test_records_are_validated_with_file_and_line(tiny_model, tokenizer, records):
-    from nlft.io import DataError
+    from nlft.utils.files import DataError
 
     bad = [records[0], {**records[2], "judgment": None}]
     with pytest.raises(DataError, match=r"data\.jsonl, line 2, field 'judgment'"):

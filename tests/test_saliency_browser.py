@@ -1,6 +1,6 @@
 """The saliency page in a real headless browser (Debian chromium driven by Selenium).
 
-The page's JavaScript must classify and scale tokens exactly as :func:`nlft.scales.batch_token_scales`
+The page's JavaScript must classify and scale tokens exactly as :func:`nlft.method.scales.batch_token_scales`
 does, for any slider setting: it is run in the browser on stored probabilities and compared here.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nlft.clustering import cosine_spans, spans_to_mask, word_spans
-from nlft.saliency import page_params, write_page
-from nlft.scales import batch_token_scales
+from nlft.method.clustering import cosine_spans, spans_to_mask, word_spans
+from nlft.method.scales import batch_token_scales
+from nlft.report.saliency import page_params, write_page
 
 pytestmark = pytest.mark.browser
 
@@ -95,7 +95,7 @@ def synthetic_examples(n: int = 8, seed: int = 0) -> list[dict]:
 
 
 def python_reference(examples: list[dict], params: dict) -> list[dict]:
-    """Classes and scales from nlft.scales on the padded batch of all examples (the trainer's code path)."""
+    """Classes and scales from nlft.method.scales on the padded batch of all examples (the trainer's code path)."""
     bsz, seq = len(examples), max(len(e["tokens"]) for e in examples)
     pb, ps, pj = (torch.zeros(bsz, seq) for _ in range(3))
     mask = torch.zeros(bsz, seq, dtype=torch.bool)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nlft.scales import batch_token_scales, correct_token_scales, cut_token_scales, incorrect_token_scales
+from nlft.method.scales import batch_token_scales, correct_token_scales, cut_token_scales, incorrect_token_scales
 
 
 def test_correct_scales_by_hand():

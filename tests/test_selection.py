@@ -8,9 +8,9 @@ import pytest
 from safetensors.torch import load_file
 
 from nlft.cli import main
-from nlft.io import DataError
-from nlft.prompts import BASE_TEMPLATE
-from nlft.selection import check_validation_source, metric_name
+from nlft.tasks.prompts import BASE_TEMPLATE
+from nlft.train.selection import check_validation_source, metric_name
+from nlft.utils.files import DataError
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from nlft.cli import main
-from nlft.datasets import load_questions, parse_task
-from nlft.io import DataError
 from nlft.study import StudyConfig, cell_name, cells_of, markdown, parts, run_study
+from nlft.tasks.sources import load_questions, parse_task
+from nlft.utils.files import DataError
 
 TASK = "chain_sum:max_terms=2,max_digits=1"
 
@@ -129,8 +129,8 @@ def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsy
 
 def test_cells_travel_through_cells_jsonl(study, tmp_path):
     """A study begun on one machine continues on another: its cells.jsonl restores the finished cells."""
-    from nlft.config import PRESETS
     from nlft.study import collect, import_cells, protocol_sha
+    from nlft.train.config import PRESETS
 
     out, cfg, _ = study
     rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]

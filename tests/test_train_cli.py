@@ -11,7 +11,7 @@ from conftest import GSM8K_DIR, sample_records
 
 from nlft.cli import main
 from nlft.commands.train import TrainOptions, add_arguments, resolve_options
-from nlft.io import DataError
+from nlft.utils.files import DataError
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -186,7 +186,7 @@ def test_shipped_configs_parse(name):
 @pytest.mark.slow
 def test_train_reft_ppo(tmp_path, tiny_dir, data_file):
     """ReFT on TRL's PPO: runs where trl <= 1.12 is installed (pip install 'nlft[reft-ppo]')."""
-    from nlft.baselines import ppo_available
+    from nlft.train.baselines import ppo_available
 
     if not ppo_available():
         pytest.skip("this TRL has no PPO (trl > 1.12)")

@@ -10,8 +10,8 @@ from conftest import make_tiny_model, sample_records
 from peft import LoraConfig
 
 from nlft import NLFTConfig, NLFTTrainer
-from nlft.io import DataError
-from nlft.prompts import BASE_TEMPLATE
+from nlft.tasks.prompts import BASE_TEMPLATE
+from nlft.utils.files import DataError
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
             task_type="CAUSAL_LM")
@@ -162,7 +162,7 @@ def test_tokenizer_without_chat_template_or_pad_token(tmp_path, tokenizer):
 @pytest.mark.slow
 def test_smollm2_lora_steps(tmp_path, smollm2_path, tokenizer):
     """Real SmolLM2-135M-Instruct: a few LoRA steps change the adapter and log finite losses."""
-    from nlft.models import load_model
+    from nlft.utils.models import load_model
 
     args = make_args(tmp_path, max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3)
     trainer = NLFTTrainer(load_model(smollm2_path), args, train_dataset=sample_records(), processing_class=tokenizer,

@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from nlft.console import quiet_libraries
+    from nlft.utils.console import quiet_libraries
 
     quiet_libraries(getattr(args, "verbose", False))
-    from nlft.io import DataError
+    from nlft.utils.files import DataError
 
     try:
         return int(args._run(args) or 0)

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nlft.io import DataError, atomic_write_json, atomic_write_jsonl, read_jsonl
+from nlft.utils.files import DataError, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 # study method -> (nlft train --method, --sft-data, --preset)
 METHODS: dict[str, tuple[str, str | None, str | None]] = {
@@ -97,7 +97,7 @@ class StudyConfig:
                 raise ValueError(f"unknown study method {name!r}; choose from {', '.join(METHODS)}")
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"sizes must be positive, got {self.sizes}")
-        from nlft.evaluation import TEMPLATES
+        from nlft.eval.accuracy import TEMPLATES
 
         if self.prompt not in TEMPLATES:
             raise ValueError(f"prompt must be one of {', '.join(TEMPLATES)}, got {self.prompt!r}")
@@ -136,7 +136,7 @@ def _log(msg: str) -> None:
 
 def check_protocol(out: Path, cfg: StudyConfig) -> None:
     """Write ``study.json``, or refuse a study directory made with another protocol."""
-    from nlft.resume import check_run_args
+    from nlft.utils.resume import check_run_args
 
     out.mkdir(parents=True, exist_ok=True)
     check_run_args(out, asdict(cfg), name="study.json")
@@ -144,8 +144,8 @@ def check_protocol(out: Path, cfg: StudyConfig) -> None:
 
 def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
     """Training and held-out questions, then the base model's outputs, graded and judged (cached)."""
-    from nlft.datasets import load_questions
-    from nlft.evaluation import TEMPLATES
+    from nlft.eval.accuracy import TEMPLATES
+    from nlft.tasks.sources import load_questions
 
     data = out / part.name / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -197,15 +197,15 @@ def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
 
 
 def _eval_rows(out: Path, part: Part, name: str = "eval") -> list[dict[str, Any]]:
-    from nlft.datasets import load_questions
+    from nlft.tasks.sources import load_questions
 
     return load_questions(str(out / part.name / "data" / f"{name}.jsonl"))
 
 
 def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir: Path,
               adapter: str | None) -> dict[str, Any]:
-    from nlft.evaluation import TEMPLATES, evaluate
-    from nlft.models import load_model, load_tokenizer
+    from nlft.eval.accuracy import TEMPLATES, evaluate
+    from nlft.utils.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, adapter=adapter)
@@ -218,7 +218,7 @@ def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir:
 
 def _metrics(m: dict[str, Any]) -> dict[str, Any]:
     """An evaluation's figures for a cell's ``result.json`` (``eval_n``: questions graded; ``n`` is N)."""
-    from nlft.evaluation import intervals
+    from nlft.eval.accuracy import intervals
 
     return {"eval_n": m["n"], **{k: m[k] for k in ("accuracy_strict", "accuracy_flexible", "answered_share")},
             **intervals(m)}
@@ -306,7 +306,7 @@ def _train_and_score(out: Path, cfg: StudyConfig, part: Part, cell: Path, name: 
     result: dict[str, Any] = {"cell": name, "method": method, "n": n, "seed": seed, "train_rows": n_rows,
                               "protocol_sha": protocol_sha(cfg)}
     if preset:
-        from nlft.config import PRESETS
+        from nlft.train.config import PRESETS
 
         result["preset_settings"] = {**PRESETS[preset], **overrides}
     if n_rows == 0:
@@ -568,7 +568,7 @@ def import_cells(root: Path, cfg: StudyConfig, path: str | Path) -> int:
     settings, whose cell is not done here are written, so a study run in parts on several machines
     continues where it stopped. Returns the count.
     """
-    from nlft.config import PRESETS
+    from nlft.train.config import PRESETS
 
     sha = protocol_sha(cfg)
     count = 0

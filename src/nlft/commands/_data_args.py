@@ -85,7 +85,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, with_backend_default
 
 
 def backend_spec(args: argparse.Namespace) -> Any:
-    from nlft.pipeline import BackendSpec
+    from nlft.data.prepare import BackendSpec
 
     if args.backend == "openai":
         return BackendSpec(backend="openai", model=args.model_name or "default", base_url=args.base_url,
@@ -96,7 +96,7 @@ def backend_spec(args: argparse.Namespace) -> Any:
 
 
 def judge_spec(args: argparse.Namespace) -> Any:
-    from nlft.pipeline import BackendSpec, JudgeSpec
+    from nlft.data.prepare import BackendSpec, JudgeSpec
 
     backend = None
     if args.judge == "hf":
@@ -116,21 +116,21 @@ def judge_spec(args: argparse.Namespace) -> Any:
 
 
 def sampling_spec(args: argparse.Namespace) -> Any:
-    from nlft.pipeline import SamplingSpec
+    from nlft.data.prepare import SamplingSpec
 
     return SamplingSpec(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size)
 
 
 def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from nlft.datasets import load_questions
+    from nlft.tasks.sources import load_questions
 
     return load_questions(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit,
                           seed=args.seed, question_field=args.question_field, answer_field=args.answer_field)
 
 
 def result_arguments(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    """The arguments that decide a run's results, for :func:`nlft.resume.check_run_args`."""
+    """The arguments that decide a run's results, for :func:`nlft.utils.resume.check_run_args`."""
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
     for key in ("data_dir", "template", "input", "adapter"):
         if values.get(key):
@@ -151,8 +151,8 @@ class Timer:
 
 def write_summary(records: list[dict[str, Any]], out_dir: Path, timer: Timer) -> None:
     """Write ``summary.json`` of an NLFT file and print the summary and the file's path."""
-    from nlft.io import atomic_write_json
-    from nlft.pipeline import NLFT_FILE, SUMMARY_FILE, format_summary, summarize
+    from nlft.data.prepare import NLFT_FILE, SUMMARY_FILE, format_summary, summarize
+    from nlft.utils.files import atomic_write_json
 
     summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
     atomic_write_json(out_dir / SUMMARY_FILE, summary)

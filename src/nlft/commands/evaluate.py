@@ -51,7 +51,7 @@ def resolve_template(prompt: str) -> str:
     """'solve', 'base' or a template file path -> template text with ``{question}``."""
     from pathlib import Path
 
-    from nlft.evaluation import TEMPLATES
+    from nlft.eval.accuracy import TEMPLATES
 
     if prompt in TEMPLATES:
         return TEMPLATES[prompt]
@@ -79,7 +79,7 @@ def run_model(run_dir: str, model: str | None, adapter: str | None) -> tuple[str
     """The final ``(model, adapter)`` recorded in a run's manifest; explicit values win."""
     from pathlib import Path
 
-    from nlft.io import DataError
+    from nlft.utils.files import DataError
 
     path = Path(run_dir) / "manifest.json"
     if not path.is_file():
@@ -87,7 +87,7 @@ def run_model(run_dir: str, model: str | None, adapter: str | None) -> tuple[str
     final = json.loads(path.read_text(encoding="utf-8")).get("final")
     if not final:
         raise DataError("the run has not finished: its manifest has no final model", path=path, field="final")
-    from nlft.runs import resolve_run_path
+    from nlft.train.rundir import resolve_run_path
 
     # The manifest's paths are relative to the run directory: the command works from any folder.
     return (model or resolve_run_path(final["model"], run_dir),
@@ -97,10 +97,10 @@ def run_model(run_dir: str, model: str | None, adapter: str | None) -> tuple[str
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nlft.datasets import load_questions
-    from nlft.evaluation import METRICS, evaluate, hf_generate_fn, vllm_available, vllm_generate_fn
-    from nlft.io import DataError, atomic_write_json, lock_dir
-    from nlft.models import load_model, load_tokenizer, resolve_model_path
+    from nlft.eval.accuracy import METRICS, evaluate, hf_generate_fn, vllm_available, vllm_generate_fn
+    from nlft.tasks.sources import load_questions
+    from nlft.utils.files import DataError, atomic_write_json, lock_dir
+    from nlft.utils.models import load_model, load_tokenizer, resolve_model_path
 
     template = resolve_template(args.prompt) if args.prompt else (run_prompt(args.run) if args.run else None)
     template = template or resolve_template("solve")
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     args.model = args.model or "smollm2"
     rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed)
     if args.run:
-        from nlft.selection import check_not_validation
+        from nlft.train.selection import check_not_validation
 
         check_not_validation(args.run, rows)
     lock_dir(args.out)
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     metrics.update(model=args.model, adapter=args.adapter, data=args.data, split=args.split, backend=backend)
     atomic_write_json(Path(args.out) / METRICS, metrics)
     if args.run and Path(args.out).resolve() == (Path(args.run) / "eval").resolve():
-        from nlft.hub import write_model_card
+        from nlft.train.hub import write_model_card
 
         write_model_card(args.run)  # the card now carries the accuracy
     keys = ("accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "n")

@@ -34,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate outputs; print the output file's path."""
-    from nlft.generation import APIError
-    from nlft.io import lock_dir
-    from nlft.pipeline import OUTPUTS_FILE, TemplateSpec, generate_outputs
-    from nlft.resume import check_run_args
+    from nlft.data.generation import APIError
+    from nlft.data.prepare import OUTPUTS_FILE, TemplateSpec, generate_outputs
+    from nlft.utils.files import lock_dir
+    from nlft.utils.resume import check_run_args
 
     timer = Timer()
     out_dir = Path(args.out)

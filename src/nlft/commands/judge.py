@@ -34,11 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Judge the outputs; print the NLFT file's path and a summary."""
-    from nlft.generation import APIError
-    from nlft.grading import gold_answer
-    from nlft.io import DataError, iter_jsonl, lock_dir
-    from nlft.pipeline import NLFT_FILE, judge_outputs
-    from nlft.resume import check_run_args
+    from nlft.data.generation import APIError
+    from nlft.data.prepare import NLFT_FILE, judge_outputs
+    from nlft.tasks.grading import gold_answer
+    from nlft.utils.files import DataError, iter_jsonl, lock_dir
+    from nlft.utils.resume import check_run_args
 
     timer = Timer()
     out_dir = Path(args.out)

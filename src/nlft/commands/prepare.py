@@ -42,16 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
-    from nlft.generation import APIError
-    from nlft.io import lock_dir
-    from nlft.pipeline import (
+    from nlft.data.generation import APIError
+    from nlft.data.prepare import (
         NLFT_FILE,
         OUTPUTS_FILE,
         TemplateSpec,
         generate_outputs,
         judge_outputs,
     )
-    from nlft.resume import check_run_args
+    from nlft.utils.files import lock_dir
+    from nlft.utils.resume import check_run_args
 
     timer = Timer()
     out_dir = Path(args.out)

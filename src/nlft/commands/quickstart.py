@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the five steps; print where every result is. Returns the exit code."""
     from pathlib import Path
 
-    from nlft.io import DataError, atomic_write_jsonl, lock_dir
+    from nlft.utils.files import DataError, atomic_write_jsonl, lock_dir
 
     for name in ("train_size", "eval_size", "batch_size", "max_new_tokens", "saliency_limit"):
         if getattr(args, name) < 1:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if dataset == "gsm8k" and not args.data_dir:
         raise DataError("the quickstart reads GSM8K from disk: give --data-dir with train.jsonl and test.jsonl")
     out = lock_dir(args.out)  # one quickstart per folder at a time
-    from nlft.resume import check_run_args
+    from nlft.utils.resume import check_run_args
 
     # A rerun resumes only with the same settings: two runs are never mixed in one folder.
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress", "command") and not callable(v)}
@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     started = time.perf_counter()
 
-    from nlft.datasets import load_questions
-    from nlft.evaluation import TEMPLATES
-    from nlft.pipeline import (
+    from nlft.data.prepare import (
         BackendSpec,
         JudgeSpec,
         SamplingSpec,
@@ -100,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         judge_outputs,
         summarize,
     )
+    from nlft.eval.accuracy import TEMPLATES
+    from nlft.tasks.sources import load_questions
 
     template = TEMPLATES[args.prompt]
     # 1. Self-study data: the model answers greedily with the prompt it is trained and evaluated with (X_base).
@@ -145,11 +145,11 @@ def run(args: argparse.Namespace) -> int:
     # 3. Accuracy before and after, on held-out questions (none shares its text with a training one).
     import shutil
 
-    from nlft.evaluation import evaluate, paired_change
-    from nlft.hub import write_model_card
-    from nlft.io import read_jsonl
-    from nlft.models import load_model, load_tokenizer
-    from nlft.runs import EVAL_KEYS, append_eval_history
+    from nlft.eval.accuracy import evaluate, paired_change
+    from nlft.train.hub import write_model_card
+    from nlft.train.rundir import EVAL_KEYS, append_eval_history
+    from nlft.utils.files import read_jsonl
+    from nlft.utils.models import load_model, load_tokenizer
 
     t = _step(3, f"evaluate: base model and NLFT model on {args.eval_size} held-out questions")
     tokenizer = load_tokenizer(args.model)
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     _done(t, "accuracy: " + accuracy_line(base, tuned, change))
 
     # 4. Saliency map of training records, correct and incorrect, under the trained model.
-    from nlft.saliency import compute_token_probs, page_params, token_class_counts, write_page
+    from nlft.report.saliency import compute_token_probs, page_params, token_class_counts, write_page
 
     t = _step(4, "saliency map")
     shown = saliency_sample(records, args.saliency_limit)
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
              + ", ".join(f"{name} {counts[name]}" for name in counts if name != "tokens"))
 
     # 5. Plots.
-    from nlft.plots import plot_run
+    from nlft.report.plots import plot_run
 
     t = _step(5, "plots")
     plots = plot_run(run_dir)

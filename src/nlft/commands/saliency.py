@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure the records with the model and write the page. Returns the exit code."""
     from pathlib import Path
 
-    from nlft.io import DataError, read_jsonl
+    from nlft.utils.files import DataError, read_jsonl
 
     data = Path(args.data)
     if not data.exists():
@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise DataError("no records", path=data)
 
-    from nlft.config import NLFTConfig
-    from nlft.models import load_model, load_tokenizer
-    from nlft.saliency import saliency_map
+    from nlft.report.saliency import saliency_map
+    from nlft.train.config import NLFTConfig
+    from nlft.utils.models import load_model, load_tokenizer
 
     overrides = {k: v for k, v in {"phrase_threshold": args.phrase_threshold,
                                    "max_phrase_span": args.max_phrase_span}.items() if v is not None}

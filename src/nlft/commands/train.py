@@ -228,8 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_options(args: argparse.Namespace) -> TrainOptions:
     """Defaults < ``--config`` YAML < command-line flags. Unknown or ill-typed YAML keys raise DataError."""
-    from nlft.io import DataError
-    from nlft.runs import read_config
+    from nlft.train.rundir import read_config
+    from nlft.utils.files import DataError
 
     values: dict[str, Any] = {}
     names = [f.name for f in fields(TrainOptions)]
@@ -334,7 +334,7 @@ def _cuda() -> bool:
 
 
 def _load_records(path: str) -> list[dict[str, Any]]:
-    from nlft.io import DataError, read_jsonl
+    from nlft.utils.files import DataError, read_jsonl
 
     if not Path(path).is_file():
         raise DataError("training data file not found", path=path)
@@ -345,7 +345,7 @@ def _load_records(path: str) -> list[dict[str, Any]]:
 
 
 def _nlft_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from nlft.records import REQUIRED_FIELDS
+    from nlft.train.views import REQUIRED_FIELDS
 
     # only the fields the trainer reads: extra columns (provenance, ...) need not share one Arrow schema
     return [{k: r.get(k, None) for k in REQUIRED_FIELDS} if all(k in r for k in REQUIRED_FIELDS) else r
@@ -355,7 +355,7 @@ def _nlft_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str) -> dict[str, Any]:
     model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
     model = getattr(model, "policy", model)  # TRL's PPO wraps the policy with the value model
-    from nlft.runs import portable_path
+    from nlft.train.rundir import portable_path
 
     # Paths relative to the run directory (or absolute): the run can move and be read from anywhere.
     if hasattr(model, "peft_config"):
@@ -381,10 +381,11 @@ def train(opts: TrainOptions) -> int:
     """Run one training of ``opts.method`` into ``opts.out``; returns 0 (the exit code)."""
     import torch
 
-    from nlft.hub import data_summary, push_to_hub, write_model_card
-    from nlft.io import DataError, lock_dir
-    from nlft.models import load_model, load_tokenizer, resolve_model_path
-    from nlft.runs import EpochEvalCallback, RunRecorder, last_checkpoint
+    from nlft.train.callbacks import EpochEvalCallback
+    from nlft.train.hub import data_summary, push_to_hub, write_model_card
+    from nlft.train.rundir import RunRecorder, last_checkpoint
+    from nlft.utils.files import DataError, lock_dir
+    from nlft.utils.models import load_model, load_tokenizer, resolve_model_path
 
     run_dir = Path(opts.out)
     checkpoint = last_checkpoint(run_dir) if run_dir.is_dir() else None
@@ -394,7 +395,7 @@ def train(opts: TrainOptions) -> int:
         raise DataError("the run directory already holds a run: add --resume to continue it, or choose another --out",
                         path=run_dir)
     if opts.keep == "best":
-        from nlft.selection import check_validation_source
+        from nlft.train.selection import check_validation_source
 
         if not opts.eval_each_epoch:
             raise DataError("--keep best needs --eval-each-epoch (the per-epoch accuracy it chooses by)", field="keep")
@@ -408,7 +409,7 @@ def train(opts: TrainOptions) -> int:
         return 0
     records = _load_records(opts.data)
     if opts.method in ("nlft", "cut"):
-        from nlft.records import validate_records
+        from nlft.train.views import validate_records
 
         # Here, where the file is known, so that a bad row is reported by file name.
         validate_records(records, source=opts.data, needs_judgment=True)
@@ -430,13 +431,13 @@ def train(opts: TrainOptions) -> int:
     recorder.manifest["data"] = data_summary(opts.data, records)
     if opts.eval_each_epoch:
         from nlft.commands.evaluate import resolve_template
-        from nlft.datasets import load_questions
+        from nlft.tasks.sources import load_questions
 
         eval_rows = load_questions(opts.eval_data, data_dir=opts.eval_data_dir, split=opts.eval_split,
                                    limit=opts.eval_limit, seed=opts.seed)
         epoch_eval = EpochEvalCallback
         if opts.keep == "best":
-            from nlft.selection import BestEpochCallback, write_validation
+            from nlft.train.selection import BestEpochCallback, write_validation
 
             epoch_eval = BestEpochCallback
             split = None if Path(opts.eval_data).is_file() else opts.eval_split
@@ -456,9 +457,9 @@ def train(opts: TrainOptions) -> int:
 
     method = opts.method
     if method in ("nlft", "cut"):
-        from nlft.config import NLFTConfig
-        from nlft.monitor import DriftMonitor
-        from nlft.trainer import NLFTTrainer
+        from nlft.train.config import NLFTConfig
+        from nlft.train.monitor import DriftMonitor
+        from nlft.train.trainer import NLFTTrainer
 
         monitor = DriftMonitor(opts.drift_factor, opts.drift_action)
         callbacks.append(monitor)
@@ -504,9 +505,9 @@ def training_prompt(records: list[dict[str, Any]], opts: TrainOptions) -> tuple[
     The records' prompt is the one their outputs were generated with (provenance); files that do
     not say get the paper's solve instruction (appendix A.2), the prompt evaluation uses by default.
     """
-    from nlft.io import DataError
-    from nlft.prompts import SOLVE_TEMPLATE
-    from nlft.records import generation_prompt
+    from nlft.tasks.prompts import SOLVE_TEMPLATE
+    from nlft.train.views import generation_prompt
+    from nlft.utils.files import DataError
 
     if opts.base_template:
         path = Path(opts.base_template)
@@ -525,7 +526,7 @@ def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[d
     """TRL's SFTTrainer (``loss_type="dft"``: Dynamic Fine-Tuning, tokens weighted by their detached probability)."""
     from trl import SFTConfig
 
-    from nlft.baselines import make_sft_trainer
+    from nlft.train.baselines import make_sft_trainer
 
     cfg = SFTConfig(**common_args(opts, out, epochs=epochs), max_length=opts.max_length, packing=False,
                     completion_only_loss=True, loss_type=loss_type)
@@ -537,8 +538,8 @@ def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[d
 
 def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str,
                  resolved: dict[str, Any], recorder: Any, checkpoint: str | None) -> dict[str, Any]:
-    from nlft.runs import write_config
-    from nlft.train_logging import use_progress_line
+    from nlft.train.progress import use_progress_line
+    from nlft.train.rundir import write_config
 
     write_config(run_dir, resolved)
     recorder.manifest["trainer_args"] = trainer.args.to_dict()
@@ -546,7 +547,7 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
     result = trainer.train(resume_from_checkpoint=checkpoint if opts.resume else None)
     recorder.add_metrics({f"train/{k}": v for k, v in result.metrics.items()})
     if opts.keep == "best":
-        from nlft.selection import load_best
+        from nlft.train.selection import load_best
 
         load_best(trainer)
     return _save_final(trainer, tokenizer, run_dir, opts, base_model)
@@ -578,7 +579,7 @@ def _record_monitor(recorder: Any, monitor: Any) -> None:
 
 def _record_kept(recorder: Any, trainer: Any, run_dir: Path, opts: TrainOptions) -> None:
     """Which epoch ``--keep best`` kept (epoch, step, metric, value, n) into the manifest, and say so."""
-    from nlft.selection import announce, kept_epoch, last_eval
+    from nlft.train.selection import announce, kept_epoch, last_eval
 
     kept = kept_epoch(run_dir, trainer.state.best_global_step, opts.best_metric)
     recorder.manifest["kept"] = {"keep": "best", **(kept or {"epoch": None})}
@@ -590,9 +591,9 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
                 callbacks: list[Any], recorder: Any, resolved: dict[str, Any], fresh_model: Any,
                 checkpoint: str | None, template: str) -> dict[str, Any]:
     """ReFT: SFT warm-up (merged into the weights, saved under warmup/model), then PPO or GRPO with a new LoRA."""
-    from nlft.baselines import make_grpo_trainer, make_ppo_trainer, ppo_available
-    from nlft.runs import write_config
-    from nlft.train_logging import use_progress_line
+    from nlft.train.baselines import make_grpo_trainer, make_ppo_trainer, ppo_available
+    from nlft.train.progress import use_progress_line
+    from nlft.train.rundir import write_config
 
     algo = opts.reft_algo
     if algo == "auto":
@@ -609,7 +610,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
         use_progress_line(trainer, "reft warm-up", progress=not opts.no_progress)
         warm_ckpt = None
         if opts.resume:
-            from nlft.runs import last_checkpoint
+            from nlft.train.rundir import last_checkpoint
 
             warm_ckpt = last_checkpoint(warm_dir)
         trainer.train(resume_from_checkpoint=warm_ckpt)
@@ -663,7 +664,7 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
 
 def _plots(run_dir: Path) -> None:
     try:
-        from nlft.plots import plot_run
+        from nlft.report.plots import plot_run
     except ImportError:
         return
     try:

@@ -48,7 +48,7 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, compleme
         index: ``(...)`` long token ids to read.
         complement: also return ``log(1 - P)`` of the same tokens, computed stably: for P >= 1/2
             as ``logsumexp`` over the other tokens minus ``logsumexp`` over all (exact gradient even
-            where P rounds to 1; see :mod:`nlft.loss`), below as ``log1p(-P)``.
+            where P rounds to 1; see :mod:`nlft.method.loss`), below as ``log1p(-P)``.
 
     Returns:
         ``(...)`` float32 log-probabilities of ``index``; with ``complement``, the pair
@@ -100,7 +100,7 @@ def view_logps(
         return_hidden: also return the last hidden states of the response tokens (the token's own
             position), for phrase clustering.
         complement: also return ``log(1 - P)`` of each response token, computed from the logits
-            (the stable unlikelihood term of :mod:`nlft.loss`).
+            (the stable unlikelihood term of :mod:`nlft.method.loss`).
 
     Returns:
         ``(logps, hidden)``: ``(B, R)`` float32 log-probabilities (0 on padding), and ``(B, R, H)``

@@ -5,11 +5,11 @@ The model runs once per record, measuring for each response token ``t``:
 - ``p_base``, ``p_std``, ``p_judge``: its probability under the three views (``p_judge`` only for
   incorrect outputs, which have a judgment);
 - its phrase span ``(lo, hi)`` under the cosine rule (hidden states of the X_base view) and under
-  the word rule. Spans do not depend on the thresholds (see :mod:`nlft.clustering`).
+  the word rule. Spans do not depend on the thresholds (see :mod:`nlft.method.clustering`).
 
 These numbers are stored in the page. Its JavaScript recomputes the token classes (saliency,
 sub-saliency, irrelevant; erroneous, near-error) and scales exactly as
-:func:`nlft.scales.batch_token_scales` does, so the thresholds and exponents can be tuned with
+:func:`nlft.method.scales.batch_token_scales` does, so the thresholds and exponents can be tuned with
 sliders without running the model again. The page needs no server and no network.
 """
 
@@ -34,7 +34,7 @@ PAGE_PARAMS = ("p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant
 
 
 def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
-    """The page's starting hyperparameters, from an :class:`nlft.config.NLFTConfig` (or its defaults).
+    """The page's starting hyperparameters, from an :class:`nlft.train.config.NLFTConfig` (or its defaults).
 
     Returns a dict with ``p0_correct``, ``c1``, ``c2``, ``c3``, ``r0``, ``p0_incorrect``,
     ``irrelevant`` (``"zero"``/``"reference"``/``"likelihood"``), ``max_error_fraction``, ``phrase_rule``
@@ -42,7 +42,7 @@ def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
     """
     import dataclasses
 
-    from nlft.config import NLFTConfig
+    from nlft.train.config import NLFTConfig
 
     if config is None:
         values = {f.name: f.default for f in dataclasses.fields(NLFTConfig) if f.name in PAGE_PARAMS}
@@ -52,7 +52,7 @@ def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
     values["irrelevant"] = values.pop("irrelevant_incorrect")
     if values["phrase_rule"] not in ("cosine", "word", "none"):
         raise ValueError(f"phrase_rule must be 'cosine', 'word' or 'none', got {values['phrase_rule']!r}")
-    from nlft.scales import IRRELEVANT_RULES
+    from nlft.method.scales import IRRELEVANT_RULES
 
     if values["irrelevant"] not in IRRELEVANT_RULES:
         raise ValueError(f"irrelevant must be one of {', '.join(IRRELEVANT_RULES)}, got {values['irrelevant']!r}")
@@ -69,14 +69,14 @@ def token_class_counts(examples: Sequence[dict[str, Any]], params: dict[str, Any
     defaults). Classes as on the page: a correct output's tokens are ``saliency``, ``sub-saliency``
     (in the phrase of a saliency token) or ``irrelevant``; an incorrect output's are ``erroneous``,
     ``near-error`` (in the phrase of an erroneous token) or ``irrelevant``. Counts come from
-    :func:`nlft.scales.batch_token_scales`, one example at a time.
+    :func:`nlft.method.scales.batch_token_scales`, one example at a time.
 
     Returns ``{class: count}`` over :data:`TOKEN_CLASSES`, plus ``"tokens"`` (all response tokens).
     """
     import torch
 
-    from nlft.clustering import spans_to_mask
-    from nlft.scales import batch_token_scales
+    from nlft.method.clustering import spans_to_mask
+    from nlft.method.scales import batch_token_scales
 
     params = params or page_params()
     counts = dict.fromkeys(TOKEN_CLASSES, 0)
@@ -146,8 +146,8 @@ def compute_token_probs(
     """Per-token view probabilities and phrase spans of NLFT records, ready for the page.
 
     The model runs in eval mode under ``no_grad``; P_base and the hidden states come from the X_base
-    view (:func:`nlft.logps.view_logps`), P_std and P_judge from the measurement views
-    (:func:`nlft.trainer.measure_views`), with the prompt templates of ``config``. Over-long records
+    view (:func:`nlft.method.logps.view_logps`), P_std and P_judge from the measurement views
+    (:func:`nlft.train.trainer.measure_views`), with the prompt templates of ``config``. Over-long records
     lose the end of their output (``truncation="response"``).
 
     Args:
@@ -155,7 +155,7 @@ def compute_token_probs(
         tokenizer: its tokenizer.
         records: NLFT records (``question``, ``reference``, ``output``, ``correct``, ``judgment``;
             ``id`` is kept when present). Every incorrect output needs a judgment.
-        config: an :class:`nlft.config.NLFTConfig` (templates, ``phrase_threshold``,
+        config: an :class:`nlft.train.config.NLFTConfig` (templates, ``phrase_threshold``,
             ``max_phrase_span``); None uses the defaults.
         batch_size: records per forward pass.
         max_length: prompt + output token limit (None: the config's, else 4096).
@@ -171,11 +171,11 @@ def compute_token_probs(
     import torch
     from tqdm.auto import tqdm
 
-    from nlft.clustering import cosine_spans, word_spans
-    from nlft.config import NLFTConfig
-    from nlft.logps import IGNORE_INDEX, view_logps
-    from nlft.records import check_length, tokenize_record, validate_records
-    from nlft.trainer import NLFTCollator, measure_views
+    from nlft.method.clustering import cosine_spans, word_spans
+    from nlft.method.logps import IGNORE_INDEX, view_logps
+    from nlft.train.config import NLFTConfig
+    from nlft.train.trainer import NLFTCollator, measure_views
+    from nlft.train.views import check_length, tokenize_record, validate_records
 
     if config is None:
         config = NLFTConfig(output_dir=str(Path.cwd() / "nlft-output"), report_to=[])
@@ -183,7 +183,7 @@ def compute_token_probs(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     records = list(records)
     validate_records(records, source=source, needs_judgment=True)
-    from nlft.trainer import NLFTTrainer
+    from nlft.train.trainer import NLFTTrainer
 
     NLFTTrainer._resolve_prompt(config, records)  # X_base: the prompt the outputs were generated with
     if tokenizer.pad_token_id is None:
@@ -251,7 +251,7 @@ def render_page(examples: Sequence[dict[str, Any]], params: dict[str, Any] | Non
         title: the page title.
         meta: free-form facts shown in the header (model, adapter, data file).
     """
-    template = resources.files("nlft").joinpath("saliency_template.html").read_text(encoding="utf-8")
+    template = resources.files("nlft.report").joinpath("saliency_template.html").read_text(encoding="utf-8")
     payload = {"examples": list(examples), "params": params or page_params(), "meta": meta or {}}
     # Inside <script>, "</script>" or "<!--" in a model's output would end the block: escape every "<".
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
@@ -262,7 +262,7 @@ def render_page(examples: Sequence[dict[str, Any]], params: dict[str, Any] | Non
 def write_page(path: str | Path, examples: Sequence[dict[str, Any]], params: dict[str, Any] | None = None, *,
                title: str = "NLFT saliency map", meta: dict[str, Any] | None = None) -> Path:
     """Render the page (:func:`render_page`) and write it atomically to ``path``; returns the path."""
-    from nlft.io import atomic_write_text
+    from nlft.utils.files import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, render_page(examples, params, title=title, meta=meta))

@@ -9,9 +9,7 @@ A run directory holds::
     checkpoint-*/        Trainer checkpoints (resumable)
     adapter / model      the final weights
 
-Peak memory is the GPU's ``torch.cuda.max_memory_allocated`` (reset at every epoch) when training on
-a GPU, and the process's resident set size otherwise, sampled in a background thread so that each
-epoch gets its own peak.
+Peak memory per epoch comes from :class:`nlft.train.memory.PeakMemory`.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +26,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from nlft.io import append_jsonl, atomic_write_json, atomic_write_text
+from nlft.train.memory import PeakMemory
+from nlft.utils.files import append_jsonl, atomic_write_json, atomic_write_text
 
 PACKAGES = ("nlft", "torch", "transformers", "peft", "accelerate", "datasets", "trl", "vllm")
 LOG_HISTORY = "log_history.jsonl"
@@ -95,66 +93,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def current_rss_bytes() -> int:
-    """Resident set size of this process now (psutil), or its lifetime peak when psutil is missing."""
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-class PeakMemory:
-    """Peak memory over a stretch of time: GPU allocated memory on CUDA, process RSS otherwise.
-
-    Use as ``m.start()`` ... ``m.stop() -> (kind, peak_bytes)``. The CPU peak is sampled every
-    ``interval`` seconds by a daemon thread (plus once at start and stop).
-    """
-
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval = interval
-        self._peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def kind() -> str:
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu_rss"
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, current_rss_bytes())
-
-    def start(self) -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-            return
-        self._peak = current_rss_bytes()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> tuple[str, int]:
-        import torch
-
-        if torch.cuda.is_available():
-            return "gpu", int(max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())))
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._peak = max(self._peak, current_rss_bytes())
-        return "cpu_rss", self._peak
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -183,7 +121,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML config file into a dict (an empty file gives ``{}``)."""
     import yaml
 
-    from nlft.io import DataError
+    from nlft.utils.files import DataError
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -288,53 +226,6 @@ class RunRecorder(TrainerCallback):
 def append_eval_history(run_dir: str | os.PathLike, epoch: float, metrics: dict[str, Any]) -> None:
     """Append one evaluation (``epoch``, ``accuracy_strict``, ``accuracy_flexible``, ``n`` ...) to the run."""
     append_jsonl(Path(run_dir) / EVAL_HISTORY, [{"epoch": epoch, **_jsonable(metrics)}])
-
-
-class EpochEvalCallback(TrainerCallback):
-    """After every epoch: accuracy with :func:`nlft.evaluation.evaluate` into ``<run>/eval/epoch-N``.
-
-    Each evaluation is appended to ``eval_history.jsonl`` (``epoch``, ``global_step``,
-    ``accuracy_strict``, ``ci95_strict``, ``accuracy_flexible``, ``ci95_flexible``, ``n``) and kept in
-    ``self.last``. ``eval_kwargs`` go to :func:`~nlft.evaluation.evaluate`
-    (batch_size, max_new_tokens, temperature, seed, template, ...).
-
-    ``merge_adapter=True`` generates with a merged copy of a PEFT model (LoRA folded into the
-    weights: faster decoding, and the same weights ``nlft eval`` would use), leaving the model being
-    trained untouched; the copy costs the model's memory once more while it lives.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike, tokenizer: Any, rows: list[dict[str, Any]], *,
-                 merge_adapter: bool = False, **eval_kwargs: Any) -> None:
-        self.run_dir = Path(run_dir)
-        self.tokenizer = tokenizer
-        self.rows = rows
-        self.merge_adapter = merge_adapter
-        self.eval_kwargs = eval_kwargs
-        self.last: dict[str, Any] | None = None
-
-    def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        from nlft.evaluation import evaluate
-
-        epoch = round(state.epoch or 0.0, 2)
-        was_training = model.training
-        eval_model = model
-        if self.merge_adapter and hasattr(model, "merge_and_unload"):
-            import copy
-
-            import torch
-
-            with torch.no_grad():
-                eval_model = copy.deepcopy(model).merge_and_unload()
-        try:
-            metrics = evaluate(eval_model, self.tokenizer, self.rows,
-                               out_dir=self.run_dir / "eval" / f"epoch-{epoch:g}", progress=False, **self.eval_kwargs)
-        finally:
-            del eval_model
-            model.train(was_training)
-        self.last = {"global_step": state.global_step, **{k: metrics[k] for k in EVAL_KEYS}}
-        append_eval_history(self.run_dir, epoch, self.last)
-        print(f"epoch {epoch:g}: accuracy strict {metrics['accuracy_strict']:.2%}, flexible "
-              f"{metrics['accuracy_flexible']:.2%} (n={metrics['n']})", file=sys.stderr)
 
 
 def portable_path(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:

@@ -13,8 +13,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from nlft.grading import gold_answer, normalize_number
-from nlft.io import DataError, iter_jsonl
+from nlft.tasks.grading import gold_answer, normalize_number
+from nlft.utils.files import DataError, iter_jsonl
 
 # Offline, seeded generators of reasoning-gym: arithmetic word problems and plain arithmetic.
 REASONING_GYM_TASKS = ("gsm_symbolic", "chain_sum", "basic_arithmetic")
@@ -41,7 +41,7 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
     ``limit`` keeps the first ``limit`` rows (file order, so a run is repeatable).
 
     Returns rows ``{"id", "question", "reference", "gold"}``; a malformed row raises
-    :class:`~nlft.io.DataError` naming the file, line and field.
+    :class:`~nlft.utils.files.DataError` naming the file, line and field.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")

@@ -7,8 +7,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from nlft.prompts import JUDGE_VIEW, STANDARD_VIEW
-from nlft.scales import IRRELEVANT_RULES
+from nlft.method.scales import IRRELEVANT_RULES
+from nlft.tasks.prompts import JUDGE_VIEW, STANDARD_VIEW
 
 # Named settings of the NLFT loss. "paper" is the published method exactly (the NLFTConfig
 # defaults). "robust" keeps the paper's token selection and scales, and adds what unlikelihood

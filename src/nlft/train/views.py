@@ -4,7 +4,7 @@ A record has ``question``, ``reference``, ``output``, ``correct`` (bool) and ``j
 None for a correct output). Tokenization keeps the response tokens identical in every view: the
 prompt of each view and the response are tokenized separately and concatenated. X_standard and
 X_judge are X_base's prompt with the standard answer or the judgment after the question
-(:func:`nlft.prompts.view_text`).
+(:func:`nlft.tasks.prompts.view_text`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from nlft.clustering import word_ids_from_offsets
-from nlft.io import DataError
-from nlft.prompts import JUDGE_VIEW, STANDARD_VIEW, prompt_ids, render, view_text
+from nlft.method.clustering import word_ids_from_offsets
+from nlft.tasks.prompts import JUDGE_VIEW, STANDARD_VIEW, prompt_ids, render, view_text
+from nlft.utils.files import DataError
 
 REQUIRED_FIELDS = ("question", "reference", "output", "correct", "judgment")
 
@@ -89,14 +89,14 @@ def tokenize_record(
     ``base_template`` is X_base's prompt (``{question}``; None: the paper's solve instruction, A.2);
     ``standard_template`` and
     ``judge_template`` are the view texts appended to the question in it (or whole prompts when
-    they hold ``{question}``, see :func:`nlft.prompts.view_text`).
+    they hold ``{question}``, see :func:`nlft.tasks.prompts.view_text`).
 
     Returns a dict with ``base_prompt_ids``, ``std_prompt_ids`` (empty unless ``"standard"`` in
     views), ``judge_prompt_ids`` (empty for a correct output or unless ``"judge"`` in views),
     ``response_ids``, ``word_ids`` and ``correct``.
     """
     if base_template is None:
-        from nlft.prompts import SOLVE_TEMPLATE
+        from nlft.tasks.prompts import SOLVE_TEMPLATE
 
         base_template = SOLVE_TEMPLATE
     fields = {"question": row["question"], "reference": row["reference"], "judgment": row.get("judgment") or ""}
@@ -146,7 +146,7 @@ def check_length(tokens: dict[str, Any], index: int, max_length: int, *, truncat
 def _known_templates() -> dict[str, str]:
     import hashlib
 
-    from nlft.prompts import BASE_TEMPLATE, BRIEF_TEMPLATE, SOLVE_TEMPLATE
+    from nlft.tasks.prompts import BASE_TEMPLATE, BRIEF_TEMPLATE, SOLVE_TEMPLATE
 
     return {hashlib.sha256(t.encode("utf-8")).hexdigest(): t for t in (SOLVE_TEMPLATE, BASE_TEMPLATE, BRIEF_TEMPLATE)}
 

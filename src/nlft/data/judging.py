@@ -15,8 +15,8 @@ import re
 from fractions import Fraction
 from typing import Any, NamedTuple
 
-from nlft.grading import extract_answer, normalize_number
-from nlft.prompts import CORRECT_JUDGMENT, JUDGE_INSTRUCTION, render
+from nlft.tasks.grading import extract_answer, normalize_number
+from nlft.tasks.prompts import CORRECT_JUDGMENT, JUDGE_INSTRUCTION, render
 
 _ANNOTATION_RE = re.compile(r"<<([^<>=]+)=([^<>]*)>>")
 _NUM = r"\$?\d[\d,]*(?:\.\d+)?%?"
@@ -150,7 +150,7 @@ def calculator_judgment(output: str, reference: str, gold: str) -> str:
     """A plain-words judgment of ``output`` against ``reference``: wrong steps and the final answer.
 
     Always non-empty. For a correct output whose steps all check out it is
-    :data:`nlft.prompts.CORRECT_JUDGMENT`.
+    :data:`nlft.tasks.prompts.CORRECT_JUDGMENT`.
     """
     sentences: list[str] = []
     steps, annotated = find_steps(output)

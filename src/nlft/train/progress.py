@@ -74,7 +74,7 @@ def use_progress_line(trainer: Any, label: str = "train", *, progress: bool = Tr
     """
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from nlft.console import verbose
+    from nlft.utils.console import verbose
 
     if not verbose():
         trainer.remove_callback(ProgressCallback)

@@ -167,7 +167,7 @@ def cut_token_scales(
     Tokens whose probability rises under the judgment, ``p_judge / p_base > threshold``, are the
     mistakes: weight ``weight_unlike``, trained with unlikelihood. Every other token is trained with
     likelihood, weight 1 (CUT does not leave them out). CUT's second term, the likelihood of the
-    output under the judgment prompt, is not a weight on X_base: see :func:`nlft.loss.cut_loss`.
+    output under the judgment prompt, is not a weight on X_base: see :func:`nlft.method.loss.cut_loss`.
 
     Args:
         p_base, p_judge: ``(...)`` probabilities of the response tokens.
@@ -220,7 +220,7 @@ def batch_token_scales(
             not need a view may hold anything there).
         correct: ``(B,)`` bool, whether each output is correct.
         response_mask: ``(B, T)`` bool, real response tokens.
-        spans: ``(lo, hi)`` ``(B, T)`` phrase spans (see :mod:`nlft.clustering`), or None for no
+        spans: ``(lo, hi)`` ``(B, T)`` phrase spans (see :mod:`nlft.method.clustering`), or None for no
             phrase tokens.
         loss_type: ``"nlft"`` (paper), ``"cut"`` (CUT's weights on X_base, see
             :func:`cut_token_scales`; likelihood on correct outputs) or ``"nll"`` (scale 1 on every
@@ -233,7 +233,7 @@ def batch_token_scales(
     Returns:
         :class:`TokenScales`; every field is zero / False outside the response.
     """
-    from nlft.clustering import spans_to_mask
+    from nlft.method.clustering import spans_to_mask
 
     mask = response_mask.to(torch.bool)
     row_correct = correct.to(torch.bool)[:, None].expand_as(mask)

@@ -1,6 +1,6 @@
 """Pictures and summaries of run directories: training curves, token-class shares, accuracy, comparisons.
 
-A run directory (see :mod:`nlft.runs`) may hold ``log_history.jsonl`` (Trainer log entries: ``step``,
+A run directory (see :mod:`nlft.train.rundir`) may hold ``log_history.jsonl`` (Trainer log entries: ``step``,
 ``epoch``, ``loss``, ``nlft/mean_scale``, ``nlft/saliency_share``, ``nlft/sub_saliency_share``,
 ``nlft/erroneous_share`` ...), ``eval_history.jsonl`` (``epoch``, ``accuracy_strict`` ...),
 ``manifest.json`` (``method``, per-epoch ``wall_time_s`` and ``peak_memory_bytes``,
@@ -26,13 +26,13 @@ ACCURACY_KEYS = ("accuracy_strict", "eval_accuracy_strict", "accuracy")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    from nlft.io import read_jsonl
+    from nlft.utils.files import read_jsonl
 
     return read_jsonl(path, tolerate_torn_tail=True) if path.exists() else []
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from nlft.io import DataError
+    from nlft.utils.files import DataError
 
     if not path.exists():
         return {}
@@ -203,7 +203,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     if wall is None:
         wall = next((_number(r.get("train_runtime")) for r in reversed(log) if _number(r.get("train_runtime"))), None)
     peaks = [p for p in (_number(e.get("peak_memory_bytes")) for e in epochs) if p is not None]
-    from nlft.evaluation import intervals
+    from nlft.eval.accuracy import intervals
 
     ci = intervals(metrics) if metrics else {"ci95_strict": None, "ci95_flexible": None}
     return {"run": run.name, "method": method, "final_loss": final_loss, "accuracy": accuracy, **ci,

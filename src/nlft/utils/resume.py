@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nlft.io import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
+from nlft.utils.files import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
 
 ProcessFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
@@ -27,7 +27,7 @@ def run_resumable(items: Sequence[dict[str, Any]], process: ProcessFn, out_path:
     ``process(chunk)`` returns one row per item of ``chunk``, in order, each with the item's ``key``.
     Rows already in ``out_path`` (from an earlier, interrupted run) are kept and not recomputed. A row
     in the file whose key is not among the items, or a key present twice, raises
-    :class:`~nlft.io.DataError` (the file belongs to another run). Returns all rows in item order.
+    :class:`~nlft.utils.files.DataError` (the file belongs to another run). Returns all rows in item order.
     """
     from tqdm.auto import tqdm
 
@@ -69,7 +69,7 @@ def check_run_args(out_dir: str | os.PathLike, args: dict[str, Any], *, name: st
     """Store the arguments that decide a run's results in ``out_dir/name``; refuse different ones later.
 
     The first run writes the file. A rerun with the same arguments resumes; with different arguments
-    it raises :class:`~nlft.io.DataError` listing what changed, rather than mixing two runs in one file.
+    it raises :class:`~nlft.utils.files.DataError` listing what changed, rather than mixing two runs in one file.
     """
     path = Path(out_dir) / name
     canonical = json.loads(json.dumps(args, default=str))

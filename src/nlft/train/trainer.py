@@ -11,13 +11,13 @@ from typing import Any, ClassVar
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from nlft.clustering import cosine_spans, word_spans
-from nlft.config import NLFTConfig
-from nlft.io import DataError
-from nlft.logps import IGNORE_INDEX, pad_views, view_logps
-from nlft.loss import cut_loss, kl_penalty, nlft_loss, token_mean
-from nlft.records import REQUIRED_FIELDS, check_length, generation_prompt, tokenize_record, validate_records
-from nlft.scales import TokenScales, batch_token_scales, class_balance_weights
+from nlft.method.clustering import cosine_spans, word_spans
+from nlft.method.logps import IGNORE_INDEX, pad_views, view_logps
+from nlft.method.loss import cut_loss, kl_penalty, nlft_loss, token_mean
+from nlft.method.scales import TokenScales, batch_token_scales, class_balance_weights
+from nlft.train.config import NLFTConfig
+from nlft.train.views import REQUIRED_FIELDS, check_length, generation_prompt, tokenize_record, validate_records
+from nlft.utils.files import DataError
 
 STD, JUDGE = 0, 1
 # P_std / P_judge of every training row ('cached' and 'per_epoch'), saved in each checkpoint.
@@ -30,7 +30,7 @@ class NLFTCollator:
     """Pads tokenized records into the base-view batch and, when asked, one batch of measurement views.
 
     The base view becomes ``input_ids`` / ``attention_mask`` ``(B, P + R)`` and ``labels`` ``(B, R)``
-    (the response tokens, -100 on padding; see :mod:`nlft.logps` for the layout). The measurement
+    (the response tokens, -100 on padding; see :mod:`nlft.method.logps` for the layout). The measurement
     views of all rows (X_standard, and X_judge for incorrect outputs) are stacked into one batch
     ``view_input_ids`` / ``view_attention_mask`` ``(V, P' + R)`` with ``view_row`` ``(V,)`` (the
     row each view belongs to) and ``view_kind`` ``(V,)`` (0 standard, 1 judge).
@@ -151,7 +151,7 @@ class NLFTTrainer(Trainer):
     """Trainer for Natural Language Fine-Tuning (and the CUT / plain-likelihood losses on the same machinery).
 
     Args:
-        model: a causal LM, or a name / path loaded with :func:`nlft.models.load_model`.
+        model: a causal LM, or a name / path loaded with :func:`nlft.utils.models.load_model`.
         args: an :class:`NLFTConfig`.
         train_dataset: a ``datasets.Dataset`` (or list of dicts) with columns ``question``,
             ``reference``, ``output``, ``correct`` (bool) and ``judgment`` (str or None).
@@ -174,7 +174,7 @@ class NLFTTrainer(Trainer):
         callbacks: list[TrainerCallback] | None = None,
         **kwargs: Any,
     ) -> None:
-        from nlft.models import load_model, load_tokenizer
+        from nlft.utils.models import load_model, load_tokenizer
 
         if args is None:
             args = NLFTConfig(output_dir="nlft-output")
@@ -221,7 +221,7 @@ class NLFTTrainer(Trainer):
             for ok, ids in zip(train_dataset["correct"], train_dataset["response_ids"]):
                 n_tokens[0 if ok else 1] += len(ids)
             self._class_weights = class_balance_weights(*n_tokens)
-        from nlft.monitor import DriftMonitor  # on by default; a DriftMonitor in `callbacks` sets its options
+        from nlft.train.monitor import DriftMonitor  # on by default; a DriftMonitor in `callbacks` sets its options
 
         if not any(isinstance(cb, DriftMonitor) for cb in self.callback_handler.callbacks):
             self.add_callback(DriftMonitor())
@@ -241,7 +241,7 @@ class NLFTTrainer(Trainer):
         ``use_chat_template`` left at None follows the provenance too (a file generated without the
         chat template trains without it).
         """
-        from nlft.prompts import SOLVE_TEMPLATE
+        from nlft.tasks.prompts import SOLVE_TEMPLATE
 
         if args.base_template is not None:  # set explicitly: the records' prompts are not read
             return
@@ -474,7 +474,7 @@ class NLFTTrainer(Trainer):
 
     def _cut_loss(self, model: Any, inputs: dict[str, torch.Tensor], response_mask: torch.Tensor,
                   correct: torch.Tensor, num_items_in_batch: Any) -> tuple[torch.Tensor, TokenScales, torch.Tensor]:
-        """CUT as published (:func:`nlft.loss.cut_loss`): X_base and X_judge both with gradients."""
+        """CUT as published (:func:`nlft.method.loss.cut_loss`): X_base and X_judge both with gradients."""
         args: NLFTConfig = self.args
         need_ul = bool((~correct).any())
         out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul)
@@ -524,7 +524,7 @@ class NLFTTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        from nlft.train_logging import gather_metric_means
+        from nlft.train.progress import gather_metric_means
 
         # means over every process's batches (a collective: every process calls log)
         metrics = gather_metric_means(self._metrics[mode], self.accelerator)

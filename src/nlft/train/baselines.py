@@ -1,13 +1,13 @@
 """Baselines of the paper on TRL: SFT (SFTTrainer) and ReFT (PPO, or GRPO) with the rule-based reward.
 
 Both read the same NLFT data file as NLFT itself, and see the same prompt: the X_base prompt of
-:mod:`nlft.prompts` through the chat template, tokenized exactly as :func:`nlft.records.tokenize_record`
+:mod:`nlft.tasks.prompts` through the chat template, tokenized exactly as :func:`nlft.train.views.tokenize_record`
 tokenizes it for NLFT. So SFT on ``outputs`` and NLFT differ only in the per-token weights of the loss.
 
 - SFT, ``data="outputs"``: the correct outputs NLFT trains on (the fair baseline; see the method
   spec's critique). ``data="reference"``: the gold solutions of every question (the paper's SFT).
 - ReFT (Luong et al. 2024): SFT warm-up, then reinforcement learning with the reward
-  :func:`nlft.grading.reft_reward` (1 correct, 0.1 wrong but extractable, 0 otherwise) and a KL
+  :func:`nlft.tasks.grading.reft_reward` (1 correct, 0.1 wrong but extractable, 0 otherwise) and a KL
   penalty towards the warm-up model. ``algo="ppo"`` uses TRL's PPO (``trl.experimental.ppo``, removed
   after trl 1.12: install ``nlft[reft-ppo]``); ``algo="grpo"`` uses TRL's GRPOTrainer.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from nlft.io import DataError
-from nlft.prompts import BASE_TEMPLATE, plain_prompt, prompt_ids, render, uses_chat
+from nlft.tasks.prompts import BASE_TEMPLATE, plain_prompt, prompt_ids, render, uses_chat
+from nlft.utils.files import DataError
 
 SFT_DATA_MODES = ("outputs", "reference")
 REFT_ALGOS = ("grpo", "ppo")
@@ -64,11 +64,11 @@ def sft_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, mode: str 
 
     Columns: ``input_ids`` (prompt + completion + EOS) and ``completion_mask`` (1 on completion
     tokens), so that SFTTrainer with ``completion_only_loss=True`` trains on the completion only.
-    The tokens are those of NLFT's base view (:func:`nlft.records.tokenize_record`).
+    The tokens are those of NLFT's base view (:func:`nlft.train.views.tokenize_record`).
     """
     from datasets import Dataset
 
-    from nlft.records import tokenize_record
+    from nlft.train.views import tokenize_record
 
     rows = []
     for ex in sft_examples(records, mode, source=source):
@@ -103,7 +103,7 @@ def reft_questions(records: Sequence[dict[str, Any]], *, source: str = "dataset"
 
     ``gold`` is taken from the record, or read from its ``reference`` (``#### N``).
     """
-    from nlft.grading import gold_answer, normalize_number
+    from nlft.tasks.grading import gold_answer, normalize_number
 
     out, seen = [], set()
     for i, row in enumerate(records):
@@ -138,7 +138,7 @@ def reft_reward_func(completions: Sequence[Any], gold: Sequence[str], **kwargs: 
 
     ``completions``: texts (or conversational message lists); ``gold``: the dataset column.
     """
-    from nlft.grading import reft_reward
+    from nlft.tasks.grading import reft_reward
 
     return [reft_reward(_completion_text(c), g) for c, g in zip(completions, gold, strict=True)]
 
@@ -190,7 +190,7 @@ class _RuleBackbone(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the module a device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> SimpleNamespace:
-        from nlft.grading import reft_reward
+        from nlft.tasks.grading import reft_reward
 
         rewards = torch.zeros(input_ids.shape[0], device=input_ids.device)
         for b in range(input_ids.shape[0]):

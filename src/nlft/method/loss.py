@@ -2,7 +2,7 @@
 
 Unlikelihood needs ``log(1 - P)``. Computed as ``log1p(-exp(log P))`` it loses all precision as P
 nears 1 (``exp(log P)`` rounds to 1 in float32 once ``1 - P < 6e-8``), and clamping ``1 - P`` gives
-a zero gradient exactly where the push should be strongest. :func:`nlft.logps.selective_log_softmax`
+a zero gradient exactly where the push should be strongest. :func:`nlft.method.logps.selective_log_softmax`
 therefore returns ``log(1 - P)`` computed from the logits, ``logsumexp`` over the other tokens minus
 ``logsumexp`` over all, and the losses here take it as ``log1mp``.
 """

@@ -10,7 +10,7 @@
   format, and the settings. Files written before the intervals were split hold one ``ci95``, the
   strict accuracy's; :func:`intervals` reads both kinds.
 
-Generation goes through :func:`nlft.generation.generate_hf` (left padding, KV cache) by default, or
+Generation goes through :func:`nlft.data.generation.generate_hf` (left padding, KV cache) by default, or
 any ``generate(prompts) -> outputs`` callable, e.g. the vLLM one built by :func:`vllm_generate_fn`.
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nlft.io import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
-from nlft.prompts import BASE_TEMPLATE, BRIEF_TEMPLATE, SOLVE_TEMPLATE, prompt_ids, render, uses_chat
+from nlft.tasks.prompts import BASE_TEMPLATE, BRIEF_TEMPLATE, SOLVE_TEMPLATE, prompt_ids, render, uses_chat
+from nlft.utils.files import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
@@ -73,10 +73,10 @@ def intervals(metrics: dict[str, Any]) -> dict[str, list[float] | None]:
 def eval_rows(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> list[dict[str, Any]]:
     """Normalise question rows to ``id``, ``question``, ``gold``: ``gold`` is read from ``reference`` when absent.
 
-    Accepts the rows of :func:`nlft.datasets.load_questions` and NLFT records alike; a row without
+    Accepts the rows of :func:`nlft.tasks.sources.load_questions` and NLFT records alike; a row without
     ``id`` gets its index. Raises :class:`DataError` naming the row and field.
     """
-    from nlft.grading import gold_answer, normalize_number
+    from nlft.tasks.grading import gold_answer, normalize_number
 
     out = []
     for i, row in enumerate(rows):
@@ -106,7 +106,7 @@ def eval_rows(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> lis
 
 def grade(output: str, gold: str) -> dict[str, Any]:
     """Extracted answers and correctness of one output, strict (``#### N``) and flexible (last number)."""
-    from nlft.grading import extract_answer, is_correct
+    from nlft.tasks.grading import extract_answer, is_correct
 
     return {
         "extracted": extract_answer(output, "strict"),
@@ -160,12 +160,12 @@ def paired_change(before: Sequence[dict[str, Any]], after: Sequence[dict[str, An
 
 def hf_generate_fn(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int, temperature: float,
                    top_p: float, use_chat_template: bool | None = None, share_prefix: bool = True) -> GenerateFn:
-    """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.generation.generate_hf` (left padding, KV cache).
+    """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.data.generation.generate_hf` (left padding, KV cache).
 
     ``share_prefix``: the prompt's token prefix common to all questions (instruction and few-shot
     examples) goes through the model once per evaluation; its key/value cache is reused by every batch.
     """
-    from nlft.generation import PrefixCache, generate_hf
+    from nlft.data.generation import PrefixCache, generate_hf
 
     chat = uses_chat(tokenizer, use_chat_template)
     cache = PrefixCache() if share_prefix else None
@@ -196,11 +196,11 @@ def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, ma
 
     Prompts are passed as token ids, tokenized as for the Hugging Face path and for training (chat
     template, special tokens only for plain prompts), so that both backends see identical inputs.
-    Outputs are cut after the answer line like :func:`nlft.generation.generate_hf`'s.
+    Outputs are cut after the answer line like :func:`nlft.data.generation.generate_hf`'s.
     """
     from vllm import LLM, SamplingParams
 
-    from nlft.generation import truncate_output
+    from nlft.data.generation import truncate_output
 
     lora_request = None
     kwargs: dict[str, Any] = {}
@@ -278,13 +278,13 @@ def evaluate(
         use_chat_template: wrap prompts in the tokenizer's chat template (None: when it has one).
         generate: ``generate(prompts, seeds) -> outputs``; default Hugging Face ``generate``.
         share_prefix: with the default Hugging Face ``generate``, compute the key/value cache of the
-            prompt prefix common to all questions once and reuse it (see :class:`nlft.generation.PrefixCache`).
+            prompt prefix common to all questions once and reuse it (see :class:`nlft.data.generation.PrefixCache`).
         desc: the progress bar's label ("eval: base model").
 
     Returns:
         The metrics written to ``metrics.json`` (see :func:`summarize`), with the settings.
     """
-    from nlft.generation import derive_seed
+    from nlft.data.generation import derive_seed
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

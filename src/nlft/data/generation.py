@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nlft.grading import _NUMBER
+from nlft.tasks.grading import _NUMBER
 
 # The solve instruction asks for '{analysis}\n#### {answer}'. Small models then carry on with a new
 # few-shot "Question:", so generation stops once the answer line is complete.
@@ -126,7 +126,7 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
     import torch
     from tqdm.auto import tqdm
 
-    from nlft.prompts import apply_chat
+    from nlft.tasks.prompts import apply_chat
 
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")

@@ -50,7 +50,7 @@ def data_summary(path: str | os.PathLike, rows: list[dict[str, Any]]) -> dict[st
 
 def hub_model_id(model: str | None) -> str | None:
     """The Hub id of a base model (``smollm2`` -> SmolLM2's), or None for a local folder."""
-    from nlft.models import SMOLLM2_ALIASES
+    from nlft.utils.models import SMOLLM2_ALIASES
 
     if model is None or model in SMOLLM2_ALIASES:
         return SMOLLM2_HUB_ID
@@ -77,7 +77,7 @@ def model_card(run_dir: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """``(metadata, markdown body)`` of the model card of a finished run."""
     import yaml
 
-    from nlft.runs import CONFIG, MANIFEST
+    from nlft.train.rundir import CONFIG, MANIFEST
 
     run = Path(run_dir)
     manifest = _read_json(run / MANIFEST)
@@ -151,7 +151,7 @@ def write_model_card(run_dir: str | os.PathLike, folder: str | os.PathLike | Non
     """Write the run's model card into ``folder`` (default: its ``adapter/`` or ``model/``); its path, or None."""
     import yaml
 
-    from nlft.io import atomic_write_text
+    from nlft.utils.files import atomic_write_text
 
     run = Path(run_dir)
     if folder is None:

@@ -1,6 +1,6 @@
 """The data pipeline: questions -> outputs -> grades -> judgments -> NLFT records.
 
-Each stage appends to a JSONL file through :func:`nlft.resume.run_resumable`, so a killed run that is
+Each stage appends to a JSONL file through :func:`nlft.utils.resume.run_resumable`, so a killed run that is
 restarted with the same arguments continues where it stopped.
 
 NLFT record (one line of ``nlft.jsonl``, the trainer's input)::
@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nlft.generation import derive_seed
-from nlft.grading import Mode, extract_answer, is_correct
-from nlft.judging import calculator_judgment, judge_prompt, says_correct
-from nlft.prompts import JUDGE_INSTRUCTION, SOLVE_TEMPLATE, render
-from nlft.resume import run_resumable
+from nlft.data.generation import derive_seed
+from nlft.data.judging import calculator_judgment, judge_prompt, says_correct
+from nlft.tasks.grading import Mode, extract_answer, is_correct
+from nlft.tasks.prompts import JUDGE_INSTRUCTION, SOLVE_TEMPLATE, render
+from nlft.utils.resume import run_resumable
 
 OUTPUTS_FILE = "outputs.jsonl"
 NLFT_FILE = "nlft.jsonl"
@@ -114,14 +114,14 @@ def _hf_model(name: str, adapter: str | None) -> tuple[Any, Any]:
     """Load (once per process) a model and its tokenizer."""
     key = (name, adapter)
     if key not in _MODELS:
-        from nlft.models import load_model, load_tokenizer
+        from nlft.utils.models import load_model, load_tokenizer
 
         _MODELS[key] = (load_model(name, adapter=adapter), load_tokenizer(name))
     return _MODELS[key]
 
 
 def _openai_client(spec: BackendSpec) -> Any:
-    from nlft.generation import OpenAIChatClient
+    from nlft.data.generation import OpenAIChatClient
 
     return OpenAIChatClient(spec.base_url or "", spec.model, api_key_env=spec.api_key_env,
                             max_concurrency=spec.max_concurrency, timeout=spec.timeout,
@@ -133,7 +133,7 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
                    progress: bool = False) -> list[tuple[str, int | None]]:
     """Completions of plain-text prompts (one user turn each) by the backend of ``spec``."""
     if spec.backend == "hf":
-        from nlft.generation import PrefixCache, generate_hf_with_counts
+        from nlft.data.generation import PrefixCache, generate_hf_with_counts
 
         model, tokenizer = _hf_model(spec.model, spec.adapter)
         chat = spec.chat_template and bool(getattr(tokenizer, "chat_template", None))
@@ -143,7 +143,7 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
             top_p=top_p, seeds=seeds, batch_size=batch_size, chat=chat, stop_at_answer=stop_at_answer,
             progress=progress, prefix_cache=prefix))
-    from nlft.generation import truncate_output
+    from nlft.data.generation import truncate_output
 
     with _openai_client(spec) as client:
         # The server stops at a new few-shot question; the answer line is cut after (truncate_output).
@@ -157,7 +157,7 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
 
 def _check_existing(out_path: str | Path, part: str, expected: dict[str, Any]) -> None:
     """Refuse to extend a file whose rows were made with other settings (``provenance[part]``)."""
-    from nlft.io import DataError, read_jsonl
+    from nlft.utils.files import DataError, read_jsonl
 
     for line, row in enumerate(read_jsonl(out_path, tolerate_torn_tail=True), start=1):
         found = (row.get("provenance") or {}).get(part)
@@ -252,7 +252,7 @@ def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: Ju
         for row in chunk:
             for name in ("id", "question", "reference", "gold", "output"):
                 if not isinstance(row.get(name), str):
-                    from nlft.io import DataError
+                    from nlft.utils.files import DataError
 
                     raise DataError(f"missing or non-string field in an outputs row (id {row.get('id')!r})",
                                     field=name)

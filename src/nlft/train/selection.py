@@ -1,6 +1,6 @@
 """Best-epoch selection on a validation set (``nlft train --keep best``), and the guard that keeps it apart.
 
-:class:`BestEpochCallback` is the per-epoch evaluation of :class:`nlft.runs.EpochEvalCallback` that
+:class:`BestEpochCallback` is the per-epoch evaluation of :class:`nlft.train.callbacks.EpochEvalCallback` that
 also tracks the best epoch the way the Trainer does for ``metric_for_best_model``: it sets
 ``state.best_metric`` and ``state.best_global_step`` (saved in every checkpoint's
 ``trainer_state.json``, so a resumed run remembers them) and asks for a checkpoint at each new best,
@@ -20,15 +20,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nlft.io import DataError, atomic_write_jsonl, read_jsonl
-from nlft.runs import EVAL_HISTORY, EpochEvalCallback
+from nlft.train.callbacks import EpochEvalCallback
+from nlft.train.rundir import EVAL_HISTORY
+from nlft.utils.files import DataError, atomic_write_jsonl, read_jsonl
 
 VALIDATION = "validation.jsonl"
 BEST_METRICS = ("accuracy_strict", "accuracy_flexible")
 
 
 class BestEpochCallback(EpochEvalCallback):
-    """Per-epoch accuracy (see :class:`~nlft.runs.EpochEvalCallback`) plus best-epoch tracking.
+    """Per-epoch accuracy (see :class:`~nlft.train.callbacks.EpochEvalCallback`) plus best-epoch tracking.
 
     The metric is ``args.metric_for_best_model`` (``accuracy_strict`` or ``accuracy_flexible``,
     with or without the ``eval_`` prefix), higher is better; a tie keeps the earlier epoch.
@@ -78,7 +79,7 @@ def load_best(trainer: Any) -> bool:
 
 def write_validation(run_dir: str | os.PathLike, rows: list[dict[str, Any]], *, source: str) -> Path:
     """Write the validation questions (``id``, ``question``, ``gold``, ``source``) to ``<run>/validation.jsonl``."""
-    from nlft.evaluation import eval_rows
+    from nlft.eval.accuracy import eval_rows
 
     path = Path(run_dir) / VALIDATION
     atomic_write_jsonl(path, [{**r, "source": source} for r in eval_rows(rows, source=source)])
