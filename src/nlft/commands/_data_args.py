@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
+from nlft.commands._types import at_least_one
+
 # Options that do not change a run's results: a rerun may change them freely.
 NON_RESULT_OPTIONS = {"out", "no_progress", "max_concurrency", "timeout", "max_retries", "command", "_run"}
-
-
-def at_least_one(text: str) -> int:
-    """argparse type of counts such as ``--limit``: an integer >= 1 (0 would evaluate or keep nothing)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +75,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, with_backend_default
 
 
 def backend_spec(args: argparse.Namespace) -> Any:
-    from nlft.data.prepare import BackendSpec
+    from nlft.data.build import BackendSpec
 
     if args.backend == "openai":
         return BackendSpec(backend="openai", model=args.model_name or "default", base_url=args.base_url,
@@ -96,7 +86,7 @@ def backend_spec(args: argparse.Namespace) -> Any:
 
 
 def judge_spec(args: argparse.Namespace) -> Any:
-    from nlft.data.prepare import BackendSpec, JudgeSpec
+    from nlft.data.build import BackendSpec, JudgeSpec
 
     backend = None
     if args.judge == "hf":
@@ -116,7 +106,7 @@ def judge_spec(args: argparse.Namespace) -> Any:
 
 
 def sampling_spec(args: argparse.Namespace) -> Any:
-    from nlft.data.prepare import SamplingSpec
+    from nlft.data.build import SamplingSpec
 
     return SamplingSpec(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size)
@@ -139,22 +129,9 @@ def result_arguments(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     return values
 
 
-class Timer:
-    """Wall-clock seconds since creation."""
+def print_summary(result: Any) -> None:
+    """Print the summary of an NLFT file (:class:`nlft.data.build.DataResult`) and the file's path."""
+    from nlft.data.build import format_summary
 
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return round(time.perf_counter() - self.start, 2)
-
-
-def write_summary(records: list[dict[str, Any]], out_dir: Path, timer: Timer) -> None:
-    """Write ``summary.json`` of an NLFT file and print the summary and the file's path."""
-    from nlft.data.prepare import NLFT_FILE, SUMMARY_FILE, format_summary, summarize
-    from nlft.utils.files import atomic_write_json
-
-    summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
-    atomic_write_json(out_dir / SUMMARY_FILE, summary)
-    print(format_summary(summary))
-    print(f"NLFT data: {out_dir / NLFT_FILE}")
+    print(format_summary(result.summary))
+    print(f"NLFT data: {result.nlft_file}")

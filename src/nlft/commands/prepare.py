@@ -12,11 +12,8 @@ Writes ``outputs.jsonl`` (generation), ``nlft.jsonl`` (the trainer's input), ``s
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from nlft.commands._data_args import (
-    Timer,
     add_backend_arguments,
     add_dataset_arguments,
     add_judge_arguments,
@@ -24,9 +21,9 @@ from nlft.commands._data_args import (
     backend_spec,
     judge_spec,
     load_dataset_from_args,
+    print_summary,
     result_arguments,
     sampling_spec,
-    write_summary,
 )
 
 
@@ -42,31 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
-    from nlft.data.generation import APIError
-    from nlft.data.prepare import (
-        NLFT_FILE,
-        OUTPUTS_FILE,
-        TemplateSpec,
-        generate_outputs,
-        judge_outputs,
-    )
-    from nlft.utils.files import lock_dir
-    from nlft.utils.resume import check_run_args
+    from nlft.data.build import TemplateSpec, prepare
 
-    timer = Timer()
-    out_dir = Path(args.out)
     template = TemplateSpec.from_file(args.template)
     backend, sampling, judge = backend_spec(args), sampling_spec(args), judge_spec(args)
-    questions = load_dataset_from_args(args)
-    lock_dir(out_dir)  # created once the inputs are read; a second process is refused
-    check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
-    progress = not args.no_progress
-    try:
-        outputs = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
-                                   template=template, progress=progress)
-        records = judge_outputs(outputs, out_dir / NLFT_FILE, judge=judge, progress=progress)
-    except APIError as err:
-        print(f"nlft prepare: error: {err}", file=sys.stderr)
-        return 2
-    write_summary(records, out_dir, timer)
+    result = prepare(load_dataset_from_args(args), args.out, backend=backend, sampling=sampling, template=template,
+                     judge=judge, run_args=result_arguments(args), progress=not args.no_progress)
+    print_summary(result)
     return 0

@@ -126,7 +126,7 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
     import torch
     from tqdm.auto import tqdm
 
-    from nlft.tasks.prompts import apply_chat
+    from nlft.tasks.prompts import prompt_ids
 
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -134,7 +134,7 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
         seeds = [derive_seed(seed, i) for i in range(len(prompts))]
     if len(seeds) != len(prompts):
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-    texts = [apply_chat(tokenizer, p, chat) for p in prompts]
+    prompt_token_ids = [prompt_ids(tokenizer, p, chat) for p in prompts]
     eos = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
 
@@ -153,10 +153,9 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
 
     results: list[tuple[str, int]] = []
     model.eval()
-    batches = range(0, len(texts), batch_size)
+    batches = range(0, len(prompt_token_ids), batch_size)
     for start in tqdm(batches, desc="generate", unit="batch", disable=not progress):
-        chunk = texts[start:start + batch_size]
-        ids = tokenizer(chunk, add_special_tokens=not chat)["input_ids"]
+        ids = prompt_token_ids[start:start + batch_size]
         shared = prefix_cache.lookup(model, ids) if prefix_cache is not None else 0
         enc = _prefixed_batch(ids, shared, pad_id, model.device)
         past = prefix_cache.kv if shared else None

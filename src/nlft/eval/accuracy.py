@@ -24,13 +24,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nlft.tasks.prompts import BASE_TEMPLATE, BRIEF_TEMPLATE, SOLVE_TEMPLATE, prompt_ids, render, uses_chat
+from nlft.tasks.prompts import SOLVE_TEMPLATE, prompt_ids, render, uses_chat
+from nlft.tasks.prompts import TEMPLATES as TEMPLATES  # the prompts by name, as evaluation knew them
 from nlft.utils.files import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 SETTINGS = "eval_settings.json"
-TEMPLATES = {"solve": SOLVE_TEMPLATE, "base": BASE_TEMPLATE, "brief": BRIEF_TEMPLATE}
 
 # generate(prompts, seeds) -> outputs: prompts are the filled templates (before any chat template), one seed per row
 GenerateFn = Callable[[list[str], list[int]], list[str]]
@@ -76,27 +76,14 @@ def eval_rows(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> lis
     Accepts the rows of :func:`nlft.tasks.sources.load_questions` and NLFT records alike; a row without
     ``id`` gets its index. Raises :class:`DataError` naming the row and field.
     """
-    from nlft.tasks.grading import gold_answer, normalize_number
+    from nlft.tasks.grading import gold_of
 
     out = []
     for i, row in enumerate(rows):
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DataError("missing or empty question", path=source, line=i + 1, field="question")
-        gold = row.get("gold")
-        if gold is None:
-            reference = row.get("reference") or row.get("answer")
-            if not isinstance(reference, str):
-                raise DataError("needs 'gold' or a 'reference' ending in '#### N'", path=source, line=i + 1,
-                                field="gold")
-            try:
-                gold = gold_answer(reference)
-            except ValueError as err:
-                raise DataError(str(err), path=source, line=i + 1, field="reference") from None
-        norm = normalize_number(str(gold))
-        if norm is None:
-            raise DataError(f"gold answer {gold!r} is not a number", path=source, line=i + 1, field="gold")
-        out.append({"id": str(row.get("id", i)), "question": question, "gold": norm})
+        out.append({"id": str(row.get("id", i)), "question": question, "gold": gold_of(row, source=source, line=i + 1)})
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
@@ -326,3 +313,41 @@ def evaluate(
                "wall_time_s": time.perf_counter() - start, "settings": settings}
     atomic_write_json(out / METRICS, metrics)
     return metrics
+
+
+def evaluate_model(model_name: str, rows: Sequence[dict[str, Any]], *, out_dir: str | os.PathLike,
+                   adapter: str | None = None, backend: str = "auto", dtype: str | None = None,
+                   batch_size: int = 16, max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0,
+                   seed: int = 0, limit: int | None = None, template: str = SOLVE_TEMPLATE,
+                   use_chat_template: bool | None = None, progress: bool = True,
+                   source: str = "dataset") -> dict[str, Any]:
+    """Load a model (and adapter) by name and :func:`evaluate` it; ``nlft eval`` as a library call.
+
+    ``backend``: ``"hf"`` (Hugging Face generate; the adapter merged into the weights, on the GPU when
+    there is one), ``"vllm"``, or ``"auto"`` (vLLM when installed and a GPU is present). Returns the
+    metrics with ``model``, ``adapter`` and ``backend``.
+    """
+    from nlft.utils.models import load_model, load_tokenizer, resolve_model_path
+
+    tokenizer = load_tokenizer(model_name)
+    if backend == "auto":
+        backend = "vllm" if vllm_available() else "hf"
+    if backend == "vllm":
+        model = None
+        generate = vllm_generate_fn(resolve_model_path(model_name), tokenizer, adapter=adapter,
+                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                    use_chat_template=use_chat_template, dtype=dtype or "auto")
+    else:
+        import torch
+
+        model = load_model(model_name, adapter=adapter, dtype=dtype)
+        if adapter and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()  # LoRA folded into the weights: no extra matmuls per token
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        generate = hf_generate_fn(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, use_chat_template=use_chat_template)
+    metrics = evaluate(model, tokenizer, rows, out_dir=out_dir, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                       temperature=temperature, top_p=top_p, seed=seed, limit=limit, template=template,
+                       use_chat_template=use_chat_template, generate=generate, progress=progress, source=source)
+    return {**metrics, "model": model_name, "adapter": adapter, "backend": backend}

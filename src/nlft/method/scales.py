@@ -11,14 +11,18 @@ Vocabulary: ``p_base`` = P(y_t | X_base, y_<t), ``p_std`` = P(y_t | X_standard, 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
+from nlft.method.params import IRRELEVANT_RULES, ScaleParams
+
+__all__ = ["IRRELEVANT_RULES", "PROB_FLOOR", "ScaleParams", "TokenScales", "batch_token_scales",
+           "class_balance_weights", "correct_token_scales", "cut_token_scales", "error_share",
+           "incorrect_token_scales"]
+
 # Smallest probability used as a divisor, so that ratios of probabilities stay finite.
 PROB_FLOOR = 1e-12
-# What the irrelevant tokens of an incorrect output get: 0 (paper), sqrt(P_std) (reference code), 1.
-IRRELEVANT_RULES = ("zero", "reference", "likelihood")
 
 
 def error_share(erroneous: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -201,16 +205,8 @@ def batch_token_scales(
     spans: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
     loss_type: str = "nlft",
-    p0_correct: float = 0.95,
-    c1: float = 5.0,
-    c2: float = 0.3,
-    c3: float = 0.6,
-    r0: float = 1.5,
-    p0_incorrect: float = 0.01,
-    irrelevant: str = "zero",
-    max_error_fraction: float = 0.5,
-    cut_threshold: float = 1.1,
-    unlikelihood_weight: float = 1.0,
+    params: ScaleParams | None = None,
+    **settings: Any,
 ) -> TokenScales:
     """Scales of a mixed batch of correct and incorrect outputs.
 
@@ -225,16 +221,22 @@ def batch_token_scales(
         loss_type: ``"nlft"`` (paper), ``"cut"`` (CUT's weights on X_base, see
             :func:`cut_token_scales`; likelihood on correct outputs) or ``"nll"`` (scale 1 on every
             response token: plain supervised fine-tuning).
-        unlikelihood_weight: factor on the scale of every unlikelihood token (CUT's
+        params: the :class:`~nlft.method.params.ScaleParams` (None: the paper's defaults);
+            ``unlikelihood_weight`` is a factor on the scale of every unlikelihood token (CUT's
             ``weight_unlike``; 1 is the paper).
-        The remaining arguments are those of :func:`correct_token_scales`,
-        :func:`incorrect_token_scales` and :func:`cut_token_scales`.
+        settings: single settings on top of ``params``, by their ScaleParams names
+            (``p0_correct=0.9``; ``irrelevant`` is accepted for ``irrelevant_incorrect``).
 
     Returns:
         :class:`TokenScales`; every field is zero / False outside the response.
     """
+    import dataclasses
+
     from nlft.method.clustering import spans_to_mask
 
+    if "irrelevant" in settings:
+        settings["irrelevant_incorrect"] = settings.pop("irrelevant")
+    sp = dataclasses.replace(params or ScaleParams(), **settings) if settings else (params or ScaleParams())
     mask = response_mask.to(torch.bool)
     row_correct = correct.to(torch.bool)[:, None].expand_as(mask)
     false = torch.zeros_like(mask)
@@ -243,8 +245,8 @@ def batch_token_scales(
     if loss_type == "cut":
         if p_judge is None:
             raise ValueError("loss_type='cut' needs p_judge")
-        cut_scales, selected = cut_token_scales(p_base, p_judge, threshold=cut_threshold,
-                                                weight_unlike=unlikelihood_weight)
+        cut_scales, selected = cut_token_scales(p_base, p_judge, threshold=sp.cut_threshold,
+                                                weight_unlike=sp.unlikelihood_weight)
         selected = selected & ~row_correct & mask
         scales = torch.where(row_correct, torch.ones_like(cut_scales), cut_scales) * mask
         return TokenScales(scales, selected, false, false, selected)
@@ -252,23 +254,23 @@ def batch_token_scales(
         raise ValueError(f"loss_type must be 'nlft', 'cut' or 'nll', got {loss_type!r}")
     if p_std is None:
         raise ValueError("loss_type='nlft' needs p_std")
-    saliency = (p_std.detach() > p0_correct) & row_correct & mask
+    saliency = (p_std.detach() > sp.p0_correct) & row_correct & mask
     sub = spans_to_mask(saliency, *spans) & mask if spans is not None else None
-    c_scales, _ = correct_token_scales(p_std, sub, p0=p0_correct, c1=c1, c2=c2, c3=c3)
+    c_scales, _ = correct_token_scales(p_std, sub, p0=sp.p0_correct, c1=sp.c1, c2=sp.c2, c3=sp.c3)
     if p_judge is None:  # a batch of correct outputs only
         i_scales, erroneous = torch.zeros_like(c_scales), false
     else:
         wrong_mask = mask & ~row_correct
         _, erroneous = incorrect_token_scales(
-            p_base, p_std, p_judge, r0=r0, p0=p0_incorrect, response_mask=wrong_mask
+            p_base, p_std, p_judge, r0=sp.r0, p0=sp.p0_incorrect, response_mask=wrong_mask
         )
         near = spans_to_mask(erroneous, *spans) & wrong_mask if spans is not None else None
         i_scales, erroneous = incorrect_token_scales(
-            p_base, p_std, p_judge, near, r0=r0, p0=p0_incorrect, irrelevant=irrelevant,
-            max_error_fraction=max_error_fraction, response_mask=wrong_mask,
+            p_base, p_std, p_judge, near, r0=sp.r0, p0=sp.p0_incorrect, irrelevant=sp.irrelevant_incorrect,
+            max_error_fraction=sp.max_error_fraction, response_mask=wrong_mask,
         )
-    if unlikelihood_weight != 1.0:
-        i_scales = torch.where(erroneous, unlikelihood_weight * i_scales, i_scales)
+    if sp.unlikelihood_weight != 1.0:
+        i_scales = torch.where(erroneous, sp.unlikelihood_weight * i_scales, i_scales)
     scales = torch.where(row_correct, c_scales, i_scales) * mask
     sub_mask = (sub if sub is not None else false) & row_correct
     return TokenScales(scales, erroneous & ~row_correct, saliency, sub_mask, erroneous & ~row_correct)

@@ -150,6 +150,14 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     return written
 
 
+def try_plot_run(run_dir: str | Path) -> tuple[list[Path], Exception | None]:
+    """:func:`plot_run`, never raising: a plot must never lose a finished training. ``(paths, error)``."""
+    try:
+        return plot_run(run_dir), None
+    except Exception as err:
+        return [], err
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path)
     return path

@@ -28,35 +28,36 @@ PROB_DIGITS = 6
 DATA_MARKER = "/*__NLFT_DATA__*/null"
 TITLE_MARKER = "__NLFT_TITLE__"
 
-# The hyperparameters the page's controls start from: NLFTConfig field name -> page parameter.
-PAGE_PARAMS = ("p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant_incorrect", "max_error_fraction",
-               "phrase_rule", "cut_threshold")
-
-
 def page_params(config: Any = None, **overrides: Any) -> dict[str, Any]:
-    """The page's starting hyperparameters, from an :class:`nlft.train.config.NLFTConfig` (or its defaults).
+    """The page's starting hyperparameters: the :data:`~nlft.method.params.PAGE_PARAMS` of an NLFTConfig (or the
+    :class:`~nlft.method.params.ScaleParams` defaults), with ``overrides`` that are not None on top.
 
     Returns a dict with ``p0_correct``, ``c1``, ``c2``, ``c3``, ``r0``, ``p0_incorrect``,
     ``irrelevant`` (``"zero"``/``"reference"``/``"likelihood"``), ``max_error_fraction``, ``phrase_rule``
     (``"cosine"``/``"word"``/``"none"``) and ``cut_threshold``.
     """
-    import dataclasses
+    from nlft.method.params import IRRELEVANT_RULES, PAGE_PARAMS, PHRASE_RULES, ScaleParams
 
-    from nlft.train.config import NLFTConfig
-
-    if config is None:
-        values = {f.name: f.default for f in dataclasses.fields(NLFTConfig) if f.name in PAGE_PARAMS}
-    else:
-        values = {name: getattr(config, name) for name in PAGE_PARAMS}
+    params = ScaleParams.of(config) if config is not None else ScaleParams()
+    values = {name: getattr(params, name) for name in PAGE_PARAMS}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["irrelevant"] = values.pop("irrelevant_incorrect")
-    if values["phrase_rule"] not in ("cosine", "word", "none"):
+    if values["phrase_rule"] not in PHRASE_RULES:
         raise ValueError(f"phrase_rule must be 'cosine', 'word' or 'none', got {values['phrase_rule']!r}")
-    from nlft.method.scales import IRRELEVANT_RULES
-
     if values["irrelevant"] not in IRRELEVANT_RULES:
         raise ValueError(f"irrelevant must be one of {', '.join(IRRELEVANT_RULES)}, got {values['irrelevant']!r}")
     return values
+
+
+def scale_params(params: dict[str, Any]) -> Any:
+    """The :class:`~nlft.method.params.ScaleParams` of a page's hyperparameters (:func:`page_params`)."""
+    import dataclasses
+
+    from nlft.method.params import ScaleParams
+
+    names = {f.name for f in dataclasses.fields(ScaleParams)}
+    values = {("irrelevant_incorrect" if k == "irrelevant" else k): v for k, v in params.items()}
+    return ScaleParams(**{k: v for k, v in values.items() if k in names})
 
 
 TOKEN_CLASSES = ("saliency", "sub-saliency", "irrelevant", "erroneous", "near-error")
@@ -79,6 +80,7 @@ def token_class_counts(examples: Sequence[dict[str, Any]], params: dict[str, Any
     from nlft.method.scales import batch_token_scales
 
     params = params or page_params()
+    settings = scale_params(params)
     counts = dict.fromkeys(TOKEN_CLASSES, 0)
     counts["tokens"] = 0
     for ex in examples:
@@ -90,12 +92,8 @@ def token_class_counts(examples: Sequence[dict[str, Any]], params: dict[str, Any
         p_judge = torch.tensor([ex["p_judge"]]) if ex["p_judge"] is not None else None
         rule = params["phrase_rule"]
         spans = None if rule == "none" else tuple(torch.tensor([side]) for side in ex["spans"][rule])
-        got = batch_token_scales(
-            p_base, p_std, p_judge, torch.tensor([bool(ex["correct"])]), torch.ones(1, n, dtype=torch.bool), spans,
-            p0_correct=params["p0_correct"], c1=params["c1"], c2=params["c2"], c3=params["c3"], r0=params["r0"],
-            p0_incorrect=params["p0_incorrect"], irrelevant=params["irrelevant"],
-            max_error_fraction=params["max_error_fraction"],
-        )
+        got = batch_token_scales(p_base, p_std, p_judge, torch.tensor([bool(ex["correct"])]),
+                                 torch.ones(1, n, dtype=torch.bool), spans, params=settings)
         if ex["correct"]:
             first, second = got.saliency, got.sub_saliency
             names = ("saliency", "sub-saliency")
@@ -176,6 +174,7 @@ def compute_token_probs(
     from nlft.train.config import NLFTConfig
     from nlft.train.trainer import NLFTCollator, measure_views
     from nlft.train.views import check_length, tokenize_record, validate_records
+    from nlft.utils.models import ensure_pad_token
 
     if config is None:
         config = NLFTConfig(output_dir=str(Path.cwd() / "nlft-output"), report_to=[])
@@ -186,8 +185,7 @@ def compute_token_probs(
     from nlft.train.trainer import NLFTTrainer
 
     NLFTTrainer._resolve_prompt(config, records)  # X_base: the prompt the outputs were generated with
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     limit = max_length or config.max_length or 4096
     features = []
     for i, row in enumerate(records):
@@ -290,3 +288,38 @@ def saliency_map(
     examples = compute_token_probs(model, tokenizer, records, config=config, batch_size=batch_size, source=source,
                                    progress=progress)
     return write_page(out, examples, page_params(config, **param_overrides), meta=meta)
+
+
+def saliency_file(data: str | Path, out: str | Path, *, model: str = "smollm2", adapter: str | None = None,
+                  limit: int | None = None, batch_size: int = 4, dtype: str | None = None,
+                  phrase_threshold: float | None = None, max_phrase_span: int | None = None,
+                  **param_overrides: Any) -> tuple[Path, int]:
+    """``nlft saliency`` as a library call: the page of the NLFT records in ``data`` under a model (and adapter).
+
+    ``phrase_threshold``/``max_phrase_span`` (None: the defaults) decide the stored phrase spans;
+    ``param_overrides`` set the page's starting values (see :func:`saliency_map`). Returns the page's
+    path and the number of records shown. DataError on a missing file, folder or empty data.
+    """
+    from nlft.train.config import NLFTConfig
+    from nlft.utils.files import DataError, read_jsonl
+    from nlft.utils.models import load_model, load_tokenizer
+
+    data = Path(data)
+    if not data.exists():
+        raise DataError("file not found", path=data)
+    records = read_jsonl(data)
+    if limit is not None:
+        records = records[:limit]
+    if not records:
+        raise DataError("no records", path=data)
+    overrides = {k: v for k, v in {"phrase_threshold": phrase_threshold,
+                                   "max_phrase_span": max_phrase_span}.items() if v is not None}
+    config = NLFTConfig(output_dir=str(Path(out).parent / "nlft-output"), report_to=[], **overrides)
+    if adapter and not Path(adapter).is_dir():
+        raise DataError("adapter folder not found (--adapter)", path=adapter)
+    tokenizer = load_tokenizer(model)
+    lm = load_model(model, dtype=dtype, adapter=adapter)
+    meta = {"model": model, "adapter": adapter, "data": str(data)}
+    page = saliency_map(lm, tokenizer, records, out, config=config, batch_size=batch_size, source=str(data),
+                        meta=meta, **param_overrides)
+    return page, len(records)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 Mode = Literal["strict", "flexible"]
 
@@ -85,6 +85,29 @@ def gold_answer(reference: str) -> str:
     if value is None:
         raise ValueError("the reference has no final answer in the form '#### <number>'")
     return value
+
+
+def gold_of(row: dict[str, Any], *, source: Any = "dataset", line: int | None = None) -> str:
+    """The one rule for a row's gold answer: its ``gold``, else the ``#### N`` of its ``reference`` (or ``answer``).
+
+    Returns the normalised number; raises :class:`~nlft.utils.files.DataError` naming ``source``,
+    ``line`` and the field when there is none or it is not a number.
+    """
+    from nlft.utils.files import DataError
+
+    gold = row.get("gold")
+    if gold is None:
+        reference = row.get("reference") or row.get("answer")
+        if not isinstance(reference, str):
+            raise DataError("needs 'gold' or a 'reference' ending in '#### N'", path=source, line=line, field="gold")
+        try:
+            gold = gold_answer(reference)
+        except ValueError as err:
+            raise DataError(str(err), path=source, line=line, field="reference") from None
+    norm = normalize_number(str(gold))
+    if norm is None:
+        raise DataError(f"gold answer {gold!r} is not a number", path=source, line=line, field="gold")
+    return norm
 
 
 def _same_number(a: str, b: str) -> bool:

@@ -90,6 +90,9 @@ SOLVE_TEMPLATE = (
     "Now solve this problem.\nQuestion: {question}\nAnswer:"
 )
 
+# The built-in prompts by name (``--prompt solve``, the quickstart's and the study's ``brief``).
+TEMPLATES = {"solve": SOLVE_TEMPLATE, "base": BASE_TEMPLATE, "brief": BRIEF_TEMPLATE}
+
 CORRECT_JUDGMENT = "### The response is correct. ###"
 
 # Paper appendix A.1, in substance: a math expert checks the process and the final answer.
@@ -101,6 +104,21 @@ JUDGE_INSTRUCTION = (
     "with it, and what the correct reasoning would be.\n\n"
     "Problem:\n{question}\n\nStudent's response:\n{output}\n\nCorrect answer:\n{reference}"
 )
+
+
+def resolve_template(prompt: str) -> str:
+    """A built-in prompt's name (:data:`TEMPLATES`) or a template file's path -> template text with ``{question}``."""
+    from pathlib import Path
+
+    if prompt in TEMPLATES:
+        return TEMPLATES[prompt]
+    path = Path(prompt)
+    if not path.is_file():
+        raise ValueError(f"--prompt must be one of {', '.join(TEMPLATES)} or a template file, got {prompt!r}")
+    text = path.read_text(encoding="utf-8")
+    if "{question}" not in text:
+        raise ValueError(f"{path}: the prompt template must contain {{question}}")
+    return text
 
 
 def render(template: str, **fields: Any) -> str:

@@ -103,7 +103,7 @@ def reft_questions(records: Sequence[dict[str, Any]], *, source: str = "dataset"
 
     ``gold`` is taken from the record, or read from its ``reference`` (``#### N``).
     """
-    from nlft.tasks.grading import gold_answer, normalize_number
+    from nlft.tasks.grading import gold_of
 
     out, seen = [], set()
     for i, row in enumerate(records):
@@ -112,17 +112,8 @@ def reft_questions(records: Sequence[dict[str, Any]], *, source: str = "dataset"
             raise DataError("missing or empty question", path=source, line=i + 1, field="question")
         if question in seen:
             continue
-        gold = row.get("gold")
-        if gold is None:
-            try:
-                gold = gold_answer(str(row.get("reference", "")))
-            except ValueError as err:
-                raise DataError(str(err), path=source, line=i + 1, field="reference") from None
-        norm = normalize_number(str(gold))
-        if norm is None:
-            raise DataError(f"gold answer {gold!r} is not a number", path=source, line=i + 1, field="gold")
         seen.add(question)
-        out.append({"question": question, "gold": norm})
+        out.append({"question": question, "gold": gold_of(row, source=source, line=i + 1)})
     return out
 
 

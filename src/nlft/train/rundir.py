@@ -27,7 +27,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from nlft.train.memory import PeakMemory
-from nlft.utils.files import append_jsonl, atomic_write_json, atomic_write_text
+from nlft.utils.files import append_jsonl, atomic_write_json, atomic_write_text, read_yaml
 
 PACKAGES = ("nlft", "torch", "transformers", "peft", "accelerate", "datasets", "trl", "vllm")
 LOG_HISTORY = "log_history.jsonl"
@@ -108,6 +108,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+read_config = read_yaml  # a run's config.yaml, or any --config file, into a dict
+
+
 def write_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
     """Write the resolved configuration as ``config.yaml`` (keys in the given order)."""
     import yaml
@@ -115,23 +118,6 @@ def write_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
     path = Path(run_dir) / CONFIG
     atomic_write_text(path, yaml.safe_dump(_jsonable(config), sort_keys=False, allow_unicode=True))
     return path
-
-
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML config file into a dict (an empty file gives ``{}``)."""
-    import yaml
-
-    from nlft.utils.files import DataError
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise DataError(f"malformed YAML: {err}", path=path) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise DataError(f"expected a mapping of option: value, got {type(data).__name__}", path=path)
-    return data
 
 
 class RunRecorder(TrainerCallback):
@@ -253,6 +239,31 @@ def resolve_run_path(value: str | None, run_dir: str | os.PathLike) -> str | Non
         return value
     joined = Path(run_dir) / value
     return str(joined) if joined.exists() else value
+
+
+def run_prompt(run_dir: str | os.PathLike) -> str | None:
+    """The prompt a run of `nlft train` trained under (its manifest), or None for runs that do not record it."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    prompt = json.loads(path.read_text(encoding="utf-8")).get("prompt") or {}
+    return prompt.get("template")
+
+
+def run_final(run_dir: str | os.PathLike, model: str | None = None, adapter: str | None = None
+              ) -> tuple[str, str | None]:
+    """The final ``(model, adapter)`` recorded in a run's manifest, readable from any folder; explicit values win."""
+    from nlft.utils.files import DataError
+
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError("not a run directory of `nlft train` (no manifest.json)", path=run_dir)
+    final = json.loads(path.read_text(encoding="utf-8")).get("final")
+    if not final:
+        raise DataError("the run has not finished: its manifest has no final model", path=path, field="final")
+    # The manifest's paths are relative to the run directory: the command works from any folder.
+    return (model or resolve_run_path(final["model"], run_dir),
+            adapter or resolve_run_path(final.get("adapter"), run_dir))
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> str | None:

@@ -174,7 +174,7 @@ class NLFTTrainer(Trainer):
         callbacks: list[TrainerCallback] | None = None,
         **kwargs: Any,
     ) -> None:
-        from nlft.utils.models import load_model, load_tokenizer
+        from nlft.utils.models import ensure_pad_token, load_model, load_tokenizer
 
         if args is None:
             args = NLFTConfig(output_dir="nlft-output")
@@ -182,8 +182,7 @@ class NLFTTrainer(Trainer):
             model = load_model(model)
         if processing_class is None:
             processing_class = load_tokenizer(model.config._name_or_path)
-        if processing_class.pad_token_id is None:
-            processing_class.pad_token = processing_class.eos_token
+        ensure_pad_token(processing_class)
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -455,13 +454,8 @@ class NLFTTrainer(Trainer):
         if nlft and p_std is None:
             p_std = torch.zeros_like(p_base)
         p_ratio = initial.exp() if initial is not None and args.error_reference == "initial" else p_base
-        ts = batch_token_scales(
-            p_ratio, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
-            p0_correct=args.p0_correct, c1=args.c1, c2=args.c2, c3=args.c3, r0=args.r0,
-            p0_incorrect=args.p0_incorrect, irrelevant=args.irrelevant_incorrect,
-            max_error_fraction=args.max_error_fraction, cut_threshold=args.cut_threshold,
-            unlikelihood_weight=args.unlikelihood_weight,
-        )
+        ts = batch_token_scales(p_ratio, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
+                                params=args.scale_params)
         if args.class_balance:
             w_c, w_i = self._class_weights
             ts = ts._replace(scales=ts.scales * torch.where(correct, w_c, w_i)[:, None].to(ts.scales.dtype))

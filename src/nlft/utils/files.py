@@ -184,3 +184,18 @@ def unlock_dir(path: str | os.PathLike) -> None:
     fd = _HELD_LOCKS.pop(str(Path(path).resolve()), None)
     if fd is not None:
         os.close(fd)
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML file of ``option: value`` into a dict (an empty file gives ``{}``); DataError when malformed."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise DataError(f"malformed YAML: {err}", path=path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(f"expected a mapping of option: value, got {type(data).__name__}", path=path)
+    return data

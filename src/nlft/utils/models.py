@@ -67,14 +67,18 @@ def resolve_model_path(name_or_path: str | None) -> str:
     return name_or_path
 
 
-def load_tokenizer(name_or_path: str | None, **kwargs: Any) -> Any:
-    """Load a tokenizer and make sure it has a pad token (the EOS token when it had none)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), **kwargs)
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """The one pad-token rule: a tokenizer without a pad token pads with its EOS token. Returns the tokenizer."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_tokenizer(name_or_path: str | None, **kwargs: Any) -> Any:
+    """Load a tokenizer and make sure it has a pad token (:func:`ensure_pad_token`)."""
+    from transformers import AutoTokenizer
+
+    return ensure_pad_token(AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), **kwargs))
 
 
 def load_model(name_or_path: str | None, *, dtype: str | None = None, adapter: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import GSM8K_DIR, make_tiny_model
+from support import GSM8K_DIR, make_tiny_model
 
 from nlft.cli import main
 from nlft.eval.accuracy import eval_rows, evaluate, intervals, paired_change, summarize, wilson_interval
@@ -145,7 +145,7 @@ def question_file(tmp_path_factory):
 
 def test_eval_cli_on_tiny_model(tmp_path, tiny_dir, question_file, capsys):
     out = tmp_path / "ev"
-    argv = ["eval", "--model", str(tiny_dir), "--data", str(question_file), "--limit", "3", "--max-new-tokens", "4",
+    argv = ["eval", "--model", str(tiny_dir), "--dataset", str(question_file), "--limit", "3", "--max-new-tokens", "4",
             "--batch-size", "2", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -170,7 +170,7 @@ def test_eval_smollm2_gsm8k(tmp_path):
     if not (GSM8K_DIR / "test.jsonl").exists():
         pytest.skip(f"GSM8K not found in {GSM8K_DIR}")
     out = tmp_path / "ev"
-    assert main(["eval", "--model", "smollm2", "--data", "gsm8k", "--data-dir", str(GSM8K_DIR), "--limit", "2",
+    assert main(["eval", "--model", "smollm2", "--dataset", "gsm8k", "--data-dir", str(GSM8K_DIR), "--limit", "2",
                  "--max-new-tokens", "48", "--out", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 2 and 0.0 <= metrics["accuracy_strict"] <= 1.0

@@ -8,133 +8,13 @@ an uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
-import sys
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import pytest
+from support import CountingServer, assert_one_row_per_id, env, nlft_cmd, run_and_kill, write_questions
 
 from nlft.utils.files import read_jsonl
-
-REPO = Path(__file__).resolve().parents[1]
-ITEM_RE = re.compile(r"ITEM(\d+)")
-
-
-class CountingServer:
-    """An OpenAI-compatible chat server on loopback that answers from the prompt's ``ITEM<k>`` marker.
-
-    Every request is recorded (``requests``: the item numbers asked for, in arrival order); each
-    answer waits ``delay`` seconds, so that a client can be killed with requests in flight.
-    """
-
-    def __init__(self, answer: Callable[[int], str], delay: float = 0.0) -> None:
-        self.requests: list[int] = []
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                payload = json.loads(self.rfile.read(length))
-                prompt = payload["messages"][-1]["content"]
-                item = int(ITEM_RE.findall(prompt)[-1])
-                with outer._lock:
-                    outer.requests.append(item)
-                time.sleep(delay)
-                body = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer(item)}}],
-                                   "usage": {"completion_tokens": 5}}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> CountingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def nlft_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nlft", *args]
-
-
-def env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1", **extra)
-
-
-def count_lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def run_and_kill(cmd: list[str], watch: Path, *, min_lines: int, timeout: float = 120,
-                 **popen: Any) -> int:
-    """Start ``cmd``, SIGKILL it once ``watch`` holds ``min_lines`` lines; return the lines seen then.
-
-    Fails the test if the process ends by itself first (the kill would then test nothing).
-    """
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
-    deadline = time.monotonic() + timeout
-    try:
-        while count_lines(watch) < min_lines:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                pytest.fail(f"the process finished before it could be killed (rc {proc.returncode}):\n{out}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{watch} did not reach {min_lines} lines in {timeout} s")
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-    return count_lines(watch)
-
-
-def write_questions(path: Path, n: int) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for k in range(n):
-            fh.write(json.dumps({"id": f"q{k}", "question": f"ITEM{k}: what is {k} + 1?",
-                                 "answer": f"{k} + 1 = {k + 1}\n#### {k + 1}"}) + "\n")
-
-
-def assert_one_row_per_id(path: Path, ids: list[str]) -> list[dict[str, Any]]:
-    rows = read_jsonl(path)
-    counts = Counter(r["id"] for r in rows)
-    assert sorted(counts) == sorted(ids), "rows lost or foreign rows present"
-    assert max(counts.values()) == 1, f"duplicated rows: {[k for k, c in counts.items() if c > 1]}"
-    assert path.read_bytes().endswith(b"\n")
-    return rows
 
 
 def test_generate_killed_and_rerun_loses_nothing_and_repeats_no_finished_request(tmp_path):

@@ -12,7 +12,7 @@ from nlft.tasks.prompts import BASE_TEMPLATE
 from nlft.train.monitor import DEFAULT_FACTOR, DriftMonitor, drift
 from nlft.train.rundir import resolve_run_path
 
-DATA = Path(__file__).resolve().parent / "data" / "drift"
+DATA = Path(__file__).resolve().parent / "drift"
 
 
 def _read(name: str) -> list[dict]:
@@ -41,7 +41,7 @@ def test_drift_on_a_hand_made_history():
 
 
 def test_replay_fires_on_the_collapsed_cell_not_on_the_healthy_one():
-    """The study's logged histories (tests/data/drift/README.md): NLFT at N = 200 collapsed, at N = 50 it did not."""
+    """The study's logged histories (tests/train/drift/README.md): NLFT at N = 200 collapsed, at N = 50 it did not."""
     collapsed = drift(_read("nlft-n200-s0.jsonl"))
     healthy = drift(_read("nlft-n50-s0.jsonl"))
     assert collapsed.fired and 1.0 < collapsed.epoch < 3.0
@@ -55,7 +55,7 @@ def test_monitor_options_are_checked():
         DriftMonitor(action="halt")
     with pytest.raises(ValueError, match="above 1"):
         DriftMonitor(factor=0.9)
-    from nlft.commands.train import TrainOptions
+    from nlft.train.options import TrainOptions
 
     assert TrainOptions().drift_factor == DEFAULT_FACTOR and TrainOptions().drift_action == "warn"
 
@@ -73,7 +73,7 @@ def test_nlft_trainer_monitors_by_default(tmp_path, tiny_model, tokenizer, recor
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    from conftest import sample_records
+    from support import sample_records
 
     path = tmp_path_factory.mktemp("data") / "nlft.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in sample_records()))

@@ -1,7 +1,10 @@
-"""The data pipeline: questions -> outputs -> grades -> judgments -> NLFT records.
+"""Building NLFT training data: questions -> outputs -> grades -> judgments -> NLFT records.
 
-Each stage appends to a JSONL file through :func:`nlft.utils.resume.run_resumable`, so a killed run that is
-restarted with the same arguments continues where it stopped.
+:func:`generate`, :func:`judge` and :func:`prepare` (both in a row) are the library form of
+``nlft generate``, ``nlft judge`` and ``nlft prepare``: each writes into one folder, locked while it
+runs, and returns what it wrote. Each stage appends to a JSONL file through
+:func:`nlft.utils.resume.run_resumable`, so a killed run that is restarted with the same arguments
+continues where it stopped.
 
 NLFT record (one line of ``nlft.jsonl``, the trainer's input)::
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from typing import Any
 from nlft.data.generation import derive_seed
 from nlft.data.judging import calculator_judgment, judge_prompt, says_correct
 from nlft.tasks.grading import Mode, extract_answer, is_correct
-from nlft.tasks.prompts import JUDGE_INSTRUCTION, SOLVE_TEMPLATE, render
+from nlft.tasks.prompts import JUDGE_INSTRUCTION, SOLVE_TEMPLATE, render, uses_chat
 from nlft.utils.resume import run_resumable
 
 OUTPUTS_FILE = "outputs.jsonl"
@@ -136,7 +140,7 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
         from nlft.data.generation import PrefixCache, generate_hf_with_counts
 
         model, tokenizer = _hf_model(spec.model, spec.adapter)
-        chat = spec.chat_template and bool(getattr(tokenizer, "chat_template", None))
+        chat = spec.chat_template and uses_chat(tokenizer, None)  # asked for, and the tokenizer has one
         # the solve prompt's instruction and few-shot block: computed once per process and model
         prefix = _PREFIXES.setdefault((spec.model, spec.adapter), PrefixCache())
         return list(generate_hf_with_counts(
@@ -327,3 +331,105 @@ def spec_dict(*specs: Any) -> dict[str, Any]:
             out[type(spec).__name__] = asdict(spec)
     return out
 
+
+
+# ---- the stages as library calls ----------------------------------------------------------------------
+
+
+@dataclass
+class DataResult:
+    """What :func:`generate`, :func:`judge` or :func:`prepare` wrote into ``out_dir``."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]  # the outputs (generate) or the NLFT records (judge, prepare)
+    summary: dict[str, Any] | None = None  # summary.json (judge, prepare)
+    seconds: float = 0.0
+
+    @property
+    def nlft_file(self) -> Path:
+        return self.out_dir / NLFT_FILE
+
+    @property
+    def outputs_file(self) -> Path:
+        return self.out_dir / OUTPUTS_FILE
+
+
+def _open_folder(out_dir: str | Path, run_args: dict[str, Any] | None, args_file: str) -> Path:
+    """Lock ``out_dir`` (a second process is refused) and check that a rerun has the same ``run_args``."""
+    from nlft.utils.files import lock_dir
+    from nlft.utils.resume import check_run_args
+
+    out = lock_dir(out_dir)
+    if run_args is not None:
+        check_run_args(out, run_args, name=args_file)
+    return out
+
+
+def _finish(records: list[dict[str, Any]], out: Path, start: float) -> DataResult:
+    """Write ``summary.json`` (the counts of :func:`summarize`, the wall time, the NLFT file)."""
+    from nlft.utils.files import atomic_write_json
+
+    seconds = round(time.perf_counter() - start, 2)
+    summary = dict(summarize(records), seconds=seconds, nlft_file=str(out / NLFT_FILE))
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    return DataResult(out, records, summary, seconds)
+
+
+def generate(questions: list[dict[str, Any]], out_dir: str | Path, *, backend: BackendSpec | None = None,
+             sampling: SamplingSpec | None = None, template: TemplateSpec | None = None,
+             run_args: dict[str, Any] | None = None, progress: bool = True) -> DataResult:
+    """Outputs of ``questions`` into ``out_dir/outputs.jsonl`` (resumable). ``run_args``: see :func:`prepare`."""
+    start = time.perf_counter()
+    template = template or TemplateSpec()
+    out = _open_folder(out_dir, run_args and {**run_args, "template_sha256": template.sha256}, "args.json")
+    rows = generate_outputs(questions, out / OUTPUTS_FILE, backend=backend or BackendSpec(),
+                            sampling=sampling or SamplingSpec(), template=template, progress=progress)
+    return DataResult(out, rows, seconds=round(time.perf_counter() - start, 2))
+
+
+def judge(rows: list[dict[str, Any]], out_dir: str | Path, *, judge: JudgeSpec | None = None,
+          run_args: dict[str, Any] | None = None, progress: bool = True) -> DataResult:
+    """Grade ``rows`` (outputs) and judge the incorrect ones into ``out_dir/nlft.jsonl`` and ``summary.json``."""
+    start = time.perf_counter()
+    out = _open_folder(out_dir, run_args, "judge_args.json")
+    records = judge_outputs(rows, out / NLFT_FILE, judge=judge or JudgeSpec(), progress=progress)
+    return _finish(records, out, start)
+
+
+def prepare(questions: list[dict[str, Any]], out_dir: str | Path, *, backend: BackendSpec | None = None,
+            sampling: SamplingSpec | None = None, template: TemplateSpec | None = None,
+            judge: JudgeSpec | None = None, run_args: dict[str, Any] | None = None,
+            progress: bool = True) -> DataResult:
+    """NLFT training data from questions: outputs, grades and judgments in ``out_dir`` (every stage resumable).
+
+    Writes ``outputs.jsonl``, ``nlft.jsonl`` (the trainer's input) and ``summary.json``. ``run_args``:
+    the settings that decide the results, stored in ``args.json`` (with the template's digest) so that
+    a rerun into the same folder must match them (None: not checked). Raises DataError on bad rows,
+    :class:`~nlft.data.generation.APIError` when a server fails.
+    """
+    start = time.perf_counter()
+    template = template or TemplateSpec()
+    out = _open_folder(out_dir, run_args and {**run_args, "template_sha256": template.sha256}, "args.json")
+    outputs = generate_outputs(questions, out / OUTPUTS_FILE, backend=backend or BackendSpec(),
+                               sampling=sampling or SamplingSpec(), template=template, progress=progress)
+    records = judge_outputs(outputs, out / NLFT_FILE, judge=judge or JudgeSpec(), progress=progress)
+    return _finish(records, out, start)
+
+
+def read_outputs(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of an outputs file (``id``, ``question``, ``reference``, ``output``; ``gold`` read from the
+    reference's ``#### N`` when absent), ready for :func:`judge`. DataError naming the line and field."""
+    from nlft.tasks.grading import gold_of
+    from nlft.utils.files import DataError, iter_jsonl
+
+    if not Path(path).is_file():
+        raise DataError("input file not found (--input)", path=path)
+    rows = []
+    for line, row in iter_jsonl(path):
+        if "gold" not in row and isinstance(row.get("reference"), str):
+            row["gold"] = gold_of(row, source=path, line=line)
+        for name in ("id", "question", "reference", "gold", "output"):
+            if not isinstance(row.get(name), str):
+                raise DataError("missing or not a string", path=path, line=line, field=name)
+        rows.append(row)
+    return rows

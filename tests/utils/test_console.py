@@ -7,8 +7,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import sample_records
-from test_reliability_resume import env, nlft_cmd
+from support import env, nlft_cmd, sample_records
 
 from nlft.train.progress import format_logs
 

@@ -10,9 +10,8 @@ import subprocess
 
 import pytest
 import torch
-from conftest import make_tiny_model, sample_records
 from peft import LoraConfig
-from test_reliability_resume import CountingServer, env, nlft_cmd
+from support import CountingServer, env, make_tiny_model, nlft_cmd, sample_records
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.method.logps import pad_views, view_logps
@@ -99,12 +98,19 @@ def test_prompt_longer_than_max_length_errors_or_truncates(tmp_path, tokenizer):
     with pytest.raises(DataError, match=r"^train_dataset, line 3, field 'judgment': prompt \(\d+ tokens\)"):
         NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=200, base_template=BASE_TEMPLATE),
                     train_dataset=rows, processing_class=tokenizer)
-    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=170, truncation="response",
+    # a limit every prompt fits under, with room for a few output tokens, that cuts the longest rows
+    from nlft.train.views import tokenize_record
+
+    views = [tokenize_record(r, tokenizer, base_template=BASE_TEMPLATE) for r in sample_records()]
+    prompts = [max(len(v[k]) for k in ("base_prompt_ids", "std_prompt_ids", "judge_prompt_ids")) for v in views]
+    limit = max(prompts) + 3
+    assert limit < max(n + len(v["response_ids"]) for n, v in zip(prompts, views, strict=True))
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=limit, truncation="response",
                                                                      base_template=BASE_TEMPLATE),
                           train_dataset=sample_records(), processing_class=tokenizer, peft_config=LoraConfig(**LORA))
     lengths = [max(len(r[k]) for k in ("base_prompt_ids", "std_prompt_ids", "judge_prompt_ids"))
                + len(r["response_ids"]) for r in trainer.train_dataset]
-    assert max(lengths) == 170
+    assert max(lengths) == limit
     trainer.train()
     assert math.isfinite(trainer.state.log_history[0]["loss"])
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import sample_records
 from safetensors.torch import load_file
-from test_reliability_resume import assert_one_row_per_id, env, nlft_cmd, run_and_kill
+from support import assert_one_row_per_id, env, nlft_cmd, run_and_kill, sample_records
 
 from nlft.train.rundir import last_checkpoint
 from nlft.utils.files import read_jsonl
@@ -109,7 +108,7 @@ def test_eval_killed_and_rerun_equals_an_uninterrupted_run(tmp_path, tiny_dir):
                             + "\n" for k in range(12)))
 
     def cmd(out: Path) -> list[str]:
-        return nlft_cmd("eval", "--model", str(tiny_dir), "--data", str(data), "--out", str(out), "--batch-size",
+        return nlft_cmd("eval", "--model", str(tiny_dir), "--dataset", str(data), "--out", str(out), "--batch-size",
                         "2", "--max-new-tokens", "48", "--temperature", "0.7", "--seed", "5", "--backend", "hf",
                         "--no-progress")
 

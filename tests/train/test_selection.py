@@ -26,12 +26,15 @@ def files(tmp_path_factory):
     return root
 
 
-def test_keep_best_keeps_the_best_validation_epoch(tmp_path, tiny_dir, files, capsys):
-    """Full fine-tuning of the tiny model at lr 1e-2 for 6 epochs, one new token per validation answer.
+@pytest.mark.slow
+def test_keep_best_keeps_the_best_validation_epoch(tmp_path, smollm2_tiny_dir, files, capsys):
+    """Full fine-tuning of the tiny model (SmolLM2's vocabulary) at lr 1e-2 for 6 epochs, one new token per
+    validation answer.
 
     Measured: flexible accuracy 0, 0, 1, 0, 0, 0 over the epochs (the model says "7" after epoch 3 only),
     so the kept weights are epoch 3's, not the last epoch's.
     """
+    tiny_dir = smollm2_tiny_dir
     out = tmp_path / "run"
     assert main(["train", "--method", "sft", "--model", str(tiny_dir), "--data", str(files / "train.jsonl"),
                  "--out", str(out), "--full", "--lr", "1e-2", "--epochs", "6", "--batch-size", "4",
@@ -63,7 +66,7 @@ def test_keep_best_keeps_the_best_validation_epoch(tmp_path, tiny_dir, files, ca
     assert [v["question"] for v in validation] == [f"What is {i} plus {7 - i}?" for i in range(4)]
     assert manifest["validation"] == {"file": "validation.jsonl", "data": str(files / "val.jsonl"), "split": None,
                                       "n": 4}
-    assert main(["eval", "--run", str(out), "--data", str(files / "val.jsonl"), "--out", str(tmp_path / "ev"),
+    assert main(["eval", "--run", str(out), "--dataset", str(files / "val.jsonl"), "--out", str(tmp_path / "ev"),
                  "--no-progress"]) == 2
     assert "4 of these 4 questions chose the run's kept epoch" in capsys.readouterr().err
 

@@ -123,12 +123,10 @@ def test_page_is_self_contained_and_escapes_model_text():
     assert data["params"] == page_params()
 
 
-def test_cli_writes_a_page_and_reports_bad_rows(tiny_model, tokenizer, records, tmp_path, capsys):
+def test_cli_writes_a_page_and_reports_bad_rows(tiny_dir, records, tmp_path, capsys):
     from nlft.cli import main
 
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = tiny_dir
     data = tmp_path / "nlft.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "site" / "saliency.html"

@@ -11,88 +11,15 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO, SECRET, ScriptedServer, ok_reply
 
 from nlft.data.generation import APIError, AuthenticationError, OpenAIChatClient
-
-REPO = Path(__file__).resolve().parents[1]
-SECRET = "sk-test-THIS-KEY-MUST-NEVER-BE-WRITTEN-0123456789"
-
-
-def _ok(text: str = "2 + 2 = 4\n#### 4") -> tuple[int, dict[str, str], bytes]:
-    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-            "usage": {"completion_tokens": 7}}
-    return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
-
-
-class ScriptedServer:
-    """A real HTTP server whose n-th request gets the n-th scripted answer (the last one repeats).
-
-    An answer is ``(status, headers, body)`` or ``("sleep", seconds, answer)``.
-    """
-
-    def __init__(self, script: list[Any]) -> None:
-        self.script = script
-        self.requests: list[dict[str, Any]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                payload = json.loads(self.rfile.read(length) or b"{}")
-                with outer._lock:
-                    index = len(outer.requests)
-                    outer.requests.append({"path": self.path, "payload": payload,
-                                           "authorization": self.headers.get("Authorization")})
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                answer = outer.script[min(index, len(outer.script) - 1)]
-                if answer[0] == "sleep":
-                    time.sleep(answer[1])
-                    answer = answer[2]
-                # The request leaves the count before its answer goes out: once the client can read the
-                # answer it may send its next request, and that one must not overlap this one here.
-                with outer._lock:
-                    outer.in_flight -= 1
-                status, headers, body = answer
-                try:
-                    self.send_response(status)
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _client(url: str, **kw: Any) -> OpenAIChatClient:
@@ -102,7 +29,7 @@ def _client(url: str, **kw: Any) -> OpenAIChatClient:
 
 def test_success_sends_the_openai_payload(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NLFT_TEST_KEY", SECRET)
-    with ScriptedServer([_ok()]) as server, _client(server.url, api_key_env="NLFT_TEST_KEY") as client:
+    with ScriptedServer([ok_reply()]) as server, _client(server.url, api_key_env="NLFT_TEST_KEY") as client:
         text, tokens = client.complete_with_usage("What is 2+2?", temperature=0.5, max_tokens=33, seed=9)
     assert (text, tokens) == ("2 + 2 = 4\n#### 4", 7)
     (request,) = server.requests
@@ -114,7 +41,7 @@ def test_success_sends_the_openai_payload(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_no_key_sends_no_authorization() -> None:
-    with ScriptedServer([_ok()]) as server, _client(server.url, api_key_env="NLFT_UNSET_VARIABLE") as client:
+    with ScriptedServer([ok_reply()]) as server, _client(server.url, api_key_env="NLFT_UNSET_VARIABLE") as client:
         assert client.complete([{"role": "user", "content": "hi"}]) == "2 + 2 = 4\n#### 4"
     assert server.requests[0]["authorization"] is None
 
@@ -129,7 +56,7 @@ def test_500_is_retried_then_gives_up() -> None:
 
 def test_429_then_success_honours_retry_after() -> None:
     limited = (429, {"Retry-After": "0.3"}, b'{"error": "rate limited"}')
-    with ScriptedServer([limited, limited, _ok("fine")]) as server, _client(server.url) as client:
+    with ScriptedServer([limited, limited, ok_reply("fine")]) as server, _client(server.url) as client:
         start = time.perf_counter()
         assert client.complete("hi") == "fine"
         elapsed = time.perf_counter() - start
@@ -138,7 +65,7 @@ def test_429_then_success_honours_retry_after() -> None:
 
 
 def test_timeout_is_retried() -> None:
-    with ScriptedServer([("sleep", 1.5, _ok("late")), _ok("on time")]) as server, \
+    with ScriptedServer([("sleep", 1.5, ok_reply("late")), ok_reply("on time")]) as server, \
             _client(server.url, timeout=0.3) as client:
         assert client.complete("hi") == "on time"
     assert len(server.requests) == 2
@@ -147,7 +74,7 @@ def test_timeout_is_retried() -> None:
 @pytest.mark.parametrize("garbage", [b"<html>not json</html>", b'{"choices": []}',
                                      b'{"choices": [{"message": {"content": null}}]}'])
 def test_garbage_json_is_retried(garbage: bytes) -> None:
-    with ScriptedServer([(200, {}, garbage), _ok("good")]) as server, _client(server.url) as client:
+    with ScriptedServer([(200, {}, garbage), ok_reply("good")]) as server, _client(server.url) as client:
         assert client.complete("hi") == "good"
     assert len(server.requests) == 2
 
@@ -182,7 +109,7 @@ def test_other_4xx_is_not_retried_and_scrubs_the_key(monkeypatch: pytest.MonkeyP
 
 
 def test_concurrency_is_bounded_and_order_kept() -> None:
-    script = [("sleep", 0.2, _ok(f"answer {i}")) for i in range(8)]
+    script = [("sleep", 0.2, ok_reply(f"answer {i}")) for i in range(8)]
     with ScriptedServer(script) as server, _client(server.url, max_concurrency=3) as client:
         results = client.complete_many([f"q{i}" for i in range(8)], progress=False)
     assert server.max_in_flight == 3

@@ -1,4 +1,4 @@
-"""One NLFT step on the tiny model, run by tests/test_distributed.py under 1 or 2 processes.
+"""One NLFT step on the tiny model, run by tests/train/test_distributed.py under 1 or 2 processes.
 
 Usage: python tests/dist_train.py OUT.json PER_DEVICE_BATCH  (under accelerate launch for 2 processes)
 
@@ -14,15 +14,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: support.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from conftest import make_tiny_model, sample_records
 from peft import LoraConfig
+from support import build_tiny_tokenizer, make_tiny_model, sample_records
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.train.progress import gather_metric_means
-from nlft.utils.models import load_tokenizer
 
 
 class GatheringTrainer(NLFTTrainer):
@@ -43,7 +42,7 @@ class GatheringTrainer(NLFTTrainer):
 
 def main() -> None:
     out, bsz = sys.argv[1], int(sys.argv[2])
-    tokenizer = load_tokenizer("smollm2")
+    tokenizer = build_tiny_tokenizer()
     args = NLFTConfig(output_dir=str(Path(out).parent / "trainer"), report_to="none", save_strategy="no", use_cpu=True,
                       disable_tqdm=True, max_steps=1, per_device_train_batch_size=bsz, optim="sgd", learning_rate=1.0,
                       lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, r0=1.0, p0_incorrect=0.0,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from support import GSM8K_DIR
 
 from nlft.tasks.sources import load_questions
 from nlft.utils.files import DataError
 
-GSM8K_DIR = Path(os.environ.get("NLFT_GSM8K_DIR", Path(__file__).resolve().parents[2] / "shared/data/gsm8k"))
 needs_gsm8k = pytest.mark.skipif(not (GSM8K_DIR / "train.jsonl").exists(),
                                  reason=f"GSM8K not found in {GSM8K_DIR} (set NLFT_GSM8K_DIR)")
 

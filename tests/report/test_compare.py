@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_plots import _png_size, write_run
+from support import png_size, write_run
 
 from nlft.cli import main
 from nlft.report.plots import plot_compare
@@ -34,7 +34,7 @@ def test_compare_prints_table_and_writes_png(tmp_path, capsys):
     assert lines[3].split() == ["sft", "sft", "0.2000", "20.00%", "-", "2.1", "min", "3.00", "GiB", "-", "-"]
     assert lines[4].split() == ["crashed", "-", "-", "-", "-", "-", "-", "-", "-"]
     assert lines[5] == f"plot: {out}"
-    assert _png_size(out) == (1232, 440)
+    assert png_size(out) == (1232, 440)
     table = json.loads((tmp_path / "t.json").read_text())
     assert [r["accuracy"] for r in table] == [0.55, 0.2, None]
     assert table[0]["ci95_flexible"] == [0.387, 0.781] and table[0]["kept"]["epoch"] == 2.0

@@ -7,8 +7,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import make_tiny_model, sample_records
-from test_reliability_resume import env, nlft_cmd
+from support import env, make_tiny_model, nlft_cmd, sample_records
 
 from nlft.cli import main
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from support import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
+@pytest.mark.slow  # two configurations trained for two epochs
 def test_epoch_cost_reads_shorter_runs_at_epoch_ends(tmp_path, tokenizer):
     import epoch_cost
 

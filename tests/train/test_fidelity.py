@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-from conftest import make_tiny_model, sample_records
 from peft import LoraConfig
+from support import make_tiny_model, sample_records
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.method.logps import selective_log_softmax, view_logps

@@ -26,13 +26,10 @@ def test_derive_seed_is_stable_and_distinct() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[object, object]:
-    """A 2-layer random Llama with the SmolLM2 tokenizer (offline, a few MB)."""
+def tiny(tokenizer) -> tuple[object, object]:
+    """A 2-layer random Llama with the tiny tokenizer (built in-process)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from nlft.utils.models import load_tokenizer
-
-    tokenizer = load_tokenizer("smollm2")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,

@@ -7,10 +7,11 @@ import json
 
 import pytest
 import yaml
-from conftest import GSM8K_DIR, sample_records
+from support import GSM8K_DIR, REPO, sample_records
 
 from nlft.cli import main
-from nlft.commands.train import TrainOptions, add_arguments, resolve_options
+from nlft.commands.train import add_arguments, resolve_options
+from nlft.train.options import TrainOptions
 from nlft.utils.files import DataError
 
 
@@ -168,7 +169,7 @@ def test_train_then_eval_smollm2(tmp_path, data_file, method):
     extra = ["--reft-num-generations", "2", "--reft-max-new-tokens", "16"] if method == "reft" else []
     assert main(["train", "--method", method, "--model", "smollm2", "--data", str(data_file), "--out", str(out),
                  "--max-steps", "1", "--batch-size", "2", *extra]) == 0
-    assert main(["eval", "--run", str(out), "--data", "gsm8k", "--data-dir", str(GSM8K_DIR), "--limit", "2",
+    assert main(["eval", "--run", str(out), "--dataset", "gsm8k", "--data-dir", str(GSM8K_DIR), "--limit", "2",
                  "--max-new-tokens", "24", "--out", str(out / "eval"), "--no-progress"]) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 2 and metrics["adapter"] == str(out / "adapter")
@@ -176,9 +177,8 @@ def test_train_then_eval_smollm2(tmp_path, data_file, method):
 
 @pytest.mark.parametrize("name", ["paper-llama3-8b.yaml", "cpu-quickstart.yaml"])
 def test_shipped_configs_parse(name):
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / name
+    path = REPO / "configs" / name
     opts = resolve_options(_parse(["--config", str(path), "--data", "d.jsonl", "--out", "o"]))
     assert (opts.lora_r, opts.lora_alpha, opts.lora_dropout, opts.lr, opts.batch_size) == (16, 16, 0.05, 5e-5, 4)
 

@@ -3,45 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from support import png_size, write_run
 
 from nlft.report.plots import ACCURACY_PNG, LOSS_PNG, SCALES_PNG, format_table, plot_run, series, summarize_run
-
-
-def write_run(run: Path, *, losses=(2.0, 1.5, 1.2, 0.9), accuracies=(0.25, 0.5), method="nlft",
-              with_manifest=True, with_metrics=True, steps_per_epoch=2) -> Path:
-    """A run directory as the trainer leaves it: per-step logs, per-epoch evaluations, manifest, metrics."""
-    run.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, loss in enumerate(losses):
-        step = i + 1
-        rows.append({"step": step, "epoch": step / steps_per_epoch, "loss": loss, "learning_rate": 5e-5,
-                     "nlft/mean_scale": 0.5 + 0.1 * i, "nlft/saliency_share": 0.1 * i,
-                     "nlft/sub_saliency_share": 0.05, "nlft/erroneous_share": 0.02})
-    rows.append({"step": len(losses), "epoch": len(losses) / steps_per_epoch, "train_runtime": 33.0,
-                 "train_loss": sum(losses) / len(losses)})
-    (run / "log_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if accuracies:
-        evals = [{"epoch": float(e + 1), "accuracy_strict": a, "accuracy_flexible": a + 0.05, "n": 20}
-                 for e, a in enumerate(accuracies)]
-        (run / "eval_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
-    if with_manifest:
-        manifest = {"method": method, "train_wall_time_s": 125.0, "epochs": [
-            {"epoch": 1.0, "wall_time_s": 60.0, "peak_memory_bytes": 3 * 2**30},
-            {"epoch": 2.0, "wall_time_s": 65.0, "peak_memory_bytes": 2 * 2**30}]}
-        (run / "manifest.json").write_text(json.dumps(manifest))
-    if with_metrics:
-        (run / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.55, "n": 20}))
-    return run
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    """Width and height from the PNG header (IHDR); also checks the signature."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def test_series_keeps_rows_with_both_numbers():
@@ -54,7 +20,7 @@ def test_plot_run_writes_three_pngs(tmp_path):
     run = write_run(tmp_path / "run")
     paths = plot_run(run)
     assert [p.name for p in paths] == [LOSS_PNG, SCALES_PNG, ACCURACY_PNG]
-    sizes = [_png_size(p) for p in paths]
+    sizes = [png_size(p) for p in paths]
     assert sizes[0] == sizes[2] == (704, 440)  # 6.4 x 4.0 inches at 110 dpi
     assert sizes[1] == (1144, 440)  # two panels of 5.2 inches
     from matplotlib.image import imread

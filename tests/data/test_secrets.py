@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from test_reliability_resume import CountingServer, env, nlft_cmd, write_questions
+from support import CountingServer, env, nlft_cmd, write_questions
 
 SECRET = "sk-nlft-SECRET-7f3a9c1e5b-do-not-write"
 

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import sample_records
-from test_reliability_resume import env, nlft_cmd
+from support import env, nlft_cmd, sample_records
 
 from nlft.cli import main
 from nlft.utils.files import LOCK_FILE, DataError, lock_dir, unlock_dir
@@ -95,7 +94,7 @@ def test_eval_run_from_another_folder_writes_run_eval(tmp_path, tiny_dir, data_f
     questions.write_text("".join(json.dumps({"question": r["question"], "answer": r["reference"]}) + "\n"
                                  for r in sample_records()))
     capsys.readouterr()
-    assert main(["eval", "--run", str(run), "--data", str(questions), "--limit", "2", "--max-new-tokens", "4",
+    assert main(["eval", "--run", str(run), "--dataset", str(questions), "--limit", "2", "--max-new-tokens", "4",
                  "--no-progress"]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 2 and metrics["adapter"] == str(run / "adapter")
@@ -110,7 +109,7 @@ def test_failed_checks_leave_no_folder(tmp_path, capsys):
                  ["judge", "--input", str(missing), "--out", str(tmp_path / "j")],
                  ["prepare", "--dataset", str(missing), "--out", str(tmp_path / "p")],
                  ["generate", "--dataset", str(missing), "--out", str(tmp_path / "g")],
-                 ["eval", "--data", str(missing), "--out", str(tmp_path / "e")]):
+                 ["eval", "--dataset", str(missing), "--out", str(tmp_path / "e")]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and ("not found" in err or "nor an existing file" in err), (argv, err)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
+from support import REPO
 
 from nlft.train.rundir import (
     RunRecorder,
@@ -64,7 +64,7 @@ def test_peak_memory_sees_a_short_lived_allocation():
         "kind, peak = meter.stop()\n"
         "print(kind, peak - base)\n"
     )
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(REPO / "src")
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": src}, check=True).stdout.split()
     assert out[0] == "cpu_rss"
@@ -97,8 +97,8 @@ def test_recorder_with_a_real_trainer(tmp_path, tiny_model):
 def test_epoch_eval_on_a_merged_copy_leaves_the_trained_model_alone(tmp_path, tokenizer):
     from types import SimpleNamespace
 
-    from conftest import make_tiny_model
     from peft import LoraConfig, get_peft_model
+    from support import make_tiny_model
 
     from nlft.train.callbacks import EpochEvalCallback
 

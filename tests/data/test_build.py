@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import GSM8K_DIR, REPO
 
 from nlft.utils.files import DataError
 from nlft.utils.resume import check_run_args, run_resumable
 
-REPO = Path(__file__).resolve().parents[1]
-GSM8K_DIR = Path(os.environ.get("NLFT_GSM8K_DIR", REPO.parent / "shared/data/gsm8k"))
 needs_gsm8k = pytest.mark.skipif(not (GSM8K_DIR / "train.jsonl").exists(),
                                  reason=f"GSM8K not found in {GSM8K_DIR} (set NLFT_GSM8K_DIR)")
 REFERENCE = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
@@ -176,7 +175,7 @@ def test_prepare_malformed_dataset_row(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_hf_judge_writes_judgments(tmp_path: Path) -> None:
-    from nlft.data.prepare import BackendSpec, JudgeSpec, judge_outputs
+    from nlft.data.build import BackendSpec, JudgeSpec, judge_outputs
 
     rows = _lines(_outputs_file(tmp_path / "outputs.jsonl"))
     judge = JudgeSpec(kind="hf", backend=BackendSpec(model="smollm2"), max_new_tokens=24)
@@ -259,7 +258,7 @@ def test_generate_samples_per_question_with_own_seeds(tmp_path: Path) -> None:
 
 
 def test_a_file_is_never_extended_with_other_judge_settings(tmp_path: Path) -> None:
-    from nlft.data.prepare import JudgeSpec, judge_outputs
+    from nlft.data.build import JudgeSpec, judge_outputs
 
     rows = _lines(_outputs_file(tmp_path / "outputs.jsonl"))
     out = tmp_path / "nlft.jsonl"
