@@ -74,15 +74,19 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, with_backend_default
                        help="openai judge model name (default: --model-name)")
 
 
+def _openai_backend(args: argparse.Namespace, model: str, base_url: str | None) -> Any:
+    from nlft.data.build import BackendSpec
+
+    return BackendSpec(backend="openai", model=model, base_url=base_url, api_key_env=args.api_key_env,
+                       max_concurrency=args.max_concurrency, timeout=args.timeout, max_retries=args.max_retries)
+
+
 def backend_spec(args: argparse.Namespace) -> Any:
     from nlft.data.build import BackendSpec
 
     if args.backend == "openai":
-        return BackendSpec(backend="openai", model=args.model_name or "default", base_url=args.base_url,
-                           api_key_env=args.api_key_env, max_concurrency=args.max_concurrency,
-                           timeout=args.timeout, max_retries=args.max_retries)
-    return BackendSpec(backend="hf", model=args.model, adapter=args.adapter,
-                       chat_template=not args.no_chat_template)
+        return _openai_backend(args, args.model_name or "default", args.base_url)
+    return BackendSpec(backend="hf", model=args.model, adapter=args.adapter, chat_template=not args.no_chat_template)
 
 
 def judge_spec(args: argparse.Namespace) -> Any:
@@ -91,16 +95,13 @@ def judge_spec(args: argparse.Namespace) -> Any:
     backend = None
     if args.judge == "hf":
         model = args.judge_model or getattr(args, "model", None) or "smollm2"
-        backend = BackendSpec(backend="hf", model=model,
-                              chat_template=not getattr(args, "no_chat_template", False))
+        backend = BackendSpec(backend="hf", model=model, chat_template=not getattr(args, "no_chat_template", False))
     elif args.judge == "openai":
         base_url = getattr(args, "judge_base_url", None) or args.base_url
-        name = getattr(args, "judge_model_name", None) or args.model_name or "default"
         if not base_url:
             raise SystemExit("nlft: error: --judge openai needs --base-url (or --judge-base-url)")
-        backend = BackendSpec(backend="openai", model=name, base_url=base_url, api_key_env=args.api_key_env,
-                              max_concurrency=args.max_concurrency, timeout=args.timeout,
-                              max_retries=args.max_retries)
+        backend = _openai_backend(args, getattr(args, "judge_model_name", None) or args.model_name or "default",
+                                  base_url)
     return JudgeSpec(kind=args.judge, backend=backend, max_new_tokens=args.judge_max_new_tokens,
                      batch_size=args.batch_size, grading=args.grading)
 
@@ -112,6 +113,15 @@ def sampling_spec(args: argparse.Namespace) -> Any:
                         seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size)
 
 
+def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`nlft.data.build.generate` and :func:`~nlft.data.build.prepare` from the flags."""
+    from nlft.data.build import TemplateSpec
+
+    return {"backend": backend_spec(args), "sampling": sampling_spec(args),
+            "template": TemplateSpec.from_file(args.template), "run_args": result_arguments(args),
+            "progress": not args.no_progress}
+
+
 def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nlft.tasks.sources import load_questions
 
@@ -119,13 +129,12 @@ def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
                           seed=args.seed, question_field=args.question_field, answer_field=args.answer_field)
 
 
-def result_arguments(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that decide a run's results, for :func:`nlft.utils.resume.check_run_args`."""
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
     for key in ("data_dir", "template", "input", "adapter"):
         if values.get(key):
             values[key] = str(Path(values[key]).resolve())
-    values.update(extra)
     return values
 
 

@@ -1,4 +1,4 @@
-"""argparse types and actions shared by the commands (standard library only)."""
+"""argparse types, actions and flags shared by the commands (standard library only)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ class OldName(argparse.Action):
         print(f"{parser.prog}: {option_string} is now {self.new} ({option_string} still works in this release)",
               file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out`` (a folder, resumable) and ``--no-progress``."""
+    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")

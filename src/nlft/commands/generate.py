@@ -13,11 +13,10 @@ from nlft.commands._data_args import (
     add_backend_arguments,
     add_dataset_arguments,
     add_sampling_arguments,
-    backend_spec,
+    generation_settings,
     load_dataset_from_args,
-    result_arguments,
-    sampling_spec,
 )
+from nlft.commands._types import add_output_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,17 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
     add_backend_arguments(parser)
     add_sampling_arguments(parser)
-    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate outputs; print the output file's path."""
-    from nlft.data.build import TemplateSpec, generate
+    from nlft.data.build import generate
 
-    template = TemplateSpec.from_file(args.template)
-    backend, sampling = backend_spec(args), sampling_spec(args)
-    result = generate(load_dataset_from_args(args), args.out, backend=backend, sampling=sampling, template=template,
-                      run_args=result_arguments(args), progress=not args.no_progress)
+    settings = generation_settings(args)
+    result = generate(load_dataset_from_args(args), args.out, **settings)
     print(f"wrote {len(result.rows)} outputs to {result.outputs_file} in {result.seconds} s")
     return 0

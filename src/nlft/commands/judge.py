@@ -17,16 +17,16 @@ from nlft.commands._data_args import (
     print_summary,
     result_arguments,
 )
+from nlft.commands._types import add_output_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nlft judge``."""
     parser.add_argument("--input", required=True, help="outputs JSONL (from nlft generate)")
-    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
+    add_output_arguments(parser)
     add_judge_arguments(parser, with_backend_defaults=False)
     add_backend_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:

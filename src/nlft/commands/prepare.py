@@ -18,13 +18,12 @@ from nlft.commands._data_args import (
     add_dataset_arguments,
     add_judge_arguments,
     add_sampling_arguments,
-    backend_spec,
+    generation_settings,
     judge_spec,
     load_dataset_from_args,
     print_summary,
-    result_arguments,
-    sampling_spec,
 )
+from nlft.commands._types import add_output_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,17 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_arguments(parser)
     add_sampling_arguments(parser)
     add_judge_arguments(parser, with_backend_defaults=True)
-    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
-    from nlft.data.build import TemplateSpec, prepare
+    from nlft.data.build import prepare
 
-    template = TemplateSpec.from_file(args.template)
-    backend, sampling, judge = backend_spec(args), sampling_spec(args), judge_spec(args)
-    result = prepare(load_dataset_from_args(args), args.out, backend=backend, sampling=sampling, template=template,
-                     judge=judge, run_args=result_arguments(args), progress=not args.no_progress)
-    print_summary(result)
+    settings, judge = generation_settings(args), judge_spec(args)
+    print_summary(prepare(load_dataset_from_args(args), args.out, judge=judge, **settings))
     return 0
