@@ -105,9 +105,11 @@ class TemplateSpec:
     @classmethod
     def from_file(cls, path: str | None) -> TemplateSpec:
         """The default template, or the text of ``path``."""
+        from nlft.tasks.prompts import read_template
+
         if path is None:
             return cls()
-        return cls(text=Path(path).read_text(encoding="utf-8"), name=Path(path).name)
+        return cls(text=read_template(path), name=Path(path).name)
 
 
 _MODELS: dict[tuple[str, str | None], tuple[Any, Any]] = {}

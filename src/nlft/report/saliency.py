@@ -173,7 +173,7 @@ def compute_token_probs(
     from nlft.method.logps import IGNORE_INDEX, view_logps
     from nlft.train.config import NLFTConfig
     from nlft.train.trainer import NLFTCollator, measure_views
-    from nlft.train.views import check_length, tokenize_record, validate_records
+    from nlft.train.views import check_length, tokenize_record, training_prompt, validate_records
     from nlft.utils.models import ensure_pad_token
 
     if config is None:
@@ -182,9 +182,9 @@ def compute_token_probs(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     records = list(records)
     validate_records(records, source=source, needs_judgment=True)
-    from nlft.train.trainer import NLFTTrainer
-
-    NLFTTrainer._resolve_prompt(config, records)  # X_base: the prompt the outputs were generated with
+    # X_base: the prompt the outputs were generated with (as the trainer resolves it)
+    config.base_template, config.use_chat_template = training_prompt(
+        records, template=config.base_template, use_chat_template=config.use_chat_template, source="train_dataset")
     ensure_pad_token(tokenizer)
     limit = max_length or config.max_length or 4096
     features = []

@@ -106,19 +106,30 @@ JUDGE_INSTRUCTION = (
 )
 
 
+def read_template(path: Any, *, field: str = "template") -> str:
+    """The text of a prompt template file, which must hold ``{question}``; DataError naming the file and the option."""
+    from pathlib import Path
+
+    from nlft.utils.files import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("prompt template file not found", path=path, field=field)
+    text = path.read_text(encoding="utf-8")
+    if "{question}" not in text:
+        raise DataError("the prompt template must contain {question}", path=path, field=field)
+    return text
+
+
 def resolve_template(prompt: str) -> str:
     """A built-in prompt's name (:data:`TEMPLATES`) or a template file's path -> template text with ``{question}``."""
     from pathlib import Path
 
     if prompt in TEMPLATES:
         return TEMPLATES[prompt]
-    path = Path(prompt)
-    if not path.is_file():
+    if not Path(prompt).is_file():
         raise ValueError(f"--prompt must be one of {', '.join(TEMPLATES)} or a template file, got {prompt!r}")
-    text = path.read_text(encoding="utf-8")
-    if "{question}" not in text:
-        raise ValueError(f"{path}: the prompt template must contain {{question}}")
-    return text
+    return read_template(prompt, field="prompt")
 
 
 def render(template: str, **fields: Any) -> str:

@@ -205,8 +205,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
         # Here, where the file is known, so that a bad row is reported by file name.
         validate_records(records, source=opts.data, needs_judgment=True)
     template, chat = training_prompt(records, opts)
-    if opts.use_chat_template is None and chat is False:
-        opts = replace(opts, use_chat_template=False)
+    if chat != opts.use_chat_template:  # None follows the records' provenance
+        opts = replace(opts, use_chat_template=chat)
     lock_dir(run_dir)  # created only now that the checks passed; a second process is refused
     tokenizer = load_tokenizer(opts.model)
     base_model = resolve_model_path(opts.model)
@@ -289,25 +289,13 @@ def run_training(opts: TrainOptions) -> TrainResult:
 
 
 def training_prompt(records: list[dict[str, Any]], opts: TrainOptions) -> tuple[str, bool | None]:
-    """``(template, chat_template)`` every method trains under: ``--base-template``, else the records' own.
+    """``(template, use_chat_template)`` every method trains under: ``--base-template``, else the records' own
+    (:func:`nlft.train.views.training_prompt`)."""
+    from nlft.tasks.prompts import read_template
+    from nlft.train.views import training_prompt as rule
 
-    The records' prompt is the one their outputs were generated with (provenance); files that do
-    not say get the paper's solve instruction (appendix A.2), the prompt evaluation uses by default.
-    """
-    from nlft.tasks.prompts import SOLVE_TEMPLATE
-    from nlft.train.views import generation_prompt
-    from nlft.utils.files import DataError
-
-    if opts.base_template:
-        path = Path(opts.base_template)
-        if not path.is_file():
-            raise DataError("prompt template file not found", path=path, field="base_template")
-        text = path.read_text(encoding="utf-8")
-        if "{question}" not in text:
-            raise DataError("the prompt template must contain {question}", path=path, field="base_template")
-        return text, None
-    found, chat = generation_prompt(records, source=opts.data or "data")
-    return found or SOLVE_TEMPLATE, chat
+    template = read_template(opts.base_template, field="base_template") if opts.base_template else None
+    return rule(records, template=template, use_chat_template=opts.use_chat_template, source=opts.data or "data")
 
 
 def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[dict[str, Any]], out: Path,

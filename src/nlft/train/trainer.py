@@ -16,7 +16,7 @@ from nlft.method.logps import IGNORE_INDEX, pad_views, view_logps
 from nlft.method.loss import cut_loss, kl_penalty, nlft_loss, token_mean
 from nlft.method.scales import TokenScales, batch_token_scales, class_balance_weights
 from nlft.train.config import NLFTConfig
-from nlft.train.views import REQUIRED_FIELDS, check_length, generation_prompt, tokenize_record, validate_records
+from nlft.train.views import REQUIRED_FIELDS, check_length, tokenize_record, training_prompt, validate_records
 from nlft.utils.files import DataError
 
 STD, JUDGE = 0, 1
@@ -240,8 +240,6 @@ class NLFTTrainer(Trainer):
         ``use_chat_template`` left at None follows the provenance too (a file generated without the
         chat template trains without it).
         """
-        from nlft.tasks.prompts import SOLVE_TEMPLATE
-
         if args.base_template is not None:  # set explicitly: the records' prompts are not read
             return
         rows: Any = []
@@ -249,13 +247,8 @@ class NLFTTrainer(Trainer):
             rows = dataset
         elif dataset is not None and "provenance" in dataset.column_names:
             rows = [{"provenance": p} for p in dataset["provenance"]]
-        template, chat = (None, None)
-        if args.base_template is None or args.use_chat_template is None:
-            template, chat = generation_prompt(rows, source="train_dataset")
-        if args.base_template is None:
-            args.base_template = template or SOLVE_TEMPLATE
-        if args.use_chat_template is None and chat is False:
-            args.use_chat_template = False
+        args.base_template, args.use_chat_template = training_prompt(
+            rows, use_chat_template=args.use_chat_template, source="train_dataset")
 
     def _prepare_dataset(self, dataset: Any, tokenizer: Any, args: NLFTConfig, name: str) -> Any:
         from datasets import Dataset

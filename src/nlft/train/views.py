@@ -151,6 +151,23 @@ def _known_templates() -> dict[str, str]:
     return {hashlib.sha256(t.encode("utf-8")).hexdigest(): t for t in (SOLVE_TEMPLATE, BASE_TEMPLATE, BRIEF_TEMPLATE)}
 
 
+def training_prompt(rows: Sequence[dict[str, Any]], *, template: str | None = None,
+                    use_chat_template: bool | None = None, source: str = "dataset") -> tuple[str, bool | None]:
+    """The one rule for the prompt every method trains under (X_base): ``(template, use_chat_template)``.
+
+    ``template`` when given; else the prompt the records' outputs were generated with (their
+    provenance, :func:`generation_prompt`), else the paper's solve instruction (appendix A.2), the
+    prompt evaluation uses by default. ``use_chat_template`` left at None follows the provenance too:
+    a file generated without the chat template trains without it.
+    """
+    if template is not None:  # set explicitly: the records' prompts are not read
+        return template, use_chat_template
+    from nlft.tasks.prompts import SOLVE_TEMPLATE
+
+    found, chat = generation_prompt(rows, source=source)
+    return found or SOLVE_TEMPLATE, (False if use_chat_template is None and chat is False else use_chat_template)
+
+
 def generation_prompt(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> tuple[str | None, bool | None]:
     """The prompt the records' outputs were generated with, read from their provenance.
 
