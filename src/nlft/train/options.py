@@ -11,7 +11,9 @@ bad config file must fail with one line that names the file and the key (``c.yam
 'lora_rank': unknown option 'lora_rank' (did you mean 'lora_r'?)``); ``TrlParser`` turns unknown YAML
 keys into command-line strings and raises a generic error, and its flags are the dataclass field
 names. :func:`options_from` is the small merge that keeps those promises; TRL's ``ModelConfig`` /
-``get_peft_config`` build the LoRA config (:func:`nlft.train.recipe.peft_setup`).
+``get_peft_config`` build the LoRA config (:func:`nlft.train.recipe.peft_setup`). The LoRA options
+stay declared here because their defaults are the paper's (alpha 16; ModelConfig's is 32) and
+``--lora-targets`` defaults to the model's MLP projections.
 
 Standard library only: ``nlft --help`` builds every command's flags from here.
 """
