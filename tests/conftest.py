@@ -70,3 +70,13 @@ def smollm2_path():
 @pytest.fixture
 def records() -> list[dict]:
     return sample_records()
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """The sample records as an NLFT data file (``nlft.jsonl``, ids ``r0``..``r3``), as ``--data`` reads it."""
+    import json
+
+    path = tmp_path_factory.mktemp("data") / "nlft.jsonl"
+    path.write_text("".join(json.dumps({**r, "id": f"r{i}"}) + "\n" for i, r in enumerate(sample_records())))
+    return path

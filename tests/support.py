@@ -82,6 +82,11 @@ def make_tiny_model(vocab_size: int, seed: int = 0, **overrides):
 
 
 
+# LoRA on the tiny model's MLP projections, for the trainer's tests.
+LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
+            task_type="CAUSAL_LM")
+
+
 def save_tiny_model(path: Path, tokenizer: Any, **overrides: Any) -> Path:
     """A tiny random Llama (:func:`make_tiny_model`) and ``tokenizer`` saved in ``path``: a folder ``--model`` loads."""
     make_tiny_model(len(tokenizer), **overrides).save_pretrained(path)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from peft import LoraConfig
-from support import make_tiny_model, sample_records
+from support import LORA, make_tiny_model, sample_records
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.method.logps import selective_log_softmax, view_logps
@@ -28,8 +28,6 @@ from nlft.tasks.prompts import (
 from nlft.train.views import generation_prompt, tokenize_record
 from nlft.utils.files import DataError
 
-LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
-            task_type="CAUSAL_LM")
 CUSTOM = "Work it out, then write '#### <number>'.\nProblem: {question}\nAnswer:"
 
 

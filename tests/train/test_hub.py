@@ -7,16 +7,9 @@ import json
 import subprocess
 
 import pytest
-from support import env, make_tiny_model, nlft_cmd, sample_records
+from support import env, make_tiny_model, nlft_cmd
 
 from nlft.cli import main
-
-
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "nlft.jsonl"
-    path.write_text("".join(json.dumps({**r, "id": f"r{i}"}) + "\n" for i, r in enumerate(sample_records())))
-    return path
 
 
 def _train(tiny_dir, data_file, out, *extra: str) -> int:

@@ -17,13 +17,6 @@ HOLD = ("import sys; from nlft.utils.files import lock_dir; lock_dir(sys.argv[1]
         "sys.stdin.read()")
 
 
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "nlft.jsonl"
-    path.write_text("".join(json.dumps({**r, "id": f"r{i}"}) + "\n" for i, r in enumerate(sample_records())))
-    return path
-
-
 def _holder(folder) -> subprocess.Popen:
     """A second real process that holds ``folder``'s lock until its stdin closes."""
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -7,14 +7,11 @@ import math
 import pytest
 import torch
 from peft import LoraConfig
-from support import make_tiny_model, sample_records
+from support import LORA, make_tiny_model, sample_records
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.tasks.prompts import BASE_TEMPLATE
 from nlft.utils.files import DataError
-
-LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
-            task_type="CAUSAL_LM")
 
 
 def make_args(tmp_path, **kw):
