@@ -45,7 +45,7 @@ def make_model(kind: str, vocab_size: int) -> Any:
     import torch
 
     if kind == "smollm2":
-        from nlft.models import load_model
+        from nlft.utils.models import load_model
 
         return load_model("smollm2")
     if kind in ("small", "tiny"):
@@ -67,8 +67,8 @@ def run_once(config: str, epochs: int, records: list[dict], tokenizer: Any,
     from transformers import TrainerCallback
     from workload import lora_config
 
-    from nlft.config import NLFTConfig
-    from nlft.trainer import NLFTTrainer
+    from nlft.train.config import NLFTConfig
+    from nlft.train.trainer import NLFTTrainer
 
     loss_type = "nll" if config == "sft" else "nlft"
     view_probs = {"nlft_cached": "cached", "nlft_per_epoch": "per_epoch"}.get(config, "dynamic")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from workload import realistic_records
 
-    from nlft.models import load_tokenizer
+    from nlft.utils.models import load_tokenizer
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer("smollm2")

@@ -24,10 +24,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 
 def erroneous_shares(examples: list[dict], *, r0: float, p0: float) -> list[tuple[float, int]]:
-    """``(erroneous share, tokens)`` of every incorrect example of :func:`nlft.saliency.compute_token_probs`."""
+    """``(erroneous share, tokens)`` of every incorrect example of :func:`nlft.report.saliency.compute_token_probs`."""
     import torch
 
-    from nlft.scales import error_share, incorrect_token_scales
+    from nlft.method.scales import error_share, incorrect_token_scales
 
     out = []
     for ex in examples:
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the result here")
     args = parser.parse_args(argv)
 
-    from nlft.config import NLFTConfig
-    from nlft.io import read_jsonl
-    from nlft.models import load_model, load_tokenizer
-    from nlft.saliency import compute_token_probs
+    from nlft.report.saliency import compute_token_probs
+    from nlft.train.config import NLFTConfig
+    from nlft.utils.files import read_jsonl
+    from nlft.utils.models import load_model, load_tokenizer
 
     records = list(read_jsonl(args.data))[: args.limit]
     config = NLFTConfig(output_dir=str(Path.cwd() / "nlft-output"), report_to=[])

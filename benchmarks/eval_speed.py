@@ -1,6 +1,6 @@
 """Batched evaluation against one-at-a-time generation: same questions, same model, same greedy settings.
 
-Runs :func:`nlft.evaluation.evaluate` three times on the first ``--n`` GSM8K test questions: with
+Runs :func:`nlft.eval.accuracy.evaluate` three times on the first ``--n`` GSM8K test questions: with
 ``--batch-size`` questions per generation batch (left padding, KV cache) and the shared prompt
 prefix (instruction and few-shot examples) computed once, the same without the shared prefix, and
 one question at a time (batch size 1, the prompt computed whole for every question).
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from nlft.datasets import load_questions
-    from nlft.evaluation import TEMPLATES, evaluate
-    from nlft.models import load_model, load_tokenizer
+    from nlft.eval.accuracy import TEMPLATES, evaluate
+    from nlft.tasks.sources import load_questions
+    from nlft.utils.models import load_model, load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,7 +7,7 @@ output head runs on every position, and a float32 softmax over the whole vocabul
 position gives the probabilities, from which the label tokens are read. The measurement views are
 then detached. (The lean trainer runs X_judge for incorrect outputs only: a correct output's
 scales use P_std alone.) The loss is the same function of the same probabilities, so with dropout
-off the loss and the LoRA gradients equal the lean step's (``tests/test_perf_equivalence.py``).
+off the loss and the LoRA gradients equal the lean step's (``tests/train/test_perf_equivalence.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from nlft.clustering import cosine_spans, word_spans
-from nlft.logps import IGNORE_INDEX
-from nlft.loss import nlft_loss
-from nlft.prompts import CORRECT_JUDGMENT, prompt_ids, view_text
-from nlft.scales import batch_token_scales
-from nlft.trainer import JUDGE, STD, NLFTCollator, NLFTTrainer
+from nlft.method.clustering import cosine_spans, word_spans
+from nlft.method.logps import IGNORE_INDEX
+from nlft.method.loss import nlft_loss
+from nlft.method.scales import batch_token_scales
+from nlft.tasks.prompts import CORRECT_JUDGMENT, prompt_ids, view_text
+from nlft.train.trainer import JUDGE, STD, NLFTCollator, NLFTTrainer
 
 
 def stacked_view_logps(model: Any, batch: dict[str, torch.Tensor], *, return_hidden: bool = False
@@ -108,11 +108,7 @@ class RefStyleTrainer(NLFTTrainer):
         correct = inputs["correct"].to(torch.bool)
         if args.loss_type == "nlft" and p_std is None:
             p_std = torch.zeros_like(p_base)
-        ts = batch_token_scales(
-            p_base, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
-            p0_correct=args.p0_correct, c1=args.c1, c2=args.c2, c3=args.c3, r0=args.r0,
-            p0_incorrect=args.p0_incorrect, irrelevant=args.irrelevant_incorrect,
-            max_error_fraction=args.max_error_fraction, cut_threshold=args.cut_threshold,
-        )
+        ts = batch_token_scales(p_base, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
+                                params=args.scale_params)
         loss = nlft_loss(logps, ts.scales, ts.unlikelihood, response_mask, num_items_in_batch) * args.loss_multiplier
         return (loss, {"logps": logps.detach(), "token_scales": ts.scales}) if return_outputs else loss

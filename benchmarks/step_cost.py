@@ -71,8 +71,8 @@ def batch_indices(kind: str, batch_size: int, single_size: int = 1) -> list[int]
 
 
 def nlft_args(config: str, batch_size: int, output_dir: str, bf16: bool, prompt: str = "solve") -> Any:
-    from nlft.config import NLFTConfig
-    from nlft.evaluation import TEMPLATES
+    from nlft.tasks.prompts import TEMPLATES
+    from nlft.train.config import NLFTConfig
 
     loss_type = "nll" if config in ("sft_nll", "sft_shared") else "nlft"
     view_probs = "cached" if config == "nlft_cached" else "dynamic"
@@ -90,7 +90,7 @@ class Bench:
                  single_size: int, output_dir: str, bf16: bool, prompt: str = "solve") -> None:
         from refstyle import RefStyleTrainer
 
-        from nlft.trainer import NLFTTrainer
+        from nlft.train.trainer import NLFTTrainer
 
         self.config = config
         self.cache_fill_s: float | None = None
@@ -156,7 +156,7 @@ def build_shared(args: argparse.Namespace) -> tuple[Any, Any, list[dict]]:
     from peft import get_peft_model
     from workload import load_workload_model, lora_config, realistic_records
 
-    from nlft.models import load_tokenizer
+    from nlft.utils.models import load_tokenizer
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer("smollm2")

@@ -117,7 +117,7 @@ def load_workload_model(kind: str, device: str) -> Any:
     import torch
 
     if kind == "smollm2":
-        from nlft.models import load_model
+        from nlft.utils.models import load_model
 
         return load_model("smollm2").to(device)
     if kind == "llama3-8b-shape":

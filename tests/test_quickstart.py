@@ -36,10 +36,8 @@ def _check_results(out, n_train: int, n_eval: int, epochs: float, saliency_limit
     assert manifest["method"] == "nlft" and manifest["epochs"]
 
 
-def test_quickstart_runs_every_step_and_resumes(tiny_model, tokenizer, tmp_path, capsys):
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+def test_quickstart_runs_every_step_and_resumes(tiny_dir, tmp_path, capsys):
+    model_dir = tiny_dir
     out = tmp_path / "qs"
     argv = ["quickstart", "--model", str(model_dir), "--dataset", "chain_sum", "--out", str(out), "--train-size", "4",
             "--eval-size", "2", "--epochs", "1", "--max-new-tokens", "8", "--batch-size", "4", "--temperature", "1",
@@ -108,10 +106,8 @@ def test_quickstart_with_smollm2_shows_both_halves_of_nlft(smollm2_path, tmp_pat
     assert "step" not in captured.err  # --no-progress: no training bar
 
 
-def test_quickstart_refuses_to_train_on_empty_outputs(tiny_model, tokenizer, tmp_path, capsys):
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+def test_quickstart_refuses_to_train_on_empty_outputs(tiny_dir, tmp_path, capsys):
+    model_dir = tiny_dir
     # Greedy, the tiny random model ends every answer at once: nothing to train on, said in one line.
     assert main(["quickstart", "--model", str(model_dir), "--out", str(tmp_path / "qs"), "--train-size", "2",
                  "--eval-size", "2", "--max-new-tokens", "4", "--no-progress"]) == 2

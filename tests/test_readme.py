@@ -14,8 +14,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import GSM8K_DIR, REPO, sample_records
-from test_openai_server import ScriptedServer, _ok
+from support import GSM8K_DIR, REPO, ScriptedServer, ok_reply, sample_records
 
 from nlft.cli import main
 
@@ -34,7 +33,7 @@ SHORT = {
     "compare": [],
 }
 # What a command needs to exist before it runs.
-INPUT_FLAGS = ("--data", "--adapter", "--run", "--input")
+INPUT_FLAGS = ("--data", "--dataset", "--adapter", "--run", "--input")
 
 
 def readme_commands(text: str) -> list[str]:
@@ -74,7 +73,7 @@ def test_readme_commands_run_as_written(tmp_path, tiny_dir, tokenizer, monkeypat
     text = README.read_text()
     pending = [c for c in readme_commands(text) if shlex.split(c)[1] not in SKIPPED]
     done = []
-    with ScriptedServer([_ok("Half of 48 is 24. 48 + 24 = 72.\n#### 72")]) as server:
+    with ScriptedServer([ok_reply("Half of 48 is 24. 48 + 24 = 72.\n#### 72")]) as server:
         while pending:
             ready = [c for c in pending if all(Path(p).exists() for p in _inputs(shlex.split(c)))]
             assert ready, f"these README commands read what no other command writes: {pending}"

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from nlft.cli import main
-from nlft.datasets import load_questions, parse_task
-from nlft.io import DataError
 from nlft.study import StudyConfig, cell_name, cells_of, markdown, parts, run_study
+from nlft.tasks.sources import load_questions, parse_task
+from nlft.utils.files import DataError
 
 TASK = "chain_sum:max_terms=2,max_digits=1"
 
@@ -42,12 +42,11 @@ def test_cells_run_seed_by_seed_with_curves_after_the_first():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tokenizer):
-    from conftest import make_tiny_model
+    """A whole tiny study: 3 methods x 2 seeds and the per-epoch curves, nine trainings (its tests are slow)."""
+    from support import save_tiny_model
 
-    model_dir = tmp_path_factory.mktemp("wide")
     # a wide initialisation keeps the random model from writing blank outputs
-    make_tiny_model(len(tokenizer), initializer_range=0.5).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path_factory.mktemp("wide"), tokenizer, initializer_range=0.5)
     out = tmp_path_factory.mktemp("study")
     cfg = StudyConfig(model=str(model_dir), task=TASK, sizes=(4,), seeds=(0, 1), methods=("sft_gold", "sft_outputs",
                       "nlft"), epochs=1, lr=1e-3, eval_size=6, eval_max_new_tokens=6, eval_batch_size=8,
@@ -56,6 +55,7 @@ def study(tmp_path_factory, tokenizer):
     return out, cfg, table
 
 
+@pytest.mark.slow  # the study fixture trains nine tiny cells
 def test_study_builds_table_from_cells(study):
     out, _, table = study
     part = table["parts"]["main"]
@@ -102,6 +102,7 @@ def test_study_builds_table_from_cells(study):
     assert (out / "plot_sizes.png").stat().st_size > 1000 and (out / "plot_epochs.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # the study fixture trains nine tiny cells
 def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsys):
     out, cfg, table = study
     cell = out / "main" / "cells" / "nlft-n4-s0" / "result.json"
@@ -127,10 +128,11 @@ def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsy
     assert "| NLFT (paper) |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the study fixture trains nine tiny cells
 def test_cells_travel_through_cells_jsonl(study, tmp_path):
     """A study begun on one machine continues on another: its cells.jsonl restores the finished cells."""
-    from nlft.config import PRESETS
     from nlft.study import collect, import_cells, protocol_sha
+    from nlft.train.config import PRESETS
 
     out, cfg, _ = study
     rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]

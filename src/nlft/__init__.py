@@ -12,17 +12,17 @@ __version__ = "0.1.0"
 __all__ = ["NLFTConfig", "NLFTTrainer", "__version__"]
 
 if TYPE_CHECKING:
-    from nlft.config import NLFTConfig
-    from nlft.trainer import NLFTTrainer
+    from nlft.train.config import NLFTConfig
+    from nlft.train.trainer import NLFTTrainer
 
 
 def __getattr__(name: str) -> Any:
     if name == "NLFTConfig":
-        from nlft.config import NLFTConfig
+        from nlft.train.config import NLFTConfig
 
         return NLFTConfig
     if name == "NLFTTrainer":
-        from nlft.trainer import NLFTTrainer
+        from nlft.train.trainer import NLFTTrainer
 
         return NLFTTrainer
     raise AttributeError(f"module 'nlft' has no attribute {name!r}")

@@ -1,8 +1,10 @@
 """The ``nlft`` command line: one console script with subcommands.
 
 Each subcommand lives in ``nlft.commands.<name>`` and exposes ``add_arguments(parser)`` and
-``run(args) -> int``. Command modules import only the standard library at module level, so that
-``nlft --help`` is instant; heavy imports (torch, transformers, datasets) happen inside ``run``.
+``run(args) -> int``: it parses, makes one library call and prints. Library errors become one-line
+messages here, in one place (:func:`is_user_error`). Command modules import only the standard
+library at module level, so that ``nlft --help`` is instant; heavy imports (torch, transformers,
+datasets) happen inside ``run``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is bad input, a bad setting or a failing server: one line for the user, no traceback.
+
+    The one place the library's errors become the command line's: DataError (a file, line and field),
+    ValueError (a setting), FileNotFoundError, and the OpenAI-compatible client's APIError.
+    """
+    from nlft.data.generation import APIError
+    from nlft.utils.files import DataError
+
+    return isinstance(err, (DataError, ValueError, FileNotFoundError, APIError))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nlft`` console script. Returns the process exit code."""
     parser = build_parser()
@@ -65,17 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from nlft.console import quiet_libraries
+    from nlft.utils.console import quiet_libraries
 
     quiet_libraries(getattr(args, "verbose", False))
-    from nlft.io import DataError
-
     try:
         return int(args._run(args) or 0)
-    except (DataError, ValueError, FileNotFoundError) as err:
-        # Bad input or a bad setting: one clear line, no traceback (NLFT_DEBUG=1 shows it).
-        if os.environ.get("NLFT_DEBUG"):
-            raise
+    except Exception as err:
+        if not is_user_error(err) or os.environ.get("NLFT_DEBUG"):
+            raise  # a bug: the whole traceback (NLFT_DEBUG=1 shows it for user errors too)
         print(f"nlft {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nlft.io import DataError, atomic_write_json, atomic_write_jsonl, read_jsonl
+from nlft.utils.files import DataError, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 # study method -> (nlft train --method, --sft-data, --preset)
 METHODS: dict[str, tuple[str, str | None, str | None]] = {
@@ -97,7 +97,7 @@ class StudyConfig:
                 raise ValueError(f"unknown study method {name!r}; choose from {', '.join(METHODS)}")
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"sizes must be positive, got {self.sizes}")
-        from nlft.evaluation import TEMPLATES
+        from nlft.tasks.prompts import TEMPLATES
 
         if self.prompt not in TEMPLATES:
             raise ValueError(f"prompt must be one of {', '.join(TEMPLATES)}, got {self.prompt!r}")
@@ -136,7 +136,7 @@ def _log(msg: str) -> None:
 
 def check_protocol(out: Path, cfg: StudyConfig) -> None:
     """Write ``study.json``, or refuse a study directory made with another protocol."""
-    from nlft.resume import check_run_args
+    from nlft.utils.resume import check_run_args
 
     out.mkdir(parents=True, exist_ok=True)
     check_run_args(out, asdict(cfg), name="study.json")
@@ -144,8 +144,8 @@ def check_protocol(out: Path, cfg: StudyConfig) -> None:
 
 def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
     """Training and held-out questions, then the base model's outputs, graded and judged (cached)."""
-    from nlft.datasets import load_questions
-    from nlft.evaluation import TEMPLATES
+    from nlft.tasks.prompts import TEMPLATES
+    from nlft.tasks.sources import load_questions
 
     data = out / part.name / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -177,15 +177,19 @@ def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
         atomic_write_jsonl(data / "eval.jsonl", rows(held))
     prepared = data / "prepare" / "nlft.jsonl"
     if not (data / "prepare" / "summary.json").exists():
-        from nlft.cli import main as cli
+        from nlft.data.build import BackendSpec, JudgeSpec, SamplingSpec, TemplateSpec, format_summary, prepare
+        from nlft.tasks.sources import load_questions
 
         _log(f"{part.name}: outputs of {cfg.model} for {n_train} questions, graded ({cfg.grading}) and judged")
         max_new = cfg.gen_max_new_tokens if part.name == "main" else part.max_new_tokens
-        code = cli(["prepare", "--dataset", str(data / "train.jsonl"), "--model", cfg.model, "--judge", "calculator",
-                    "--grading", cfg.grading, "--max-new-tokens", str(max_new), "--batch-size", "32",
-                    "--template", str(data / "prompt.txt"), "--out", str(data / "prepare"), "--no-progress"])
-        if code:
-            raise RuntimeError(f"nlft prepare failed with exit code {code}")
+        # What `nlft prepare --dataset train.jsonl --template prompt.txt --judge calculator` does; study.json
+        # (check_protocol) already holds the settings a rerun must match.
+        result = prepare(load_questions(str(data / "train.jsonl")), data / "prepare",
+                         backend=BackendSpec(model=cfg.model),
+                         sampling=SamplingSpec(max_new_tokens=max_new, batch_size=32),
+                         template=TemplateSpec.from_file(str(data / "prompt.txt")),
+                         judge=JudgeSpec(kind="calculator", batch_size=32, grading=cfg.grading), progress=False)
+        _log(f"{part.name}: " + format_summary(result.summary).replace("\n", "; "))
     records = list(read_jsonl(prepared))
     usable = [r for r in records if r["output"].strip()]
     if len(usable) < len(records):
@@ -197,15 +201,16 @@ def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
 
 
 def _eval_rows(out: Path, part: Part, name: str = "eval") -> list[dict[str, Any]]:
-    from nlft.datasets import load_questions
+    from nlft.tasks.sources import load_questions
 
     return load_questions(str(out / part.name / "data" / f"{name}.jsonl"))
 
 
 def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir: Path,
               adapter: str | None) -> dict[str, Any]:
-    from nlft.evaluation import TEMPLATES, evaluate
-    from nlft.models import load_model, load_tokenizer
+    from nlft.eval.accuracy import evaluate
+    from nlft.tasks.prompts import TEMPLATES
+    from nlft.utils.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, adapter=adapter)
@@ -218,7 +223,7 @@ def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir:
 
 def _metrics(m: dict[str, Any]) -> dict[str, Any]:
     """An evaluation's figures for a cell's ``result.json`` (``eval_n``: questions graded; ``n`` is N)."""
-    from nlft.evaluation import intervals
+    from nlft.eval.accuracy import intervals
 
     return {"eval_n": m["n"], **{k: m[k] for k in ("accuracy_strict", "accuracy_flexible", "answered_share")},
             **intervals(m)}
@@ -297,7 +302,8 @@ def run_sweep(out: Path, cfg: StudyConfig, part: Part, *, only: list[str] | None
 def _train_and_score(out: Path, cfg: StudyConfig, part: Part, cell: Path, name: str, method: str, n: int, seed: int,
                      curve_epochs: int | None, overrides: dict[str, Any], score_on: str) -> dict[str, Any]:
     """Train ``method`` (with NLFT ``overrides``) on the first ``n`` records, then score it on ``score_on``."""
-    from nlft.commands.train import TrainOptions, train
+    from nlft.report.plots import try_plot_run
+    from nlft.train import TrainOptions, run_training
 
     data = out / part.name / "data" / f"nlft-n{n}.jsonl"
     records = list(read_jsonl(data))
@@ -306,7 +312,7 @@ def _train_and_score(out: Path, cfg: StudyConfig, part: Part, cell: Path, name: 
     result: dict[str, Any] = {"cell": name, "method": method, "n": n, "seed": seed, "train_rows": n_rows,
                               "protocol_sha": protocol_sha(cfg)}
     if preset:
-        from nlft.config import PRESETS
+        from nlft.train.config import PRESETS
 
         result["preset_settings"] = {**PRESETS[preset], **overrides}
     if n_rows == 0:
@@ -328,7 +334,8 @@ def _train_and_score(out: Path, cfg: StudyConfig, part: Part, cell: Path, name: 
             eval_each_epoch=curve_epochs is not None, eval_data=str(out / part.name / "data" / "eval.jsonl"),
             eval_batch_size=cfg.eval_batch_size, eval_max_new_tokens=part.max_new_tokens,
             eval_limit=cfg.curve_eval_size if curve_epochs is not None else None, eval_merged=True)
-        train(opts)
+        run_training(opts)
+        try_plot_run(run_dir)  # as `nlft train` does; a failed plot does not stop the study
     train_s = time.perf_counter() - start
     result["train_s"] = train_s
     if curve_epochs is not None:
@@ -568,7 +575,7 @@ def import_cells(root: Path, cfg: StudyConfig, path: str | Path) -> int:
     settings, whose cell is not done here are written, so a study run in parts on several machines
     continues where it stopped. Returns the count.
     """
-    from nlft.config import PRESETS
+    from nlft.train.config import PRESETS
 
     sha = protocol_sha(cfg)
     count = 0

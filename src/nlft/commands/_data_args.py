@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
+from nlft.commands._types import at_least_one
+
 # Options that do not change a run's results: a rerun may change them freely.
 NON_RESULT_OPTIONS = {"out", "no_progress", "max_concurrency", "timeout", "max_retries", "command", "_run"}
-
-
-def at_least_one(text: str) -> int:
-    """argparse type of counts such as ``--limit``: an integer >= 1 (0 would evaluate or keep nothing)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,77 +74,73 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, with_backend_default
                        help="openai judge model name (default: --model-name)")
 
 
+def _openai_backend(args: argparse.Namespace, model: str, base_url: str | None) -> Any:
+    from nlft.data.build import BackendSpec
+
+    return BackendSpec(backend="openai", model=model, base_url=base_url, api_key_env=args.api_key_env,
+                       max_concurrency=args.max_concurrency, timeout=args.timeout, max_retries=args.max_retries)
+
+
 def backend_spec(args: argparse.Namespace) -> Any:
-    from nlft.pipeline import BackendSpec
+    from nlft.data.build import BackendSpec
 
     if args.backend == "openai":
-        return BackendSpec(backend="openai", model=args.model_name or "default", base_url=args.base_url,
-                           api_key_env=args.api_key_env, max_concurrency=args.max_concurrency,
-                           timeout=args.timeout, max_retries=args.max_retries)
-    return BackendSpec(backend="hf", model=args.model, adapter=args.adapter,
-                       chat_template=not args.no_chat_template)
+        return _openai_backend(args, args.model_name or "default", args.base_url)
+    return BackendSpec(backend="hf", model=args.model, adapter=args.adapter, chat_template=not args.no_chat_template)
 
 
 def judge_spec(args: argparse.Namespace) -> Any:
-    from nlft.pipeline import BackendSpec, JudgeSpec
+    from nlft.data.build import BackendSpec, JudgeSpec
 
     backend = None
     if args.judge == "hf":
         model = args.judge_model or getattr(args, "model", None) or "smollm2"
-        backend = BackendSpec(backend="hf", model=model,
-                              chat_template=not getattr(args, "no_chat_template", False))
+        backend = BackendSpec(backend="hf", model=model, chat_template=not getattr(args, "no_chat_template", False))
     elif args.judge == "openai":
         base_url = getattr(args, "judge_base_url", None) or args.base_url
-        name = getattr(args, "judge_model_name", None) or args.model_name or "default"
         if not base_url:
             raise SystemExit("nlft: error: --judge openai needs --base-url (or --judge-base-url)")
-        backend = BackendSpec(backend="openai", model=name, base_url=base_url, api_key_env=args.api_key_env,
-                              max_concurrency=args.max_concurrency, timeout=args.timeout,
-                              max_retries=args.max_retries)
+        backend = _openai_backend(args, getattr(args, "judge_model_name", None) or args.model_name or "default",
+                                  base_url)
     return JudgeSpec(kind=args.judge, backend=backend, max_new_tokens=args.judge_max_new_tokens,
                      batch_size=args.batch_size, grading=args.grading)
 
 
 def sampling_spec(args: argparse.Namespace) -> Any:
-    from nlft.pipeline import SamplingSpec
+    from nlft.data.build import SamplingSpec
 
     return SamplingSpec(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size)
 
 
+def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`nlft.data.build.generate` and :func:`~nlft.data.build.prepare` from the flags."""
+    from nlft.data.build import TemplateSpec
+
+    return {"backend": backend_spec(args), "sampling": sampling_spec(args),
+            "template": TemplateSpec.from_file(args.template), "run_args": result_arguments(args),
+            "progress": not args.no_progress}
+
+
 def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from nlft.datasets import load_questions
+    from nlft.tasks.sources import load_questions
 
     return load_questions(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit,
                           seed=args.seed, question_field=args.question_field, answer_field=args.answer_field)
 
 
-def result_arguments(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    """The arguments that decide a run's results, for :func:`nlft.resume.check_run_args`."""
+def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments that decide a run's results, for :func:`nlft.utils.resume.check_run_args`."""
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
     for key in ("data_dir", "template", "input", "adapter"):
         if values.get(key):
             values[key] = str(Path(values[key]).resolve())
-    values.update(extra)
     return values
 
 
-class Timer:
-    """Wall-clock seconds since creation."""
+def print_summary(result: Any) -> None:
+    """Print the summary of an NLFT file (:class:`nlft.data.build.DataResult`) and the file's path."""
+    from nlft.data.build import format_summary
 
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return round(time.perf_counter() - self.start, 2)
-
-
-def write_summary(records: list[dict[str, Any]], out_dir: Path, timer: Timer) -> None:
-    """Write ``summary.json`` of an NLFT file and print the summary and the file's path."""
-    from nlft.io import atomic_write_json
-    from nlft.pipeline import NLFT_FILE, SUMMARY_FILE, format_summary, summarize
-
-    summary = dict(summarize(records), seconds=timer.elapsed(), nlft_file=str(out_dir / NLFT_FILE))
-    atomic_write_json(out_dir / SUMMARY_FILE, summary)
-    print(format_summary(summary))
-    print(f"NLFT data: {out_dir / NLFT_FILE}")
+    print(format_summary(result.summary))
+    print(f"NLFT data: {result.nlft_file}")

@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the table and write the PNG. Returns the exit code."""
     from pathlib import Path
 
-    from nlft.io import DataError, atomic_write_json
-    from nlft.plots import format_table, plot_compare, summarize_run
+    from nlft.report.plots import format_table, plot_compare, summarize_run
+    from nlft.utils.files import DataError, atomic_write_json
 
     runs = [Path(r) for r in args.runs]
     for r in runs:

@@ -7,7 +7,7 @@ Examples::
 
     nlft eval --run runs/nlft --limit 50        # the run's model and adapter, into runs/nlft/eval
     nlft eval --model smollm2 --adapter runs/nlft/adapter --limit 50 --out runs/nlft/eval
-    nlft eval --data gsm8k --split test --temperature 0.6 --max-new-tokens 512 --seed 1 --out eval-sampled
+    nlft eval --dataset gsm8k --split test --temperature 0.6 --max-new-tokens 512 --seed 1 --out eval-sampled
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nlft.commands._data_args import at_least_one
+from nlft.commands._types import OldName, at_least_one
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder to apply on the model")
     parser.add_argument("--run", default=None,
                         help="a run directory of `nlft train`: evaluate its final model and adapter")
-    parser.add_argument("--data", default="gsm8k",
-                        help="gsm8k, a reasoning-gym task (chain_sum, ...), or a JSONL/CSV file (default: gsm8k)")
+    parser.add_argument("--dataset", dest="data", default="gsm8k",
+                        help="the questions: gsm8k, a reasoning-gym task (chain_sum, ...), or a JSONL/CSV file "
+                             "(default: gsm8k)")
+    parser.add_argument("--data", dest="data", action=OldName, new="--dataset")  # its name before 0.2
     parser.add_argument("--data-dir", default=None, help="GSM8K folder (default: $NLFT_GSM8K_DIR)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--limit", type=at_least_one, default=None, help="evaluate the first N questions only")
@@ -47,60 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def resolve_template(prompt: str) -> str:
-    """'solve', 'base' or a template file path -> template text with ``{question}``."""
-    from pathlib import Path
-
-    from nlft.evaluation import TEMPLATES
-
-    if prompt in TEMPLATES:
-        return TEMPLATES[prompt]
-    path = Path(prompt)
-    if not path.is_file():
-        raise ValueError(f"--prompt must be one of {', '.join(TEMPLATES)} or a template file, got {prompt!r}")
-    text = path.read_text(encoding="utf-8")
-    if "{question}" not in text:
-        raise ValueError(f"{path}: the prompt template must contain {{question}}")
-    return text
-
-
-def run_prompt(run_dir: str) -> str | None:
-    """The prompt a run of `nlft train` trained under (its manifest), or None for runs that do not record it."""
-    from pathlib import Path
-
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        return None
-    prompt = json.loads(path.read_text(encoding="utf-8")).get("prompt") or {}
-    return prompt.get("template")
-
-
-def run_model(run_dir: str, model: str | None, adapter: str | None) -> tuple[str, str | None]:
-    """The final ``(model, adapter)`` recorded in a run's manifest; explicit values win."""
-    from pathlib import Path
-
-    from nlft.io import DataError
-
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        raise DataError("not a run directory of `nlft train` (no manifest.json)", path=run_dir)
-    final = json.loads(path.read_text(encoding="utf-8")).get("final")
-    if not final:
-        raise DataError("the run has not finished: its manifest has no final model", path=path, field="final")
-    from nlft.runs import resolve_run_path
-
-    # The manifest's paths are relative to the run directory: the command works from any folder.
-    return (model or resolve_run_path(final["model"], run_dir),
-            adapter or resolve_run_path(final.get("adapter"), run_dir))
-
-
 def run(args: argparse.Namespace) -> int:
+    """Evaluate (:func:`nlft.eval.accuracy.evaluate_model`); write metrics.json; print the accuracy."""
     from pathlib import Path
 
-    from nlft.datasets import load_questions
-    from nlft.evaluation import METRICS, evaluate, hf_generate_fn, vllm_available, vllm_generate_fn
-    from nlft.io import DataError, atomic_write_json, lock_dir
-    from nlft.models import load_model, load_tokenizer, resolve_model_path
+    from nlft.eval.accuracy import METRICS, evaluate_model
+    from nlft.tasks.prompts import resolve_template
+    from nlft.tasks.sources import load_questions
+    from nlft.train.rundir import run_final, run_prompt
+    from nlft.utils.files import DataError, atomic_write_json, lock_dir
 
     template = resolve_template(args.prompt) if args.prompt else (run_prompt(args.run) if args.run else None)
     template = template or resolve_template("solve")
@@ -109,47 +66,25 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("no output folder: give --out DIR (or --run RUN, which writes into RUN/eval)")
         args.out = str(Path(args.run) / "eval")
     if args.run:
-        args.model, args.adapter = run_model(args.run, args.model, args.adapter)
+        args.model, args.adapter = run_final(args.run, args.model, args.adapter)
     if args.adapter and not Path(args.adapter).is_dir():
         raise DataError("adapter folder not found (--adapter)", path=args.adapter)
     args.model = args.model or "smollm2"
     rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed)
     if args.run:
-        from nlft.selection import check_not_validation
+        from nlft.train.selection import check_not_validation
 
         check_not_validation(args.run, rows)
     lock_dir(args.out)
-    tokenizer = load_tokenizer(args.model)
-    chat = False if args.no_chat_template else None
-    backend = args.backend
-    if backend == "auto":
-        backend = "vllm" if vllm_available() else "hf"
-    if backend == "vllm":
-        model = None
-        generate = vllm_generate_fn(resolve_model_path(args.model), tokenizer, adapter=args.adapter,
-                                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                    top_p=args.top_p, seed=args.seed, use_chat_template=chat,
-                                    dtype=args.dtype or "auto")
-    else:
-        import torch
-
-        model = load_model(args.model, adapter=args.adapter, dtype=args.dtype)
-        if args.adapter and hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()  # LoRA folded into the weights: no extra matmuls per token
-        if torch.cuda.is_available():
-            model = model.to("cuda")
-        generate = hf_generate_fn(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.temperature, top_p=args.top_p, use_chat_template=chat)
-    metrics = evaluate(
-        model, tokenizer, rows, out_dir=args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, limit=args.limit, template=template,
-        use_chat_template=chat, generate=generate,
-        progress=not args.no_progress, source=args.data,
-    )
-    metrics.update(model=args.model, adapter=args.adapter, data=args.data, split=args.split, backend=backend)
+    metrics = evaluate_model(
+        args.model, rows, adapter=args.adapter, backend=args.backend, dtype=args.dtype, out_dir=args.out,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed, limit=args.limit, template=template,
+        use_chat_template=False if args.no_chat_template else None, progress=not args.no_progress, source=args.data)
+    metrics.update(data=args.data, split=args.split)
     atomic_write_json(Path(args.out) / METRICS, metrics)
     if args.run and Path(args.out).resolve() == (Path(args.run) / "eval").resolve():
-        from nlft.hub import write_model_card
+        from nlft.train.hub import write_model_card
 
         write_model_card(args.run)  # the card now carries the accuracy
     keys = ("accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "n")

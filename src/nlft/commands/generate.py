@@ -8,19 +8,15 @@ gives "self-study" data.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from nlft.commands._data_args import (
-    Timer,
     add_backend_arguments,
     add_dataset_arguments,
     add_sampling_arguments,
-    backend_spec,
+    generation_settings,
     load_dataset_from_args,
-    result_arguments,
-    sampling_spec,
 )
+from nlft.commands._types import add_output_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,29 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
     add_backend_arguments(parser)
     add_sampling_arguments(parser)
-    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate outputs; print the output file's path."""
-    from nlft.generation import APIError
-    from nlft.io import lock_dir
-    from nlft.pipeline import OUTPUTS_FILE, TemplateSpec, generate_outputs
-    from nlft.resume import check_run_args
+    from nlft.data.build import generate
 
-    timer = Timer()
-    out_dir = Path(args.out)
-    template = TemplateSpec.from_file(args.template)
-    backend, sampling = backend_spec(args), sampling_spec(args)
-    questions = load_dataset_from_args(args)
-    lock_dir(out_dir)  # created once the inputs are read; a second process is refused
-    check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
-    try:
-        rows = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
-                                template=template, progress=not args.no_progress)
-    except APIError as err:
-        print(f"nlft generate: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(rows)} outputs to {out_dir / OUTPUTS_FILE} in {timer.elapsed()} s")
+    settings = generation_settings(args)
+    result = generate(load_dataset_from_args(args), args.out, **settings)
+    print(f"wrote {len(result.rows)} outputs to {result.outputs_file} in {result.seconds} s")
     return 0

@@ -12,22 +12,18 @@ Writes ``outputs.jsonl`` (generation), ``nlft.jsonl`` (the trainer's input), ``s
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from nlft.commands._data_args import (
-    Timer,
     add_backend_arguments,
     add_dataset_arguments,
     add_judge_arguments,
     add_sampling_arguments,
-    backend_spec,
+    generation_settings,
     judge_spec,
     load_dataset_from_args,
-    result_arguments,
-    sampling_spec,
-    write_summary,
+    print_summary,
 )
+from nlft.commands._types import add_output_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,37 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_arguments(parser)
     add_sampling_arguments(parser)
     add_judge_arguments(parser, with_backend_defaults=True)
-    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
-    from nlft.generation import APIError
-    from nlft.io import lock_dir
-    from nlft.pipeline import (
-        NLFT_FILE,
-        OUTPUTS_FILE,
-        TemplateSpec,
-        generate_outputs,
-        judge_outputs,
-    )
-    from nlft.resume import check_run_args
+    from nlft.data.build import prepare
 
-    timer = Timer()
-    out_dir = Path(args.out)
-    template = TemplateSpec.from_file(args.template)
-    backend, sampling, judge = backend_spec(args), sampling_spec(args), judge_spec(args)
-    questions = load_dataset_from_args(args)
-    lock_dir(out_dir)  # created once the inputs are read; a second process is refused
-    check_run_args(out_dir, result_arguments(args, template_sha256=template.sha256))
-    progress = not args.no_progress
-    try:
-        outputs = generate_outputs(questions, out_dir / OUTPUTS_FILE, backend=backend, sampling=sampling,
-                                   template=template, progress=progress)
-        records = judge_outputs(outputs, out_dir / NLFT_FILE, judge=judge, progress=progress)
-    except APIError as err:
-        print(f"nlft prepare: error: {err}", file=sys.stderr)
-        return 2
-    write_summary(records, out_dir, timer)
+    settings, judge = generation_settings(args), judge_spec(args)
+    print_summary(prepare(load_dataset_from_args(args), args.out, judge=judge, **settings))
     return 0

@@ -79,18 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study (or what is missing of it) and print the table."""
+    from dataclasses import fields
     from pathlib import Path
 
     from nlft.study import StudyConfig, check_protocol, import_cells, parts, run_study, run_sweep, write_report
 
-    cfg = StudyConfig(model=args.model, task=args.task, data_dir=args.data_dir, sizes=args.sizes, seeds=args.seeds,
-                      methods=args.methods, prompt=args.prompt, epochs=args.epochs, lr=args.lr,
-                      eval_size=args.eval_size, val_size=args.val_size, sweep_size=args.sweep_size,
-                      eval_max_new_tokens=args.eval_max_new_tokens, eval_batch_size=args.eval_batch_size,
-                      gen_max_new_tokens=args.gen_max_new_tokens, curve_size=args.curve_size,
-                      curve_epochs=args.curve_epochs, curve_seeds=args.curve_seeds,
-                      curve_eval_size=args.curve_eval_size, gsm8k=args.gsm8k and not args.no_gsm8k,
-                      gsm8k_size=args.gsm8k_size, gsm8k_eval_size=args.gsm8k_eval_size)
+    # every protocol field that has a flag (the others keep StudyConfig's defaults)
+    cfg = StudyConfig(**{f.name: getattr(args, f.name) for f in fields(StudyConfig)
+                         if f.name != "gsm8k" and hasattr(args, f.name)}, gsm8k=args.gsm8k and not args.no_gsm8k)
     out = Path(args.out)
     if args.import_cells:
         check_protocol(out, cfg)

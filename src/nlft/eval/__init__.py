@@ -1,0 +1,2 @@
+"""Accuracy of a model on a question set: batched generation, grading, intervals and paired tests.
+"""

@@ -1,0 +1,235 @@
+"""Per-token log-probabilities of a response under a prompt (one "view"), computed lean.
+
+Batches are laid out so that every row's response starts at the same column: prompts are padded
+on the left, responses on the right::
+
+    [pad pad prompt prompt | response response pad]
+     <------- P ---------> <-------- R --------->
+
+The output head is then evaluated only on the ``R`` columns that predict response tokens (through
+the model's ``logits_to_keep`` where it has it), and log-probabilities are gathered for the label
+tokens only: no ``(B, S, V)`` softmax is ever built. Position ids are derived from the attention
+mask, so left padding does not shift positions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = -100
+LN2 = 0.6931471805599453
+
+
+def _log_softmax_pick(logits: torch.Tensor, index: torch.Tensor, complement: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    lse = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    if not complement:
+        return picked - lse, None
+    logp = picked - lse
+    others = logits.scatter(-1, index.unsqueeze(-1), float("-inf"))
+    # log(1 - P): logsumexp over the other tokens where P is large (no cancellation near P = 1), log1p(-P)
+    # where P < 1/2 (the difference of two near-equal logsumexps loses precision there). The clamp keeps the
+    # unused branch's gradient finite.
+    near_one = torch.logsumexp(others, dim=-1) - lse
+    small = torch.log1p(-logp.clamp(max=-LN2).exp())
+    return logp, torch.where(logp < -LN2, small, near_one)
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, complement: bool = False
+                          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``log_softmax(logits)[..., index]`` without materialising the full log-softmax.
+
+    Args:
+        logits: ``(..., V)`` logits, any float dtype.
+        index: ``(...)`` long token ids to read.
+        complement: also return ``log(1 - P)`` of the same tokens, computed stably: for P >= 1/2
+            as ``logsumexp`` over the other tokens minus ``logsumexp`` over all (exact gradient even
+            where P rounds to 1; see :mod:`nlft.method.loss`), below as ``log1p(-P)``.
+
+    Returns:
+        ``(...)`` float32 log-probabilities of ``index``; with ``complement``, the pair
+        ``(log P, log(1 - P))``.
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        logp, log1mp = _log_softmax_pick(logits, index, complement)
+        logp = logp.float()
+        log1mp = log1mp.float() if log1mp is not None else None
+    else:
+        # Half precision: upcast one row at a time so that only (T, V) float32 exists at once.
+        pairs = [_log_softmax_pick(row_logits.float(), row_index, complement)
+                 for row_logits, row_index in zip(logits.reshape(-1, *logits.shape[-2:]),
+                                                  index.reshape(-1, index.shape[-1]))]
+        logp = torch.stack([p for p, _ in pairs]).reshape(index.shape)
+        log1mp = torch.stack([c for _, c in pairs]).reshape(index.shape) if complement else None
+    if complement:
+        return logp, log1mp
+    return logp
+
+
+def _forward_params(model: Any) -> set[str]:
+    """Names of the keyword arguments of the model's forward (of the wrapped model, for PEFT)."""
+    forward = getattr(model, "forward", None)
+    base = getattr(model, "get_base_model", None)
+    if base is not None:  # PEFT passes keyword arguments through to the wrapped model
+        forward = base().forward
+    try:
+        return set(inspect.signature(forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    return "logits_to_keep" in _forward_params(model)
+
+
+def view_logps(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    return_hidden: bool = False,
+    complement: bool = False,
+    prefix_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Log P(y_t | prompt, y_<t) of each response token of a left/right padded batch.
+
+    With ``prefix_ids``, every row's prompt starts with that shared prefix, which runs through the
+    model once, as a batch of one; its keys and values are repeated to the B rows, and the rows
+    continue from them (layout ``[prefix][left padding][rest of prompt | response][padding]``,
+    positions skipping the padding). With grad mode on, gradients flow back through the repeated
+    keys and values into the prefix's computation (LoRA weights included): log-probabilities and
+    gradients equal those of the full rows up to float rounding (``tests/method/test_logps.py``). Where the
+    model keeps no cache (gradient checkpointing in training, a model without one), the prefix is put
+    back in front of every row and the full rows run, with the same result.
+
+    Args:
+        model: a causal LM (or a PEFT / accelerate wrapper around one).
+        input_ids: ``(B, P + R)`` token ids, prompts left-padded, responses right-padded.
+        attention_mask: ``(B, P + R)`` 1 on real tokens.
+        labels: ``(B, R)`` response token ids, ``-100`` on response padding.
+        return_hidden: also return the last hidden states of the response tokens (the token's own
+            position), for phrase clustering.
+        complement: also return ``log(1 - P)`` of each response token, computed from the logits
+            (the stable unlikelihood term of :mod:`nlft.method.loss`).
+        prefix_ids: ``(L,)`` token ids that every row's prompt starts with (:func:`common_prefix`),
+            left out of ``input_ids``, whose prompts then hold the rest (at least one token each).
+
+    Returns:
+        ``(logps, hidden)``: ``(B, R)`` float32 log-probabilities (0 on padding), and ``(B, R, H)``
+        detached hidden states or None; with ``complement``, ``(logps, hidden, log1mp)`` where
+        ``log1mp`` is ``(B, R)`` (0 on padding). Gradients flow into both when grad mode is on.
+    """
+    bsz, seq = input_ids.shape
+    if seq - labels.shape[1] < 1:
+        raise ValueError("every row needs a prompt of at least one token before its response"
+                         + (" after the shared prefix" if prefix_ids is not None else ""))
+    kwargs: dict[str, Any] = {"use_cache": False}
+    if prefix_ids is not None:
+        prefix_ids = prefix_ids.to(input_ids.device)
+        ones = attention_mask.new_ones(bsz, prefix_ids.shape[0])
+        cache = None
+        if not (model.training and _checkpointing(model)) and supports_shared_prefix(model):
+            cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
+        if cache is not None and hasattr(cache, "batch_repeat_interleave"):
+            cache.batch_repeat_interleave(bsz)
+            kwargs.update(cache=cache, use_cache=True)
+        else:  # no cache to share: the full rows, [prefix][left padding][rest | response]
+            input_ids = torch.cat([prefix_ids.expand(bsz, -1), input_ids], dim=1)
+            seq = input_ids.shape[1]
+        attention_mask = torch.cat([ones, attention_mask], dim=1)
+    prompt = seq - labels.shape[1]
+    if return_hidden:
+        kwargs["output_hidden_states"] = True
+    keep = _accepts_logits_to_keep(model)
+    if keep:
+        # Columns P-1 .. P+R-2 predict the response tokens.
+        kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, attention_mask.shape[1] - seq:]
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+    return _response_logps(out, labels, prompt, keep=keep, return_hidden=return_hidden, complement=complement)
+
+
+def _response_logps(out: Any, labels: torch.Tensor, prompt: int, *, keep: bool, return_hidden: bool,
+                    complement: bool) -> tuple[torch.Tensor, ...]:
+    """The response tokens' log-probabilities (and hidden states, log(1 - P)) from a forward's output."""
+    logits = out.logits if keep else out.logits[:, prompt - 1 : prompt - 1 + labels.shape[1]]
+    mask = labels != IGNORE_INDEX
+    picked = selective_log_softmax(logits, labels.clamp(min=0), complement=complement)
+    logps, log1mp = picked if complement else (picked, None)
+    logps = torch.where(mask, logps, torch.zeros_like(logps))
+    hidden = out.hidden_states[-1][:, prompt:].detach() if return_hidden else None
+    if complement:
+        return logps, hidden, torch.where(mask, log1mp, torch.zeros_like(log1mp))
+    return logps, hidden
+
+
+def common_prefix(prompts: list[list[int]], *, min_tokens: int = 16) -> int:
+    """Length of the token prefix that every prompt starts with, leaving each at least one token after it.
+
+    Args:
+        prompts: B prompt id lists (every view of every row of a batch, say).
+        min_tokens: below this many shared tokens, 0 (running a tiny prefix apart saves nothing).
+
+    Returns:
+        n such that ``prompts[i][:n]`` is the same for all i and ``len(prompts[i]) > n``; 0 for none.
+    """
+    if len(prompts) < 2:
+        return 0
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n if n >= min_tokens else 0
+
+
+def _checkpointing(model: Any) -> bool:
+    """Whether activation (gradient) checkpointing is on: the model then returns no cache in training."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        for obj in (model, getattr(model, "get_base_model", lambda: None)()):
+            if obj is not None and name in dir(type(obj)):
+                return bool(getattr(obj, name))
+    return False
+
+
+def _cache_of(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def supports_shared_prefix(model: Any) -> bool:
+    """Whether :func:`view_logps` can share a prefix on ``model``: its forward takes a key/value cache."""
+    return bool({"cache", "past_key_values"} & _forward_params(model))
+
+
+def pad_views(
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_token_id: int,
+) -> dict[str, torch.Tensor]:
+    """Build the left/right padded layout of :func:`view_logps` from token id lists.
+
+    Args:
+        prompts: B prompt id lists. responses: B response id lists (the same tokens in every view).
+        pad_token_id: the id written in padding positions (masked out, never read).
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` ``(B, P + R)``, and ``labels`` ``(B, R)``.
+    """
+    p_max = max(len(p) for p in prompts)
+    r_max = max(len(r) for r in responses)
+    bsz = len(prompts)
+    input_ids = torch.full((bsz, p_max + r_max), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((bsz, p_max + r_max), dtype=torch.long)
+    labels = torch.full((bsz, r_max), IGNORE_INDEX, dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        input_ids[i, p_max - len(p) : p_max] = torch.tensor(p, dtype=torch.long)
+        input_ids[i, p_max : p_max + len(r)] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, p_max - len(p) : p_max + len(r)] = 1
+        labels[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

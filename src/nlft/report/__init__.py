@@ -1,0 +1,2 @@
+"""Reading finished runs: plots, the comparison table and the saliency page.
+"""

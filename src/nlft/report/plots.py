@@ -1,0 +1,306 @@
+"""Pictures and summaries of run directories: training curves, token-class shares, accuracy, comparisons.
+
+A run directory (see :mod:`nlft.train.rundir`) may hold ``log_history.jsonl`` (Trainer log entries: ``step``,
+``epoch``, ``loss``, ``nlft/mean_scale``, ``nlft/saliency_share``, ``nlft/sub_saliency_share``,
+``nlft/erroneous_share`` ...), ``eval_history.jsonl`` (``epoch``, ``accuracy_strict`` ...),
+``manifest.json`` (``method``, per-epoch ``wall_time_s`` and ``peak_memory_bytes``,
+``train_wall_time_s``) and ``metrics.json`` (final evaluation). Every piece is optional: what is
+missing is left out of the plots and shown as "-" in tables. Plots use matplotlib's ``Figure``
+directly (Agg canvas, no pyplot state), so they work headless and in threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+LOSS_PNG = "plot_loss.png"
+SCALES_PNG = "plot_token_classes.png"
+ACCURACY_PNG = "plot_accuracy.png"
+SHARES = (("nlft/saliency_share", "saliency (correct)"), ("nlft/sub_saliency_share", "sub-saliency (correct)"),
+          ("nlft/erroneous_share", "erroneous (incorrect)"))
+ACCURACY_KEYS = ("accuracy_strict", "eval_accuracy_strict", "accuracy")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    from nlft.utils.files import read_jsonl
+
+    return read_jsonl(path, tolerate_torn_tail=True) if path.exists() else []
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    from nlft.utils.files import DataError
+
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON ({err.msg} at line {err.lineno})", path=path) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def series(rows: Sequence[dict[str, Any]], key: str, x: str = "step") -> tuple[list[float], list[float]]:
+    """``(xs, ys)`` of the rows that have a finite number under both ``x`` and ``key``, in file order."""
+    xs, ys = [], []
+    for row in rows:
+        a, b = _number(row.get(x)), _number(row.get(key))
+        if a is not None and b is not None:
+            xs.append(a)
+            ys.append(b)
+    return xs, ys
+
+
+def _accuracy_key(rows: Sequence[dict[str, Any]]) -> str | None:
+    return next((k for k in ACCURACY_KEYS if any(_number(r.get(k)) is not None for r in rows)), None)
+
+
+def _figure(ncols: int = 1, width: float = 6.4) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, 4.0), dpi=110, layout="constrained")
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig, axes
+
+
+def _epoch_marks(ax: Any, log: Sequence[dict[str, Any]]) -> None:
+    """Faint vertical lines at the steps where a new epoch starts."""
+    steps, epochs = series(log, "epoch")
+    last = 0
+    for step, epoch in zip(steps, epochs):
+        if math.floor(epoch + 1e-6) > last:
+            last = math.floor(epoch + 1e-6)
+            ax.axvline(step, color="0.6", lw=0.8, ls=":", zorder=0)
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """PNG plots of one run: training loss, mean scale and token-class shares per step, accuracy per epoch.
+
+    Args:
+        run_dir: the run directory (reads ``log_history.jsonl`` and ``eval_history.jsonl``).
+        out_dir: where the PNGs go (default: ``run_dir``).
+
+    Returns:
+        The written files, among ``plot_loss.png``, ``plot_token_classes.png`` and
+        ``plot_accuracy.png``; a plot without data is not written.
+    """
+    run = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run
+    out.mkdir(parents=True, exist_ok=True)
+    log = _read_jsonl(run / "log_history.jsonl")
+    evals = _read_jsonl(run / "eval_history.jsonl")
+    written: list[Path] = []
+
+    xs, ys = series(log, "loss")
+    if xs:
+        fig, (ax,) = _figure()
+        ax.plot(xs, ys, color="#2563eb", lw=1.6, marker="." if len(xs) < 60 else None, label="training loss")
+        ex, ey = series(log, "eval_loss")
+        if ex:
+            ax.plot(ex, ey, color="#dc2626", lw=1.6, marker="o", label="evaluation loss")
+        _epoch_marks(ax, log)
+        ax.set(xlabel="step", ylabel="loss", title=f"Loss: {run.name}")
+        ax.legend(frameon=False)
+        written.append(_save(fig, out / LOSS_PNG))
+
+    mean = series(log, "nlft/mean_scale")
+    shares = [(label, series(log, key)) for key, label in SHARES]
+    if mean[0] or any(s[0] for _, s in shares):
+        fig, (ax1, ax2) = _figure(2, width=5.2)
+        if mean[0]:
+            ax1.plot(*mean, color="#7c3aed", lw=1.6, marker="." if len(mean[0]) < 60 else None)
+        ax1.set(xlabel="step", ylabel="mean token scale S", title="Mean NLFT scale")
+        for (label, (sx, sy)), colour in zip(shares, ("#16a34a", "#2563eb", "#dc2626")):
+            if sx:
+                ax2.plot(sx, [100 * v for v in sy], color=colour, lw=1.6, label=label)
+        ax2.set(xlabel="step", ylabel="% of response tokens", title="Token classes")
+        if any(s[0] for _, s in shares):
+            ax2.legend(frameon=False)
+        for ax in (ax1, ax2):
+            _epoch_marks(ax, log)
+        fig.suptitle(run.name)
+        written.append(_save(fig, out / SCALES_PNG))
+
+    key = _accuracy_key(evals)
+    if key is not None:
+        fig, (ax,) = _figure()
+        curves = [(key, "#16a34a")]
+        if key == "accuracy_strict":
+            curves.append(("accuracy_flexible", "#9ca3af"))
+        for k, colour in curves:
+            ex, ey = series(evals, k, x="epoch")
+            if ex:
+                ax.plot(ex, [100 * v for v in ey], color=colour, lw=1.8, marker="o", label=k.replace("_", " "))
+        ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"Accuracy: {run.name}")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False)
+        written.append(_save(fig, out / ACCURACY_PNG))
+    return written
+
+
+def try_plot_run(run_dir: str | Path) -> tuple[list[Path], Exception | None]:
+    """:func:`plot_run`, never raising: a plot must never lose a finished training. ``(paths, error)``."""
+    try:
+        return plot_run(run_dir), None
+    except Exception as err:
+        return [], err
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path)
+    return path
+
+
+def summarize_run(run_dir: str | Path) -> dict[str, Any]:
+    """The comparison facts of one run; a missing fact is None.
+
+    Returns a dict with ``run`` (folder name), ``method``, ``final_loss`` (last logged training loss),
+    ``accuracy`` (strict accuracy of ``metrics.json`` or ``eval/metrics.json``, else the manifest's
+    metrics, else the last ``eval_history.jsonl`` entry), ``ci95_strict`` and ``ci95_flexible`` (the
+    intervals of ``metrics.json``, old single-``ci95`` files included), ``wall_time_s`` (training wall
+    time), ``peak_memory_bytes`` (the largest per-epoch peak), ``drift`` (the manifest's drift monitor
+    entry: fired, stopped, epoch, max_nll_ratio ...) and ``kept`` (the epoch ``--keep best`` kept).
+    """
+    run = Path(run_dir)
+    manifest = _read_json(run / "manifest.json")
+    metrics = _read_json(run / "metrics.json") or _read_json(run / "eval" / "metrics.json")
+    log = _read_jsonl(run / "log_history.jsonl")
+    evals = _read_jsonl(run / "eval_history.jsonl")
+
+    method = manifest.get("method")
+    if method is None and (run / "config.yaml").exists():
+        import yaml
+
+        try:
+            config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            config = None
+        if isinstance(config, dict):
+            method = config.get("method") or config.get("loss_type")
+
+    losses = series(log, "loss")[1]
+    final_loss = losses[-1] if losses else None
+    if final_loss is None:
+        final_loss = next((_number(r.get("train_loss")) for r in reversed(log) if _number(r.get("train_loss"))), None)
+
+    accuracy = None
+    for source in (metrics, manifest.get("metrics") or {}):
+        accuracy = next((_number(source.get(k)) for k in ACCURACY_KEYS if _number(source.get(k)) is not None), None)
+        if accuracy is not None:
+            break
+    if accuracy is None and (key := _accuracy_key(evals)):
+        accuracy = series(evals, key, x="epoch")[1][-1]
+
+    epochs = [e for e in manifest.get("epochs") or [] if isinstance(e, dict)]
+    wall = _number(manifest.get("train_wall_time_s"))
+    if wall is None and epochs:
+        times = [_number(e.get("wall_time_s")) for e in epochs]
+        wall = sum(t for t in times if t is not None) if any(t is not None for t in times) else None
+    if wall is None:
+        wall = next((_number(r.get("train_runtime")) for r in reversed(log) if _number(r.get("train_runtime"))), None)
+    peaks = [p for p in (_number(e.get("peak_memory_bytes")) for e in epochs) if p is not None]
+    from nlft.eval.accuracy import intervals
+
+    ci = intervals(metrics) if metrics else {"ci95_strict": None, "ci95_flexible": None}
+    return {"run": run.name, "method": method, "final_loss": final_loss, "accuracy": accuracy, **ci,
+            "wall_time_s": wall, "peak_memory_bytes": max(peaks) if peaks else None,
+            "drift": manifest.get("drift_monitor"), "kept": manifest.get("kept")}
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`summarize_run` rows (missing values shown as "-")."""
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if key == "final_loss":
+            return f"{value:.4f}"
+        if key == "accuracy":
+            return f"{100 * value:.2f}%"
+        if key == "wall_time_s":
+            return f"{value / 60:.1f} min" if value >= 120 else f"{value:.1f} s"
+        if key == "peak_memory_bytes":
+            return f"{value / 2**30:.2f} GiB"
+        if key == "ci95_strict":
+            return f"{100 * value[0]:.1f}-{100 * value[1]:.1f}%"
+        if key == "drift":
+            if not value.get("fired"):
+                ratio = value.get("max_nll_ratio")
+                return f"ok ({ratio:.2f}x)" if ratio is not None else "ok"
+            return f"{'stopped' if value.get('stopped') else 'fired'} e{value['epoch']:.1f} ({value['nll_ratio']:.2f}x)"
+        if key == "kept":
+            return f"e{value['epoch']:g} ({value.get('keep', 'last')})" if value.get("epoch") is not None else "-"
+        return str(value)
+
+    columns = (("run", "run"), ("method", "method"), ("final_loss", "final loss"), ("accuracy", "accuracy"),
+               ("ci95_strict", "95% CI"), ("wall_time_s", "wall time"), ("peak_memory_bytes", "peak memory"),
+               ("drift", "drift"), ("kept", "kept"))
+    body = [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
+    header = [title for _, title in columns]
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    numeric = {2, 3, 4, 5, 6}
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]).rstrip()
+
+
+def plot_compare(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None) -> Path | None:
+    """Overlay the training loss (per epoch) and the accuracy per epoch of several runs in one PNG.
+
+    Args:
+        run_dirs: the run directories.
+        out: the PNG to write.
+        labels: one legend label per run (default: folder name and method).
+
+    Returns:
+        The written path, or None when no run has a loss or an accuracy to draw.
+    """
+    if labels is not None and len(labels) != len(run_dirs):
+        raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs")
+    fig, (ax1, ax2) = _figure(2, width=5.6)
+    drawn = False
+    for i, run_dir in enumerate(run_dirs):
+        run = Path(run_dir)
+        if labels is not None:
+            label = labels[i]
+        else:
+            method = summarize_run(run)["method"]
+            label = f"{run.name} ({method})" if method and method not in run.name else run.name
+        colour = f"C{i % 10}"
+        log = _read_jsonl(run / "log_history.jsonl")
+        ex, ey = series(log, "loss", x="epoch")
+        if ex:
+            ax1.plot(ex, ey, color=colour, lw=1.5, label=label)
+            drawn = True
+        evals = _read_jsonl(run / "eval_history.jsonl")
+        key = _accuracy_key(evals)
+        if key is not None:
+            ax, ay = series(evals, key, x="epoch")
+            ax2.plot(ax, [100 * v for v in ay], color=colour, lw=1.8, marker="o", label=label)
+            drawn = True
+    if not drawn:
+        return None
+    ax1.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy per epoch")
+    ax2.set_ylim(bottom=0)
+    for ax in (ax1, ax2):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False, fontsize=9)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, out)

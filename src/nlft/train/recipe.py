@@ -1,0 +1,440 @@
+"""The training recipe: one training of NLFT or a baseline (SFT, DFT, CUT, ReFT) into a run directory.
+
+:func:`run_training` takes :data:`~nlft.train.options.TrainOptions` and returns a :class:`TrainResult`;
+bad input raises :class:`~nlft.utils.files.DataError` (or ValueError) before anything is written.
+All methods read the same data file, train under the prompt its outputs were generated with (their
+provenance; ``base_template`` sets another), and share the LoRA and optimiser settings (the paper's:
+LoRA r 16, alpha 16, dropout 0.05 on the MLP projections; AdamW, cosine schedule, lr 5e-5, batch 4).
+
+The run directory (:mod:`nlft.train.rundir`) gets ``config.yaml`` (the resolved options, reusable
+as ``--config``), ``manifest.json`` (versions, seed, machine, per-epoch wall time and peak memory),
+``log_history.jsonl``, checkpoints, the final adapter (or model with ``full``) and its model card.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from nlft.train.options import METHODS, NLFT_KNOBS, TrainOptions
+from nlft.utils.files import DataError
+
+
+@dataclass
+class TrainResult:
+    """What :func:`run_training` did: the run directory, the final weights, and how the run ended."""
+
+    run_dir: Path
+    method: str
+    final: dict[str, Any]  # the manifest's "final": {"model": ..., "adapter": ...}, paths relative to run_dir
+    stopped: dict[str, Any] | None = None  # the drift monitor ended the run: by, reason, step, epoch
+    kept: dict[str, Any] | None = None  # the epoch whose weights were kept (keep, epoch, ...)
+    card: Path | None = None  # the model card written next to the weights
+    trained: bool = True  # False when a resumed run had been stopped by the drift monitor: nothing to do
+
+    @property
+    def weights(self) -> Path:
+        """The folder of the final adapter (or of the whole model)."""
+        return self.run_dir / (self.final.get("adapter") or self.final["model"])
+
+
+def say(message: str) -> None:
+    """One line of progress on stderr (``nlft train: ...``): resumes, the drift monitor, the kept epoch."""
+    print(f"nlft train: {message}", file=sys.stderr)
+
+
+def lora_targets(model: Any, targets: str | None) -> list[str]:
+    """The LoRA target modules: the given ones, or the MLP projections of Llama-style / GPT-2-style models."""
+    if targets:
+        return [t.strip() for t in targets.split(",") if t.strip()]
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    if {"gate_proj", "up_proj", "down_proj"} <= names:
+        return ["gate_proj", "up_proj", "down_proj"]
+    if {"c_fc", "c_proj"} <= names:
+        return ["c_fc", "c_proj"]
+    raise ValueError("cannot guess the MLP projections of this model: give --lora-targets (module names)")
+
+
+def peft_setup(model: Any, opts: TrainOptions) -> tuple[Any, Any]:
+    """``(model, peft_config)``: a trainable PeftModel from ``adapter``, or a fresh LoRA config (None if ``full``).
+
+    The LoRA config is TRL's (``ModelConfig`` + ``get_peft_config``: task CAUSAL_LM, no bias).
+    """
+    if opts.adapter:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, opts.adapter, is_trainable=True), None
+    if opts.full:
+        return model, None
+    from trl import ModelConfig, get_peft_config
+
+    targets = lora_targets(model, opts.lora_targets)
+    config = ModelConfig(use_peft=True, lora_r=opts.lora_r, lora_alpha=opts.lora_alpha,
+                         lora_dropout=opts.lora_dropout, lora_target_modules=targets, lora_task_type="CAUSAL_LM")
+    # ModelConfig turns a one-name list into a string, which PEFT reads as a regular expression of whole
+    # module paths: keep the list, so that --lora-targets c_attn means the modules named c_attn.
+    config.lora_target_modules = targets
+    return model, get_peft_config(config)
+
+
+def common_args(opts: TrainOptions, output_dir: str | Path, *, epochs: float | None = None) -> dict[str, Any]:
+    """TrainingArguments shared by every method (the same optimiser, schedule, batch and checkpointing)."""
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": opts.epochs if epochs is None else epochs,
+        "learning_rate": opts.lr,
+        "lr_scheduler_type": opts.lr_scheduler,
+        "warmup_steps": int(opts.warmup) if opts.warmup >= 1 else opts.warmup,
+        "weight_decay": opts.weight_decay,
+        "optim": "adamw_torch",
+        "per_device_train_batch_size": opts.batch_size,
+        "gradient_accumulation_steps": opts.grad_accum,
+        "max_steps": opts.max_steps,
+        "seed": opts.seed,
+        "data_seed": opts.seed,
+        "bf16": opts.bf16,
+        _checkpointing_arg(): opts.gradient_checkpointing,
+        "dataloader_pin_memory": _cuda(),
+        "logging_steps": opts.logging_steps,
+        "save_strategy": "steps" if opts.save_steps else "epoch",
+        "save_steps": opts.save_steps or 500,
+        "save_total_limit": opts.save_total_limit,
+        "report_to": [r for r in opts.report_to.split(",") if r and r != "none"] or "none",
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        **({"metric_for_best_model": opts.best_metric, "greater_is_better": True} if opts.keep == "best" else {}),
+    }
+
+
+def _checkpointing_arg() -> str:
+    """``activation_checkpointing`` (the current name), or ``gradient_checkpointing`` on older transformers."""
+    from transformers import TrainingArguments
+
+    return ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _load_records(path: str) -> list[dict[str, Any]]:
+    from nlft.utils.files import DataError, read_jsonl
+
+    if not Path(path).is_file():
+        raise DataError("training data file not found", path=path)
+    rows = read_jsonl(path)
+    if not rows:
+        raise DataError("no rows", path=path)
+    return rows
+
+
+def _nlft_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from nlft.train.views import REQUIRED_FIELDS
+
+    # only the fields the trainer reads: extra columns (provenance, ...) need not share one Arrow schema
+    return [{k: r.get(k, None) for k in REQUIRED_FIELDS} if all(k in r for k in REQUIRED_FIELDS) else r
+            for r in rows]
+
+
+def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str) -> dict[str, Any]:
+    model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
+    model = getattr(model, "policy", model)  # TRL's PPO wraps the policy with the value model
+    from nlft.train.rundir import portable_path
+
+    # Paths relative to the run directory (or absolute): the run can move and be read from anywhere.
+    if hasattr(model, "peft_config"):
+        target = run_dir / "adapter"
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        return {"model": portable_path(base_model, run_dir), "adapter": "adapter"}
+    target = run_dir / "model"
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return {"model": "model", "adapter": None}
+
+
+# ---- the recipe -----------------------------------------------------------------------------------------
+
+
+def run_training(opts: TrainOptions) -> TrainResult:
+    """Run one training of ``opts.method`` on ``opts.data`` into the run directory ``opts.out``.
+
+    ``opts.resume`` continues the run found there (its last complete checkpoint); without it a
+    directory that already holds a run is refused. Raises DataError (bad data, options or run
+    directory) or ValueError before training starts.
+    """
+    import torch
+
+    from nlft.tasks.prompts import resolve_template
+    from nlft.train.callbacks import EpochEvalCallback
+    from nlft.train.hub import data_summary, push_to_hub, write_model_card
+    from nlft.train.rundir import RunRecorder, last_checkpoint
+    from nlft.utils.files import lock_dir
+    from nlft.utils.models import load_model, load_tokenizer, resolve_model_path
+
+    run_dir = Path(opts.out)
+    checkpoint = last_checkpoint(run_dir) if run_dir.is_dir() else None
+    if opts.resume and checkpoint is None and not (run_dir / "warmup" / "model").is_dir():
+        say(f"no checkpoint in {run_dir}; starting from scratch")
+    if not opts.resume and (checkpoint is not None or (run_dir / "manifest.json").exists()):
+        raise DataError("the run directory already holds a run: add --resume to continue it, or choose another --out",
+                        path=run_dir)
+    if opts.keep == "best":
+        from nlft.train.selection import check_validation_source
+
+        if not opts.eval_each_epoch:
+            raise DataError("--keep best needs --eval-each-epoch (the per-epoch accuracy it chooses by)", field="keep")
+        if opts.method == "reft":
+            raise DataError("--keep best is for nlft, cut and sft runs", field="keep")
+        check_validation_source(opts.eval_data, opts.eval_split)
+    if opts.resume and (stopped := _stopped_by_monitor(run_dir)) and opts.drift_action == "stop":
+        say(f"{run_dir} was stopped by the drift monitor at epoch {stopped['epoch']:.2f}, step {stopped['step']} "
+            f"({stopped['reason']}); its weights: {stopped.get('final')}. To train on regardless: --resume "
+            "--drift-action warn")
+        final = stopped.pop("final") or {}
+        return TrainResult(run_dir, opts.method, final, stopped=stopped, trained=False)
+    records = _load_records(opts.data)
+    if opts.method in ("nlft", "cut"):
+        from nlft.train.views import validate_records
+
+        # Here, where the file is known, so that a bad row is reported by file name.
+        validate_records(records, source=opts.data, needs_judgment=True)
+    template, chat = training_prompt(records, opts)
+    if chat != opts.use_chat_template:  # None follows the records' provenance
+        opts = replace(opts, use_chat_template=chat)
+    lock_dir(run_dir)  # created only now that the checks passed; a second process is refused
+    tokenizer = load_tokenizer(opts.model)
+    base_model = resolve_model_path(opts.model)
+
+    from transformers import set_seed
+
+    set_seed(opts.seed)
+    resolved = {**asdict(opts), "resume": False, "no_progress": False}  # the run, not how it was last started
+    callbacks: list[Any] = []
+    recorder = RunRecorder(run_dir, method=opts.method, seed=opts.seed)
+    recorder.manifest["prompt"] = {"template": template, "chat_template": opts.use_chat_template}
+    callbacks.append(recorder)
+    recorder.manifest["data"] = data_summary(opts.data, records)
+    if opts.eval_each_epoch:
+        from nlft.tasks.sources import load_questions
+
+        eval_rows = load_questions(opts.eval_data, data_dir=opts.eval_data_dir, split=opts.eval_split,
+                                   limit=opts.eval_limit, seed=opts.seed)
+        epoch_eval = EpochEvalCallback
+        if opts.keep == "best":
+            from nlft.train.selection import BestEpochCallback, write_validation
+
+            epoch_eval = BestEpochCallback
+            split = None if Path(opts.eval_data).is_file() else opts.eval_split
+            write_validation(run_dir, eval_rows, source=opts.eval_data + (f" (split {split})" if split else ""))
+            recorder.manifest["validation"] = {"file": "validation.jsonl", "data": opts.eval_data, "split": split,
+                                               "n": len(eval_rows)}
+        callbacks.append(epoch_eval(
+            run_dir, tokenizer, eval_rows, batch_size=opts.eval_batch_size, max_new_tokens=opts.eval_max_new_tokens,
+            temperature=opts.eval_temperature, seed=opts.seed,
+            template=template if opts.eval_prompt == "train" else resolve_template(opts.eval_prompt),
+            use_chat_template=opts.use_chat_template, source=opts.eval_data, merge_adapter=opts.eval_merged))
+    device_map = "cuda" if torch.cuda.is_available() else None
+
+    def fresh_model(path: str) -> Any:
+        return load_model(path, dtype=opts.dtype, device_map=device_map) if device_map else load_model(
+            path, dtype=opts.dtype)
+
+    method = opts.method
+    if method in ("nlft", "cut"):
+        from nlft.train.config import NLFTConfig
+        from nlft.train.monitor import DriftMonitor
+        from nlft.train.trainer import NLFTTrainer
+
+        monitor = DriftMonitor(opts.drift_factor, opts.drift_action)
+        callbacks.append(monitor)
+        knobs = {k: getattr(opts, k) for k in NLFT_KNOBS if getattr(opts, k) is not None}
+        cfg = NLFTConfig.from_preset(opts.preset or "paper", **common_args(opts, run_dir), loss_type=method,
+                                     max_length=opts.max_length, truncation=opts.truncation,
+                                     use_chat_template=opts.use_chat_template, base_template=template, **knobs)
+        resolved.update({k: getattr(cfg, k) for k in NLFT_KNOBS})
+        model, peft_config = peft_setup(fresh_model(opts.model), opts)
+        trainer = NLFTTrainer(model=model, args=cfg, train_dataset=_nlft_records(records), processing_class=tokenizer,
+                              peft_config=peft_config, callbacks=callbacks)
+        final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
+    elif method in ("sft", "dft"):
+        trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, run_dir, callbacks, opts.epochs,
+                               opts.sft_data, template, loss_type="dft" if method == "dft" else "nll")
+        final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
+    elif method == "reft":
+        final = _train_reft(opts, tokenizer, records, run_dir, callbacks, recorder, resolved, fresh_model, checkpoint,
+                            template)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    recorder.manifest["final"] = final
+    if method in ("nlft", "cut"):
+        _record_monitor(recorder, monitor)
+    if opts.keep == "best":
+        _record_kept(recorder, trainer, run_dir, opts)
+    elif recorder.manifest["epochs"]:
+        recorder.manifest["kept"] = {"keep": "last", "epoch": recorder.manifest["epochs"][-1]["epoch"]}
+    recorder.write_manifest()
+    card = write_model_card(run_dir)
+    if opts.push_to_hub and card is not None:
+        push_to_hub(card.parent, opts.push_to_hub, private=opts.hub_private or None)
+        say(f"uploaded {card.parent} to https://huggingface.co/{opts.push_to_hub}")
+    return TrainResult(run_dir, method, final, stopped=recorder.manifest.get("stopped"),
+                       kept=recorder.manifest.get("kept"), card=card)
+
+
+
+def training_prompt(records: list[dict[str, Any]], opts: TrainOptions) -> tuple[str, bool | None]:
+    """``(template, use_chat_template)`` every method trains under: ``--base-template``, else the records' own
+    (:func:`nlft.train.views.training_prompt`)."""
+    from nlft.tasks.prompts import read_template
+    from nlft.train.views import training_prompt as rule
+
+    template = read_template(opts.base_template, field="base_template") if opts.base_template else None
+    return rule(records, template=template, use_chat_template=opts.use_chat_template, source=opts.data or "data")
+
+
+def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[dict[str, Any]], out: Path,
+                 callbacks: list[Any], epochs: float, data_mode: str, template: str, loss_type: str = "nll") -> Any:
+    """TRL's SFTTrainer (``loss_type="dft"``: Dynamic Fine-Tuning, tokens weighted by their detached probability)."""
+    from trl import SFTConfig
+
+    from nlft.train.baselines import make_sft_trainer
+
+    cfg = SFTConfig(**common_args(opts, out, epochs=epochs), max_length=opts.max_length, packing=False,
+                    completion_only_loss=True, loss_type=loss_type)
+    model, peft_config = peft_setup(model, opts)
+    return make_sft_trainer(model, tokenizer, records, cfg, mode=data_mode, peft_config=peft_config,
+                            callbacks=callbacks, base_template=template,
+                            use_chat_template=opts.use_chat_template, source=opts.data)
+
+
+def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str,
+                 resolved: dict[str, Any], recorder: Any, checkpoint: str | None) -> dict[str, Any]:
+    from nlft.train.progress import use_progress_line
+    from nlft.train.rundir import write_config
+
+    write_config(run_dir, resolved)
+    recorder.manifest["trainer_args"] = trainer.args.to_dict()
+    use_progress_line(trainer, opts.method, progress=not opts.no_progress)
+    result = trainer.train(resume_from_checkpoint=checkpoint if opts.resume else None)
+    recorder.add_metrics({f"train/{k}": v for k, v in result.metrics.items()})
+    if opts.keep == "best":
+        from nlft.train.selection import load_best
+
+        load_best(trainer)
+    return _save_final(trainer, tokenizer, run_dir, opts, base_model)
+
+
+def _stopped_by_monitor(run_dir: Path) -> dict[str, Any] | None:
+    """The manifest's ``stopped`` entry (with the run's ``final`` weights) when the drift monitor ended the run."""
+    import json
+
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    stopped = manifest.get("stopped")
+    return {**stopped, "final": manifest.get("final")} if stopped and stopped.get("by") == "drift monitor" else None
+
+
+def _record_monitor(recorder: Any, monitor: Any) -> None:
+    """The drift monitor's findings into the manifest; ``stopped`` (by, reason, step, epoch) when it ended the run."""
+    recorder.manifest["drift_monitor"] = monitor.summary()
+    recorder.manifest.pop("stopped", None)
+    if monitor.stopped:
+        report = monitor.report
+        recorder.manifest["stopped"] = {"by": "drift monitor", "reason": report.message(), "step": report.step,
+                                        "epoch": report.epoch}
+        say(f"stopped by the drift monitor at epoch {report.epoch:.2f} (step {report.step})")
+
+
+def _record_kept(recorder: Any, trainer: Any, run_dir: Path, opts: TrainOptions) -> None:
+    """Which epoch ``--keep best`` kept (epoch, step, metric, value, n) into the manifest, and say so."""
+    from nlft.train.selection import announce, kept_epoch, last_eval
+
+    kept = kept_epoch(run_dir, trainer.state.best_global_step, opts.best_metric)
+    recorder.manifest["kept"] = {"keep": "best", **(kept or {"epoch": None})}
+    if kept is not None:
+        say(announce(kept, last_eval(run_dir)))
+
+
+def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]], run_dir: Path,
+                callbacks: list[Any], recorder: Any, resolved: dict[str, Any], fresh_model: Any,
+                checkpoint: str | None, template: str) -> dict[str, Any]:
+    """ReFT: SFT warm-up (merged into the weights, saved under warmup/model), then PPO or GRPO with a new LoRA."""
+    from nlft.train.baselines import make_grpo_trainer, make_ppo_trainer, ppo_available
+    from nlft.train.progress import use_progress_line
+    from nlft.train.rundir import write_config
+
+    algo = opts.reft_algo
+    if algo == "auto":
+        algo = "ppo" if ppo_available() else "grpo"
+    resolved["reft_algo"] = algo
+    write_config(run_dir, resolved)
+    warm_dir = run_dir / "warmup"
+    warm_model = warm_dir / "model"
+    if not (warm_model / "config.json").exists():
+        recorder.phase = "warmup"
+        trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, warm_dir, [recorder],
+                               opts.reft_warmup_epochs, opts.reft_warmup_data, template)
+        recorder.manifest["warmup_trainer_args"] = trainer.args.to_dict()
+        use_progress_line(trainer, "reft warm-up", progress=not opts.no_progress)
+        warm_ckpt = None
+        if opts.resume:
+            from nlft.train.rundir import last_checkpoint
+
+            warm_ckpt = last_checkpoint(warm_dir)
+        trainer.train(resume_from_checkpoint=warm_ckpt)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        model.save_pretrained(warm_model)
+        tokenizer.save_pretrained(warm_model)
+        checkpoint = None  # RL starts now; checkpoints found earlier were the warm-up's
+    recorder.phase = "rl"
+    rl_opts = replace(opts, adapter=None)
+    model, peft_config = peft_setup(fresh_model(str(warm_model)), rl_opts)
+    common = common_args(opts, run_dir)
+    if algo == "grpo":
+        from trl import GRPOConfig
+
+        per_step = opts.batch_size * opts.grad_accum
+        if per_step % opts.reft_num_generations:
+            raise ValueError(f"ReFT GRPO: batch_size x grad_accum ({per_step}) must be a multiple of "
+                             f"reft_num_generations ({opts.reft_num_generations})")
+        cfg = GRPOConfig(**common, beta=opts.reft_kl, num_generations=opts.reft_num_generations,
+                         max_completion_length=opts.reft_max_new_tokens, temperature=opts.reft_temperature,
+                         generation_batch_size=per_step)
+        trainer = make_grpo_trainer(model, tokenizer, records, cfg, peft_config=peft_config, callbacks=callbacks,
+                                    base_template=template, use_chat_template=opts.use_chat_template,
+                                    source=opts.data)
+    elif algo == "ppo":
+        from transformers import AutoModelForSequenceClassification
+        from trl.experimental.ppo import PPOConfig
+
+        ppo_common = {k: v for k, v in common.items() if k not in ("max_steps",)}
+        cfg = PPOConfig(**ppo_common, kl_coef=opts.reft_kl, response_length=opts.reft_max_new_tokens,
+                        temperature=opts.reft_temperature, stop_token="eos")
+        if opts.max_steps > 0:
+            cfg.total_episodes = opts.max_steps * opts.batch_size * opts.grad_accum
+        value_model = AutoModelForSequenceClassification.from_pretrained(str(warm_model), num_labels=1)
+        trainer = make_ppo_trainer(model, tokenizer, records, cfg, value_model=value_model, peft_config=peft_config,
+                                   callbacks=callbacks, base_template=template,
+                                   use_chat_template=opts.use_chat_template, source=opts.data)
+    else:
+        raise ValueError(f"unknown ReFT algorithm {algo!r}; choose ppo or grpo")
+    recorder.manifest["trainer_args"] = trainer.args.to_dict()
+    use_progress_line(trainer, f"reft {algo}", progress=not opts.no_progress)
+    if algo == "ppo":
+        trainer.train()  # TRL's PPO loop has no resume_from_checkpoint
+    else:
+        result = trainer.train(resume_from_checkpoint=checkpoint if opts.resume else None)
+        recorder.add_metrics({f"train/{k}": v for k, v in result.metrics.items()})
+    return _save_final(trainer, tokenizer, run_dir, opts, str(warm_model))
+
+

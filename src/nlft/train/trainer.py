@@ -1,0 +1,559 @@
+"""NLFTTrainer: a ``transformers.Trainer`` whose loss weights every output token by natural language."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+
+from nlft.method.clustering import cosine_spans, word_spans
+from nlft.method.logps import IGNORE_INDEX, common_prefix, pad_views, view_logps
+from nlft.method.loss import cut_loss, kl_penalty, nlft_loss, token_mean
+from nlft.method.scales import TokenScales, batch_token_scales, class_balance_weights
+from nlft.train.config import NLFTConfig
+from nlft.train.views import REQUIRED_FIELDS, check_length, tokenize_record, training_prompt, validate_records
+from nlft.utils.files import DataError
+
+STD, JUDGE = 0, 1
+# P_std / P_judge of every training row ('cached' and 'per_epoch'), saved in each checkpoint.
+VIEW_CACHE_FILE = "view_probs.pt"
+# log P_base of every training row under the initial model (KL anchor, 'initial' error reference).
+INITIAL_LOGPS_FILE = "initial_logps.pt"
+
+
+class NLFTCollator:
+    """Pads tokenized records into the base-view batch and, when asked, one batch of measurement views.
+
+    The base view becomes ``input_ids`` / ``attention_mask`` ``(B, P + R)`` and ``labels`` ``(B, R)``
+    (the response tokens, -100 on padding; see :mod:`nlft.method.logps` for the layout). The measurement
+    views of all rows (X_standard, and X_judge for incorrect outputs) are stacked into one batch
+    ``view_input_ids`` / ``view_attention_mask`` ``(V, P' + R)`` with ``view_row`` ``(V,)`` (the
+    row each view belongs to) and ``view_kind`` ``(V,)`` (0 standard, 1 judge).
+
+    ``share_prefix``: the token prefix that every prompt of the batch (base and measurement views)
+    starts with, if at least ``min_prefix`` tokens, is cut from them all and returned once as
+    ``prefix_ids`` ``(L,)``; :func:`nlft.method.logps.view_logps` runs it once per forward.
+    """
+
+    def __init__(self, pad_token_id: int, views_correct: Sequence[str] = ("standard",),
+                 views_incorrect: Sequence[str] = ("standard", "judge"), *, share_prefix: bool = False,
+                 min_prefix: int = 16) -> None:
+        self.pad_token_id = pad_token_id
+        self.views_correct = tuple(views_correct)
+        self.views_incorrect = tuple(views_incorrect)
+        self.share_prefix = share_prefix
+        self.min_prefix = min_prefix
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        responses = [f["response_ids"] for f in features]
+        base_prompts = [f["base_prompt_ids"] for f in features]
+        prompts, view_resp, rows, kinds = [], [], [], []
+        for i, f in enumerate(features):
+            for view in self.views_correct if f["correct"] else self.views_incorrect:
+                key, kind = ("std_prompt_ids", STD) if view == "standard" else ("judge_prompt_ids", JUDGE)
+                prompts.append(f[key])
+                view_resp.append(f["response_ids"])
+                rows.append(i)
+                kinds.append(kind)
+        shared = common_prefix([*base_prompts, *prompts], min_tokens=self.min_prefix) if self.share_prefix else 0
+        if shared:
+            prefix = list(base_prompts[0][:shared])
+            base_prompts = [p[shared:] for p in base_prompts]
+            prompts = [p[shared:] for p in prompts]
+        base = pad_views(base_prompts, responses, self.pad_token_id)
+        r_max = base["labels"].shape[1]
+        word_ids = torch.full((len(features), r_max), -1, dtype=torch.long)
+        for i, f in enumerate(features):
+            word_ids[i, : len(f["word_ids"])] = torch.tensor(f["word_ids"], dtype=torch.long)
+        batch = {
+            **base,
+            "correct": torch.tensor([bool(f["correct"]) for f in features]),
+            "row_idx": torch.tensor([int(f["row_idx"]) for f in features], dtype=torch.long),
+            "word_ids": word_ids,
+        }
+        if shared:
+            batch["prefix_ids"] = torch.tensor(prefix, dtype=torch.long)
+        if prompts:
+            views = pad_views(prompts, view_resp, self.pad_token_id)
+            batch.update(
+                view_input_ids=views["input_ids"], view_attention_mask=views["attention_mask"],
+                view_labels=views["labels"], view_row=torch.tensor(rows), view_kind=torch.tensor(kinds),
+            )
+        return batch
+
+
+def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int | None = None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """P_std and P_judge of each response token from the measurement views of a collated batch.
+
+    The views run in eval mode (no dropout) under ``no_grad``: they are measurements, with no graph.
+
+    Returns:
+        ``(p_std, p_judge)``, each ``(B, R)`` or None when no row had that view; rows without the
+        view hold zeros.
+    """
+    if "view_input_ids" not in batch:
+        return None, None
+    bsz, r_max = batch["labels"].shape
+    ids, att, labels = batch["view_input_ids"], batch["view_attention_mask"], batch["view_labels"]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            step = chunk_size or ids.shape[0]
+            parts = [view_logps(model, ids[s : s + step], att[s : s + step], labels[s : s + step],
+                                prefix_ids=batch.get("prefix_ids"))[0]
+                     for s in range(0, ids.shape[0], step)]
+    finally:
+        model.train(was_training)
+    probs = torch.cat(parts).exp()
+    out: list[torch.Tensor | None] = []
+    for kind in (STD, JUDGE):
+        sel = batch["view_kind"] == kind
+        if not bool(sel.any()):
+            out.append(None)
+            continue
+        p = torch.zeros(bsz, r_max, device=probs.device, dtype=probs.dtype)
+        p[batch["view_row"][sel], : probs.shape[1]] = probs[sel]
+        out.append(p)
+    return out[0], out[1]
+
+
+class _ViewCacheCallback(TrainerCallback):
+    """Fills the trainer's view-probability cache before training ('cached') or every epoch ('per_epoch').
+
+    A run resumed from a checkpoint reloads the cache saved in it instead, so that the resumed run
+    trains on the same view probabilities as an uninterrupted one.
+    """
+
+    def __init__(self, trainer: NLFTTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer._load_view_cache_from_resume():
+            return
+        if args.view_probs == "cached" and self.trainer._view_cache is None:
+            self.trainer.fill_view_cache()
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.view_probs != "per_epoch":
+            return
+        if self.trainer._cache_from_resume:
+            self.trainer._cache_from_resume = False  # the epoch the checkpoint was taken in
+            return
+        self.trainer.fill_view_cache()
+
+
+class _InitialLogpsCallback(TrainerCallback):
+    """Computes log P_base of every training row before the first step, when the model is the initial one.
+
+    A resumed run reloads them from its checkpoint instead (the model there is no longer initial).
+    """
+
+    def __init__(self, trainer: NLFTTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer._initial_logps is None and not self.trainer._load_initial_logps_from_resume():
+            self.trainer.fill_initial_logps()
+
+
+class NLFTTrainer(Trainer):
+    """Trainer for Natural Language Fine-Tuning (and the CUT / plain-likelihood losses on the same machinery).
+
+    Args:
+        model: a causal LM, or a name / path loaded with :func:`nlft.utils.models.load_model`.
+        args: an :class:`NLFTConfig`.
+        train_dataset: a ``datasets.Dataset`` (or list of dicts) with columns ``question``,
+            ``reference``, ``output``, ``correct`` (bool) and ``judgment`` (str or None).
+        eval_dataset: the same schema, optional.
+        processing_class: the tokenizer (loaded from the model's path when None).
+        peft_config: a PEFT config (e.g. ``LoraConfig``); None trains the model as given.
+        callbacks, optimizers, ...: passed to ``transformers.Trainer``.
+    """
+
+    _tag_names: ClassVar[list[str]] = ["nlft"]
+
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        args: NLFTConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        peft_config: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from nlft.utils.models import ensure_pad_token, load_model, load_tokenizer
+
+        if args is None:
+            args = NLFTConfig(output_dir="nlft-output")
+        if isinstance(model, str):
+            model = load_model(model)
+        if processing_class is None:
+            processing_class = load_tokenizer(model.config._name_or_path)
+        ensure_pad_token(processing_class)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        self._max_length = args.max_length or self._default_max_length(model, processing_class)
+        self._resolve_prompt(args, train_dataset)
+        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train_dataset")
+        if eval_dataset is not None:
+            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval_dataset")
+        views_correct, views_incorrect = args.needed_views
+        if args.view_probs != "dynamic":
+            views_correct, views_incorrect = (), ()
+        self._share_prefix = self._can_share_prefix(args, model)
+        collator = NLFTCollator(processing_class.pad_token_id, views_correct, views_incorrect,
+                                share_prefix=self._share_prefix)
+        super().__init__(
+            model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+            eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks, **kwargs,
+        )
+        # The loss is normalised by the response tokens of the whole accumulated batch (num_items_in_batch,
+        # counted from `labels`, which are already aligned with the predictions: no shift).
+        self.model_accepts_loss_kwargs = True
+        self._loss_shifts_labels = False
+        self.loss_is_scaled_for_ga = True
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._view_cache: dict[str, torch.Tensor] | None = None
+        self._initial_logps: torch.Tensor | None = None
+        self._resume_dir: str | None = None
+        self._cache_from_resume = False
+        if args.view_probs != "dynamic" and args.loss_type == "nlft":
+            self.add_callback(_ViewCacheCallback(self))
+        if args.needs_initial_logps:
+            self.add_callback(_InitialLogpsCallback(self))
+        self._class_weights = (1.0, 1.0)
+        if args.class_balance and train_dataset is not None:
+            n_tokens = [0, 0]
+            for ok, ids in zip(train_dataset["correct"], train_dataset["response_ids"]):
+                n_tokens[0 if ok else 1] += len(ids)
+            self._class_weights = class_balance_weights(*n_tokens)
+        from nlft.train.monitor import DriftMonitor  # on by default; a DriftMonitor in `callbacks` sets its options
+
+        if not any(isinstance(cb, DriftMonitor) for cb in self.callback_handler.callbacks):
+            self.add_callback(DriftMonitor())
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _can_share_prefix(args: NLFTConfig, model: Any) -> bool:
+        """``args.share_prefix`` where the model allows it; a one-line notice where it does not."""
+        from nlft.method.logps import supports_shared_prefix
+
+        if not args.share_prefix:
+            return False
+        why = ("gradient checkpointing keeps no key/value cache" if args.gradient_checkpointing
+               else None if supports_shared_prefix(model) else f"{type(model).__name__} takes no key/value cache")
+        if why:
+            print(f"nlft: share_prefix off: {why}; every row runs its full prompt", file=sys.stderr)
+            return False
+        return True
+
+    @staticmethod
+    def _default_max_length(model: Any, tokenizer: Any) -> int:
+        limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+        limits = [x for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+        return min([*limits, 4096])
+
+    @staticmethod
+    def _resolve_prompt(args: NLFTConfig, dataset: Any) -> None:
+        """X_base's prompt: the one the records were generated with (provenance), else the paper's solve prompt.
+
+        ``use_chat_template`` left at None follows the provenance too (a file generated without the
+        chat template trains without it).
+        """
+        if args.base_template is not None:  # set explicitly: the records' prompts are not read
+            return
+        rows: Any = []
+        if isinstance(dataset, list):
+            rows = dataset
+        elif dataset is not None and "provenance" in dataset.column_names:
+            rows = [{"provenance": p} for p in dataset["provenance"]]
+        args.base_template, args.use_chat_template = training_prompt(
+            rows, use_chat_template=args.use_chat_template, source="train_dataset")
+
+    def _prepare_dataset(self, dataset: Any, tokenizer: Any, args: NLFTConfig, name: str) -> Any:
+        from datasets import Dataset
+
+        if dataset is None:
+            return None
+        if not isinstance(dataset, list) and "response_ids" in dataset.column_names:  # already tokenized
+            return dataset
+        if not isinstance(dataset, list):
+            missing = [c for c in REQUIRED_FIELDS if c not in dataset.column_names]
+            if missing:
+                have = ", ".join(dataset.column_names)
+                raise DataError(f"missing column(s) {', '.join(missing)}; columns are {have}", path=name,
+                                field=missing[0])
+        # Validate before any conversion: Dataset.from_list would turn a missing key into None.
+        validate_records(dataset, source=name, needs_judgment=args.loss_type in ("nlft", "cut"))
+        if isinstance(dataset, list):
+            # only the fields read here: extra columns (provenance, ...) need not share one Arrow schema
+            dataset = Dataset.from_list([{k: row.get(k) for k in REQUIRED_FIELDS} for row in dataset])
+        views_correct, views_incorrect = args.needed_views
+        views = tuple(dict.fromkeys(views_correct + views_incorrect))
+        max_length, truncation = self._max_length, args.truncation
+
+        def tokenize(row: dict[str, Any], idx: int) -> dict[str, Any]:
+            tokens = tokenize_record(
+                row, tokenizer, base_template=args.base_template, standard_template=args.standard_template,
+                judge_template=args.judge_template, use_chat_template=args.use_chat_template, views=views,
+            )
+            tokens = check_length(tokens, idx, max_length, truncation=truncation, source=name)
+            return {**tokens, "row_idx": idx, "length": len(tokens["base_prompt_ids"]) + len(tokens["response_ids"])}
+
+        # A list comprehension rather than Dataset.map: errors surface with their row, and nothing is cached
+        # under a fingerprint that depends on the tokenizer's pickling.
+        return Dataset.from_list([tokenize(dataset[i], i) for i in range(len(dataset))])
+
+    # ---- view probabilities ----------------------------------------------------------------------
+
+    def fill_view_cache(self) -> None:
+        """Compute P_std and P_judge of every training row with the current model, into the cache."""
+        args: NLFTConfig = self.args
+        views_correct, views_incorrect = args.needed_views
+        collate = NLFTCollator(self.processing_class.pad_token_id, views_correct, views_incorrect,
+                               share_prefix=self._share_prefix)
+        dataset = self.train_dataset
+        n = len(dataset)
+        r_max = max(len(r) for r in dataset["response_ids"])
+        cache = {"std": torch.zeros(n, r_max), "judge": torch.zeros(n, r_max)}
+        model = self.accelerator.unwrap_model(self.model)
+        device = next(model.parameters()).device
+        step = args.view_batch_size or args.per_device_train_batch_size
+        for start in range(0, n, step):
+            feats = [dataset[i] for i in range(start, min(n, start + step))]
+            batch = {k: v.to(device) for k, v in collate(feats).items()}
+            p_std, p_judge = measure_views(model, batch, chunk_size=args.view_batch_size)
+            rows = batch["row_idx"].cpu()
+            width = batch["labels"].shape[1]
+            for key, p in (("std", p_std), ("judge", p_judge)):
+                if p is not None:
+                    cache[key][rows, :width] = p.float().cpu()
+        self._view_cache = cache
+
+    def fill_initial_logps(self) -> None:
+        """log P_base of every training row's response under the current (initial) model, into a cache.
+
+        Shape ``(rows, R_max)``; one no-grad pass over the data in eval mode, before the first step.
+        """
+        args: NLFTConfig = self.args
+        collate = NLFTCollator(self.processing_class.pad_token_id, (), (), share_prefix=self._share_prefix)
+        dataset = self.train_dataset
+        n = len(dataset)
+        cache = torch.zeros(n, max(len(r) for r in dataset["response_ids"]))
+        model = self.accelerator.unwrap_model(self.model)
+        device = next(model.parameters()).device
+        step = args.view_batch_size or args.per_device_train_batch_size
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, n, step):
+                    batch = collate([dataset[i] for i in range(start, min(n, start + step))])
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    logps, _ = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                          prefix_ids=batch.get("prefix_ids"))
+                    cache[batch["row_idx"], : logps.shape[1]] = logps.float().cpu()
+        finally:
+            model.train(was_training)
+        self._initial_logps = cache
+
+    def _load_initial_logps_from_resume(self) -> bool:
+        if not self._resume_dir or not (Path(self._resume_dir) / INITIAL_LOGPS_FILE).exists():
+            return False
+        self._initial_logps = torch.load(Path(self._resume_dir) / INITIAL_LOGPS_FILE, weights_only=True)
+        return True
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """``Trainer.train``; remembers the checkpoint resumed from, to reload its view-probability cache."""
+        self._resume_dir = None
+        if resume_from_checkpoint:
+            if isinstance(resume_from_checkpoint, bool):
+                from transformers.trainer_utils import get_last_checkpoint
+
+                self._resume_dir = get_last_checkpoint(self.args.output_dir)
+            else:
+                self._resume_dir = str(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # The caches go into the checkpoint folder before the Trainer writes trainer_state.json, the file
+        # that marks a checkpoint complete.
+        for name, cache in ((VIEW_CACHE_FILE, self._view_cache), (INITIAL_LOGPS_FILE, self._initial_logps)):
+            if cache is None:
+                continue
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.is_world_process_zero():
+                tmp = folder / f"{name}.tmp"
+                torch.save(cache, tmp)
+                os.replace(tmp, folder / name)
+        super()._save_checkpoint(model, trial)
+
+    def _load_view_cache_from_resume(self) -> bool:
+        if not self._resume_dir:
+            return False
+        path = Path(self._resume_dir) / VIEW_CACHE_FILE
+        if not path.exists():
+            return False
+        self._view_cache = torch.load(path, weights_only=True)
+        self._cache_from_resume = True
+        return True
+
+    def _view_probs(self, model: Any, inputs: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.args.loss_type == "nll":
+            return None, None
+        if self.args.view_probs == "dynamic" or self._view_cache is None:
+            return measure_views(self.accelerator.unwrap_model(model), inputs, chunk_size=self.args.view_batch_size)
+        rows = inputs["row_idx"].cpu()
+        width = inputs["labels"].shape[1]
+        device = inputs["labels"].device
+        p_std = self._view_cache["std"][rows, :width].to(device)
+        p_judge = self._view_cache["judge"][rows, :width].to(device)
+        return p_std, p_judge
+
+    # ---- loss ------------------------------------------------------------------------------------
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        args: NLFTConfig = self.args
+        labels = inputs["labels"]
+        response_mask = labels != IGNORE_INDEX
+        correct = inputs["correct"].to(torch.bool)
+        if args.loss_type == "cut":
+            loss, ts, logps = self._cut_loss(model, inputs, response_mask, correct, num_items_in_batch)
+        else:
+            loss, ts, logps = self._nlft_loss(model, inputs, response_mask, correct, num_items_in_batch)
+        if args.nll_coef:
+            plain = torch.ones_like(ts.scales) * correct[:, None]
+            loss = loss + args.nll_coef * nlft_loss(logps, plain, torch.zeros_like(response_mask), response_mask,
+                                                    num_items_in_batch)
+        loss = loss * args.loss_multiplier
+        if args.average_tokens_across_devices and num_items_in_batch is not None and self.accelerator.num_processes > 1:
+            # num_items_in_batch counts the tokens of every process; DDP averages gradients over processes.
+            loss = loss * self.accelerator.num_processes
+
+        self._record_metrics(logps.detach(), ts, response_mask, correct, model.training)
+        if return_outputs:
+            return loss, {"logps": logps.detach(), "token_scales": ts.scales}
+        return loss
+
+    def _nlft_loss(self, model: Any, inputs: dict[str, torch.Tensor], response_mask: torch.Tensor,
+                   correct: torch.Tensor, num_items_in_batch: Any) -> tuple[torch.Tensor, TokenScales, torch.Tensor]:
+        """Eq. 5 (``loss_type`` nlft or nll) with the options of :class:`NLFTConfig`; ``(loss, scales, logps)``."""
+        args: NLFTConfig = self.args
+        nlft = args.loss_type == "nlft"
+        p_std, p_judge = self._view_probs(model, inputs)
+        want_hidden = nlft and args.phrase_rule == "cosine"
+        # log(1 - P) from the logits only where unlikelihood can occur
+        need_ul = nlft and bool((~correct).any())
+        out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                         return_hidden=want_hidden, complement=need_ul, prefix_ids=inputs.get("prefix_ids"))
+        logps, hidden = out[0], out[1]
+        log1mp = out[2] if need_ul else None
+        p_base = logps.detach().exp()
+        initial = self._initial_logps_of(inputs) if args.needs_initial_logps else None
+        spans = None
+        if want_hidden:
+            spans = cosine_spans(hidden, response_mask, threshold=args.phrase_threshold,
+                                 max_span=args.max_phrase_span)
+        elif nlft and args.phrase_rule == "word":
+            spans = word_spans(inputs["word_ids"])
+        if nlft and p_std is None:
+            p_std = torch.zeros_like(p_base)
+        p_ratio = initial.exp() if initial is not None and args.error_reference == "initial" else p_base
+        ts = batch_token_scales(p_ratio, p_std, p_judge, correct, response_mask, spans, loss_type=args.loss_type,
+                                params=args.scale_params)
+        if args.class_balance:
+            w_c, w_i = self._class_weights
+            ts = ts._replace(scales=ts.scales * torch.where(correct, w_c, w_i)[:, None].to(ts.scales.dtype))
+        loss = nlft_loss(logps, ts.scales, ts.unlikelihood, response_mask, num_items_in_batch, log1mp)
+        if args.kl_coef and initial is not None:
+            anchored = response_mask & ~correct[:, None] & ~ts.unlikelihood
+            loss = loss + args.kl_coef * token_mean(kl_penalty(logps, initial), anchored, response_mask,
+                                                    num_items_in_batch)
+        return loss, ts, logps
+
+    def _cut_loss(self, model: Any, inputs: dict[str, torch.Tensor], response_mask: torch.Tensor,
+                  correct: torch.Tensor, num_items_in_batch: Any) -> tuple[torch.Tensor, TokenScales, torch.Tensor]:
+        """CUT as published (:func:`nlft.method.loss.cut_loss`): X_base and X_judge both with gradients."""
+        args: NLFTConfig = self.args
+        need_ul = bool((~correct).any())
+        prefix = inputs.get("prefix_ids")
+        out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul,
+                         prefix_ids=prefix)
+        logps, log1mp = out[0], (out[2] if need_ul else None)
+        judge = torch.zeros_like(logps)
+        if "view_input_ids" in inputs:  # the collator builds X_judge for the incorrect rows only
+            view_lp, _ = view_logps(model, inputs["view_input_ids"], inputs["view_attention_mask"],
+                                    inputs["view_labels"], prefix_ids=prefix)
+            view_lp = torch.nn.functional.pad(view_lp, (0, logps.shape[1] - view_lp.shape[1]))
+            judge = judge.index_put((inputs["view_row"],), view_lp)
+        loss, selected = cut_loss(logps, log1mp, judge, correct, response_mask, num_items_in_batch,
+                                  threshold=args.cut_threshold, weight_unlike=args.unlikelihood_weight)
+        false = torch.zeros_like(selected)
+        ts = TokenScales(response_mask.float(), selected, false, false, selected)
+        return loss, ts, logps
+
+    def _initial_logps_of(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._initial_logps is None:
+            raise RuntimeError("the initial model's log-probabilities are computed at the start of train()")
+        width = inputs["labels"].shape[1]
+        return self._initial_logps[inputs["row_idx"].cpu(), :width].to(inputs["labels"].device)
+
+    # ---- metrics -----------------------------------------------------------------------------------
+
+    def _record_metrics(self, logps: torch.Tensor, ts: Any, response_mask: torch.Tensor, correct: torch.Tensor,
+                        training: bool) -> None:
+        mode = "train" if training else "eval"
+        m = self._metrics[mode]
+        mask = response_mask
+        n = mask.sum().clamp(min=1).float()
+        rows_c = correct[:, None] & mask
+        rows_i = ~correct[:, None] & mask
+        nll = (-logps * mask).sum() / n
+        m["nlft/nll"].append(nll.item())
+        m["nlft/weighted_nll"].append(((-logps * ts.scales) * mask).sum().item() / n.item())
+        m["nlft/mean_scale"].append((ts.scales * mask).sum().item() / n.item())
+        if bool(rows_c.any()):
+            nc = rows_c.sum().float()
+            m["nlft/saliency_share"].append((ts.saliency & rows_c).sum().item() / nc.item())
+            m["nlft/sub_saliency_share"].append((ts.sub_saliency & rows_c).sum().item() / nc.item())
+        if bool(rows_i.any()):
+            m["nlft/erroneous_share"].append((ts.erroneous & rows_i).sum().item() / rows_i.sum().item())
+            err = ts.erroneous & rows_i
+            if bool(err.any()):  # the collapse signature: P_base of flagged tokens falls while their scales rise
+                m["nlft/erroneous_p_base"].append(logps[err].exp().mean().item())
+                m["nlft/erroneous_scale"].append(ts.scales[err].mean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        from nlft.train.progress import gather_metric_means
+
+        # means over every process's batches (a collective: every process calls log)
+        metrics = gather_metric_means(self._metrics[mode], self.accelerator)
+        if mode == "eval":
+            metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        logs = {**logs, **metrics}
+        super().log(logs, start_time)
+        self._metrics[mode].clear()

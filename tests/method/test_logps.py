@@ -1,0 +1,166 @@
+"""Per-view log-probs equal a naive full-softmax computation, and measurement views build no graph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support import make_tiny_model
+
+from nlft.method.logps import (
+    common_prefix,
+    pad_views,
+    selective_log_softmax,
+    supports_shared_prefix,
+    view_logps,
+)
+from nlft.train.trainer import NLFTCollator, measure_views
+
+
+def naive_logps(model, prompt: list[int], response: list[int]) -> torch.Tensor:
+    """log_softmax over the full vocabulary of the unpadded sequence, read at the response tokens."""
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    logp = logits.log_softmax(-1)
+    return torch.stack([logp[len(prompt) - 1 + i, t] for i, t in enumerate(response)])
+
+
+def test_selective_log_softmax_matches_full():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    index = torch.randint(0, 11, (2, 5))
+    full = logits.log_softmax(-1).gather(-1, index[..., None])[..., 0]
+    torch.testing.assert_close(selective_log_softmax(logits, index), full)
+    torch.testing.assert_close(selective_log_softmax(logits.bfloat16(), index),
+                               logits.bfloat16().float().log_softmax(-1).gather(-1, index[..., None])[..., 0])
+
+
+def test_view_logps_equal_naive(tiny_model):
+    tiny_model.eval()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    responses = [[20, 21, 22], [23, 24, 25, 26, 27], [28]]
+    batch = pad_views(prompts, responses, pad_token_id=2)
+    with torch.no_grad():
+        logps, hidden = view_logps(tiny_model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                   return_hidden=True)
+    assert logps.shape == (3, 5) and hidden.shape == (3, 5, 64)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        torch.testing.assert_close(logps[i, : len(r)], naive_logps(tiny_model, p, r), atol=1e-5, rtol=1e-5)
+        assert (logps[i, len(r):] == 0).all()
+        # hidden state of each response token at its own position, as in an unpadded forward
+        with torch.no_grad():
+            ref = tiny_model(input_ids=torch.tensor([p + r]), output_hidden_states=True).hidden_states[-1][0]
+        torch.testing.assert_close(hidden[i, : len(r)], ref[len(p):], atol=1e-5, rtol=1e-5)
+
+
+def test_view_logps_on_gpt2_style_model(tokenizer):
+    """GPT-2 has learned absolute positions: left padding must not shift them."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2)).eval()
+    prompts, responses = [[5, 6, 7, 8], [9]], [[20, 21], [22, 23, 24]]
+    batch = pad_views(prompts, responses, pad_token_id=0)
+    with torch.no_grad():
+        logps, _ = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        torch.testing.assert_close(logps[i, : len(r)], naive_logps(model, p, r), atol=1e-5, rtol=1e-5)
+
+
+def test_measure_views_runs_without_graph_in_eval_mode(tiny_model, tokenizer, records):
+    from nlft.train.config import NLFTConfig
+    from nlft.train.views import tokenize_record
+
+    cfg = NLFTConfig(output_dir="unused", report_to="none")
+    feats = []
+    for i, row in enumerate(records):
+        tok = tokenize_record(row, tokenizer, base_template=cfg.base_template, standard_template=cfg.standard_template,
+                              judge_template=cfg.judge_template)
+        feats.append({**tok, "row_idx": i})
+    batch = NLFTCollator(tokenizer.pad_token_id)(feats)
+    # 4 standard views + 2 judge views (incorrect rows only), stacked in one batch
+    assert batch["view_kind"].tolist().count(0) == 4 and batch["view_kind"].tolist().count(1) == 2
+    seen = []
+    hook = tiny_model.register_forward_hook(lambda m, a, o: seen.append((m.training, torch.is_grad_enabled())))
+    tiny_model.train()
+    p_std, p_judge = measure_views(tiny_model, batch)
+    hook.remove()
+    assert seen == [(False, False)] and tiny_model.training
+    assert not p_std.requires_grad
+    for i, f in enumerate(feats):
+        r = f["response_ids"]
+        tiny_model.eval()
+        torch.testing.assert_close(p_std[i, : len(r)].log(), naive_logps(tiny_model, f["std_prompt_ids"], r),
+                                   atol=1e-4, rtol=1e-4)
+        if not f["correct"]:
+            torch.testing.assert_close(p_judge[i, : len(r)].log(), naive_logps(tiny_model, f["judge_prompt_ids"], r),
+                                       atol=1e-4, rtol=1e-4)
+        else:
+            assert (p_judge[i] == 0).all()
+
+
+def test_common_prefix_by_hand():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 9]], min_tokens=1) == 2
+    # every prompt keeps at least one token after the prefix
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]], min_tokens=1) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]], min_tokens=3) == 0  # shorter than min_tokens: none
+    assert common_prefix([[1, 2, 3]], min_tokens=1) == 0  # one prompt: nothing to share
+    assert common_prefix([[7, 2], [1, 2]], min_tokens=1) == 0
+
+
+def test_shared_prefix_logps_and_lora_gradients_equal_the_full_computation():
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    vocab = 300
+    model = get_peft_model(make_tiny_model(vocab), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                              target_modules=["q_proj", "v_proj", "up_proj"]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B = 0 at init would make every LoRA A gradient zero
+            torch.nn.init.normal_(param, std=0.1)
+    prefix = torch.randint(5, vocab, (12,)).tolist()
+    prompts = [prefix + torch.randint(5, vocab, (k,)).tolist() for k in (3, 7, 1)]
+    responses = [torch.randint(5, vocab, (k,)).tolist() for k in (4, 2, 5)]
+    assert common_prefix(prompts, min_tokens=4) == 12
+
+    def step(shared: bool):
+        model.zero_grad()
+        if shared:
+            batch = pad_views([p[12:] for p in prompts], responses, 0)
+            logps, hidden, log1mp = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                               return_hidden=True, complement=True, prefix_ids=torch.tensor(prefix))
+        else:
+            batch = pad_views(prompts, responses, 0)
+            logps, hidden, log1mp = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                               return_hidden=True, complement=True)
+        (-logps.sum() - 0.3 * log1mp.sum()).backward()  # both terms of the NLFT loss
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return logps.detach(), hidden, log1mp.detach(), grads
+
+    full, shared = step(False), step(True)
+    for a, b in zip(full[:3], shared[:3]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert full[3].keys() == shared[3].keys() and any("lora_A" in k for k in full[3])
+    for name in full[3]:
+        assert full[3][name].abs().max() > 0, name
+        torch.testing.assert_close(full[3][name], shared[3][name], atol=1e-5, rtol=1e-4)
+    assert supports_shared_prefix(model)
+    with pytest.raises(ValueError, match="after the shared prefix"):
+        view_logps(model, torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long),
+                   torch.ones(1, 2, dtype=torch.long), prefix_ids=torch.tensor(prefix))
+
+
+def test_shared_prefix_falls_back_to_full_rows_without_a_cache():
+    # Gradient checkpointing keeps no key/value cache in training: the prefix goes back in front of the rows.
+    model = make_tiny_model(300, seed=4)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    prefix = list(range(10, 30))
+    prompts, responses = [[*prefix, 40, 41], [*prefix, 50]], [[60, 61], [62]]
+    full = pad_views(prompts, responses, 0)
+    cut = pad_views([p[20:] for p in prompts], responses, 0)
+    want, _ = view_logps(model, full["input_ids"], full["attention_mask"], full["labels"])
+    got, _ = view_logps(model, cut["input_ids"], cut["attention_mask"], cut["labels"], prefix_ids=torch.tensor(prefix))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    got.sum().backward()  # the graph is intact
+    assert model.model.embed_tokens.weight.grad.abs().sum() > 0

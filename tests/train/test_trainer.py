@@ -1,0 +1,187 @@
+"""NLFTTrainer on a tiny random model: real steps, gradient accumulation, bad input, logging."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from peft import LoraConfig
+from support import LORA, make_tiny_model, sample_records
+
+from nlft import NLFTConfig, NLFTTrainer
+from nlft.tasks.prompts import BASE_TEMPLATE
+from nlft.utils.files import DataError
+
+
+def make_args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), report_to="none", save_strategy="no", use_cpu=True,
+                disable_tqdm=True, seed=0, data_seed=0)
+    base.update(kw)
+    return NLFTConfig(**base)
+
+
+def lora_state(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+
+def test_lora_weights_change_and_losses_finite(tmp_path, tokenizer):
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_steps=3, learning_rate=1e-2),
+                          train_dataset=sample_records(), processing_class=tokenizer, peft_config=LoraConfig(**LORA))
+    before = lora_state(trainer.model)
+    trainer.train()
+    after = lora_state(trainer.model)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("lora_B" in k for k in changed)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3
+    for h in logs:
+        assert math.isfinite(h["loss"]) and math.isfinite(h["nlft/nll"])
+        for key in ("nlft/mean_scale", "nlft/weighted_nll", "nlft/saliency_share", "nlft/sub_saliency_share",
+                    "nlft/erroneous_share"):
+            assert key in h and math.isfinite(h[key])
+    # a random model gives probabilities near 1/V: weighted NLL is far below the plain one
+    assert logs[0]["nlft/weighted_nll"] < logs[0]["nlft/nll"]
+
+
+@pytest.mark.parametrize("loss_type", ["nlft", "nll"])
+def test_gradient_accumulation_1x4_equals_4x1(tmp_path, tokenizer, loss_type):
+    """One optimizer step with plain SGD (lr 1, no clipping): the update is minus the gradient.
+
+    Batch 4 x accumulation 1 and batch 1 x accumulation 4 see the same 4 rows, so with the loss
+    normalised by the response tokens of the whole accumulated batch their updates are equal.
+    r0=1, p0_incorrect=0 make the random model produce erroneous tokens, so unlikelihood is exercised.
+    """
+    updates = []
+    for bsz, accum in ((4, 1), (1, 4)):
+        args = make_args(tmp_path, max_steps=1, per_device_train_batch_size=bsz, gradient_accumulation_steps=accum,
+                         optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0,
+                         loss_type=loss_type, r0=1.0, p0_incorrect=0.0, weight_decay=0.0)
+        torch.manual_seed(0)
+        lora = LoraConfig(**LORA, init_lora_weights="gaussian")  # nonzero B so every LoRA matrix gets gradient
+        trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
+                              processing_class=tokenizer, peft_config=lora)
+        trainer.train()
+        updates.append(trainer.state.log_history[0]["loss"])
+        updates.append(lora_state(trainer.model))
+    loss_a, state_a, loss_b, state_b = updates
+    assert loss_a == pytest.approx(loss_b, rel=1e-4)
+    for k in state_a:
+        torch.testing.assert_close(state_a[k], state_b[k], rtol=1e-4, atol=1e-7)
+
+
+def test_erroneous_tokens_are_found_and_logged(tmp_path, tokenizer):
+    args = make_args(tmp_path, max_steps=1, r0=1.0, p0_incorrect=0.0)
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
+                          processing_class=tokenizer, peft_config=LoraConfig(**LORA))
+    trainer.train()
+    assert trainer.state.log_history[0]["nlft/erroneous_share"] > 0
+
+
+@pytest.mark.parametrize("mode", ["cached", "per_epoch"])
+def test_cached_view_probs_match_dynamic_on_first_step(tmp_path, tokenizer, mode):
+    """Before any update the model is the initial one, so cached and dynamic give the same first loss."""
+    losses = []
+    for view_probs in ("dynamic", mode):
+        args = make_args(tmp_path, max_steps=1, view_probs=view_probs, r0=1.0, p0_incorrect=0.0)
+        torch.manual_seed(0)
+        trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
+                              processing_class=tokenizer, peft_config=LoraConfig(**LORA))
+        trainer.train()
+        losses.append(trainer.state.log_history[0]["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_word_and_no_phrase_rules_run(tmp_path, tokenizer):
+    for rule in ("word", "none"):
+        trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_steps=1, phrase_rule=rule),
+                              train_dataset=sample_records(), processing_class=tokenizer)
+        trainer.train()
+        assert math.isfinite(trainer.state.log_history[0]["loss"])
+
+
+# ---- bad input: clear errors before training starts ----------------------------------------------
+
+@pytest.mark.parametrize(
+    ("change", "row", "field", "message"),
+    [
+        (lambda r: r[1].pop("reference"), 2, "reference", "missing field"),
+        (lambda r: r[0].update(output="   "), 1, "output", "empty"),
+        (lambda r: r[2].update(judgment=None), 3, "judgment", "needs a judgment"),
+        (lambda r: r[3].update(correct="no"), 4, "correct", "true or false"),
+        (lambda r: r[0].update(question=7), 1, "question", "expected a string"),
+    ],
+)
+def test_bad_records_name_row_and_field(tmp_path, tokenizer, change, row, field, message):
+    rows = sample_records()
+    change(rows)
+    with pytest.raises(DataError, match=message) as err:
+        NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path), train_dataset=rows,
+                    processing_class=tokenizer)
+    assert f"line {row}" in str(err.value) and f"field '{field}'" in str(err.value)
+
+
+def test_too_long_prompt_is_an_error_or_truncated(tmp_path, tokenizer):
+    rows = sample_records()
+    rows[1]["reference"] = "very long reference " * 200
+    with pytest.raises(DataError, match="exceeds max_length=256") as err:
+        NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=256, base_template=BASE_TEMPLATE),
+                    train_dataset=rows, processing_class=tokenizer)
+    assert "line 2" in str(err.value) and "field 'reference'" in str(err.value)
+    rows = sample_records()
+    rows[0]["output"] = "and so on " * 100
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, max_length=200, truncation="response",
+                                                                     base_template=BASE_TEMPLATE),
+                          train_dataset=rows, processing_class=tokenizer)
+    assert max(trainer.train_dataset["length"]) <= 200
+
+
+def test_config_rejects_bad_values(tmp_path):
+    with pytest.raises(ValueError, match="view_probs"):
+        make_args(tmp_path, view_probs="sometimes")
+    with pytest.raises(ValueError, match="c2 must be smaller than c3"):
+        make_args(tmp_path, c2=0.7, c3=0.6)
+
+
+@pytest.mark.slow
+def test_smollm2_lora_steps(tmp_path, smollm2_path, smollm2_tokenizer):
+    """Real SmolLM2-135M-Instruct: a few LoRA steps change the adapter and log finite losses."""
+    from nlft.utils.models import load_model
+
+    args = make_args(tmp_path, max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3)
+    trainer = NLFTTrainer(load_model(smollm2_path), args, train_dataset=sample_records(),
+                          processing_class=smollm2_tokenizer,
+                          peft_config=LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05,
+                                                 target_modules=["gate_proj", "up_proj", "down_proj"],
+                                                 task_type="CAUSAL_LM"))
+    before = lora_state(trainer.model)
+    trainer.train()
+    after = lora_state(trainer.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before if "lora_B" in k)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
+    # a real model is confident on much of a fluent answer: some saliency tokens appear
+    assert max(h.get("nlft/saliency_share", 0.0) for h in logs) > 0
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_other_architectures(tmp_path, tokenizer, arch):
+    """Qwen2 and GPT-2 style models (Conv1D projections, absolute positions) train with LoRA too."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+        lora = LoraConfig(**LORA)
+    else:
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4))
+        lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_fc", "c_proj"], fan_in_fan_out=True,
+                          task_type="CAUSAL_LM")
+    trainer = NLFTTrainer(model, make_args(tmp_path, max_steps=2, learning_rate=1e-2), train_dataset=sample_records(),
+                          processing_class=tokenizer, peft_config=lora)
+    before = lora_state(trainer.model)
+    trainer.train()
+    after = lora_state(trainer.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
