@@ -70,6 +70,9 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, compleme
     return logp
 
 
+_CACHE_ARGS = frozenset({"cache", "past_key_values"})  # how a forward takes a key/value cache
+
+
 def _forward_params(model: Any) -> set[str]:
     """Names of the keyword arguments of the model's forward (of the wrapped model, for PEFT)."""
     forward = getattr(model, "forward", None)
@@ -80,10 +83,6 @@ def _forward_params(model: Any) -> set[str]:
         return set(inspect.signature(forward).parameters)
     except (TypeError, ValueError):
         return set()
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in _forward_params(model)
 
 
 def view_logps(
@@ -129,11 +128,12 @@ def view_logps(
         raise ValueError("every row needs a prompt of at least one token before its response"
                          + (" after the shared prefix" if prefix_ids is not None else ""))
     kwargs: dict[str, Any] = {"use_cache": False}
+    params = _forward_params(model)  # read once: a signature lookup per forward is not free
     if prefix_ids is not None:
         prefix_ids = prefix_ids.to(input_ids.device)
         ones = attention_mask.new_ones(bsz, prefix_ids.shape[0])
         cache = None
-        if not (model.training and _checkpointing(model)) and supports_shared_prefix(model):
+        if not (model.training and _checkpointing(model)) and _CACHE_ARGS & params:
             cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
         if cache is not None and hasattr(cache, "batch_repeat_interleave"):
             cache.batch_repeat_interleave(bsz)
@@ -145,7 +145,7 @@ def view_logps(
     prompt = seq - labels.shape[1]
     if return_hidden:
         kwargs["output_hidden_states"] = True
-    keep = _accepts_logits_to_keep(model)
+    keep = "logits_to_keep" in params
     if keep:
         # Columns P-1 .. P+R-2 predict the response tokens.
         kwargs["logits_to_keep"] = torch.arange(prompt - 1, seq - 1, device=input_ids.device)
@@ -204,7 +204,7 @@ def _cache_of(out: Any) -> Any:
 
 def supports_shared_prefix(model: Any) -> bool:
     """Whether :func:`view_logps` can share a prefix on ``model``: its forward takes a key/value cache."""
-    return bool({"cache", "past_key_values"} & _forward_params(model))
+    return bool(_CACHE_ARGS & _forward_params(model))
 
 
 def pad_views(
