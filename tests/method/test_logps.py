@@ -8,8 +8,10 @@ from support import make_tiny_model
 
 from nlft.method.logps import (
     common_prefix,
+    pack_rows,
     pad_views,
     selective_log_softmax,
+    supports_packing,
     supports_shared_prefix,
     view_logps,
 )
@@ -164,3 +166,51 @@ def test_shared_prefix_falls_back_to_full_rows_without_a_cache():
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     got.sum().backward()  # the graph is intact
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_pack_rows_first_fit_decreasing_by_hand():
+    # capacity 6: 5 opens bin 0, 4 opens bin 1, 3 opens bin 2, 2 joins bin 1 (room 2), 1 joins bin 0.
+    assert pack_rows([3, 5, 1, 4, 2], 6) == [[1, 2], [3, 4], [0]]
+    assert pack_rows([2, 2, 2], 6) == [[0, 1, 2]]
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_rows([7], 6)
+
+
+@pytest.mark.parametrize("prefix_len", [0, 12])
+def test_packed_views_equal_padded_logps_and_lora_gradients(prefix_len):
+    """Padding-free batches (packed rows, block-causal mask) give the padded batch's values and gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    vocab = 300
+    model = get_peft_model(make_tiny_model(vocab), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                              target_modules=["q_proj", "v_proj", "up_proj"]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    prefix = torch.randint(5, vocab, (prefix_len,)).tolist()
+    # lengths chosen so that two short rows share a packed row with a third left alone
+    prompts = [torch.randint(5, vocab, (k,)).tolist() for k in (9, 2, 3, 1)]
+    responses = [torch.randint(5, vocab, (k,)).tolist() for k in (6, 2, 1, 3)]
+    batch = pad_views(prompts, responses, 0)
+    batch["labels"][3, 2] = -100  # a masked response token stays 0 in both layouts
+
+    def step(packed: bool):
+        model.zero_grad()
+        logps, hidden, log1mp = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                           return_hidden=True, complement=True, packed=packed,
+                                           prefix_ids=torch.tensor(prefix) if prefix else None)
+        (-logps.sum() - 0.3 * log1mp.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return logps.detach(), hidden, log1mp.detach(), grads
+
+    assert supports_packing(model)  # else the packed path would silently run padded
+    padded, packed = step(False), step(True)
+    assert packed[0][3, 2] == 0 and packed[0][1, 2:].eq(0).all()
+    real = batch["attention_mask"][:, -batch["labels"].shape[1]:].bool()  # hidden states of padding are not read
+    for a, b in zip(padded[:3], packed[:3]):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a[real], b[real], atol=1e-5, rtol=1e-5)
+    for name in padded[3]:
+        assert padded[3][name].abs().max() > 0, name
+        torch.testing.assert_close(padded[3][name], packed[3][name], atol=1e-5, rtol=1e-4)

@@ -56,11 +56,11 @@ def _loss_and_grads(trainer, batch):
     return loss.detach(), grads
 
 
-@pytest.mark.parametrize("phrase_rule", ["cosine", "word"])
-def test_lean_step_equals_reference_style_step(tokenizer, tmp_path, phrase_rule):
+@pytest.mark.parametrize(("phrase_rule", "padding_free"), [("cosine", False), ("word", False), ("cosine", True)])
+def test_lean_step_equals_reference_style_step(tokenizer, tmp_path, phrase_rule, padding_free):
     model = _lora_model(tokenizer)
     records = sample_records()
-    args = _args(tmp_path, tokenizer, phrase_rule=phrase_rule)
+    args = _args(tmp_path, tokenizer, phrase_rule=phrase_rule, padding_free=padding_free)
     lean = NLFTTrainer(model, args=args, train_dataset=records, processing_class=tokenizer)
     ref = RefStyleTrainer(model, args=args, train_dataset=records, processing_class=tokenizer)
     batch = lean.data_collator([lean.train_dataset[i] for i in range(4)])
@@ -85,6 +85,26 @@ def test_lean_step_equals_reference_style_step(tokenizer, tmp_path, phrase_rule)
         # Sums in a different order differ by float rounding: tolerance relative to the gradient's scale.
         scale = float(grads_ref[name].abs().max())
         torch.testing.assert_close(grads_lean[name], grads_ref[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_cut_step_with_padding_free_rows_equals_padded(tokenizer, tmp_path):
+    """CUT's two forwards with gradients (X_base, X_judge) packed give the padded step's loss and gradients."""
+    model = _lora_model(tokenizer, seed=3)
+    records = sample_records()
+    results = []
+    for packed in (False, True):
+        trainer = NLFTTrainer(model, args=_args(tmp_path, tokenizer, loss_type="cut", padding_free=packed),
+                              train_dataset=records, processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        assert not bool(batch["correct"].all()) and "view_input_ids" in batch  # X_judge rows exist
+        results.append(_loss_and_grads(trainer, batch))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_a > 0
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-7)
+    for name in grads_a:
+        assert grads_a[name].abs().max() > 0, name
+        scale = float(grads_a[name].abs().max())
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
 def test_measured_views_equal_stacked_full_softmax(tokenizer, tmp_path):

@@ -94,6 +94,7 @@ def view_logps(
     return_hidden: bool = False,
     complement: bool = False,
     prefix_ids: torch.Tensor | None = None,
+    packed: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Log P(y_t | prompt, y_<t) of each response token of a left/right padded batch.
 
@@ -117,6 +118,11 @@ def view_logps(
             (the stable unlikelihood term of :mod:`nlft.method.loss`).
         prefix_ids: ``(L,)`` token ids that every row's prompt starts with (:func:`common_prefix`),
             left out of ``input_ids``, whose prompts then hold the rest (at least one token each).
+        packed: padding-free: the rows' real tokens are packed into as few rows as hold them
+            (:func:`pack_rows`, no row longer than the batch's longest), position ids restart at every
+            sequence and a block-causal mask keeps sequences apart, so padding is not computed. For
+            attention implementations that take such a mask (``sdpa``, ``eager``); others run padded.
+            Same log-probabilities and gradients as the padded batch up to float rounding.
 
     Returns:
         ``(logps, hidden)``: ``(B, R)`` float32 log-probabilities (0 on padding), and ``(B, R, H)``
@@ -129,6 +135,9 @@ def view_logps(
                          + (" after the shared prefix" if prefix_ids is not None else ""))
     kwargs: dict[str, Any] = {"use_cache": False}
     params = _forward_params(model)  # read once: a signature lookup per forward is not free
+    if packed and supports_packing(model):
+        return _packed_view_logps(model, input_ids, attention_mask, labels, params, prefix_ids=prefix_ids,
+                                  return_hidden=return_hidden, complement=complement)
     if prefix_ids is not None:
         prefix_ids = prefix_ids.to(input_ids.device)
         ones = attention_mask.new_ones(bsz, prefix_ids.shape[0])
@@ -152,6 +161,125 @@ def view_logps(
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, attention_mask.shape[1] - seq:]
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
     return _response_logps(out, labels, prompt, keep=keep, return_hidden=return_hidden, complement=complement)
+
+
+def supports_packing(model: Any) -> bool:
+    """Whether the model's attention takes the block-causal 4D mask of ``packed`` batches (sdpa, eager)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: group sequence indices into bins whose lengths sum to at most ``capacity``.
+
+    Args:
+        lengths: B sequence lengths, each at most ``capacity``. capacity: tokens per packed row.
+
+    Returns:
+        bins of indices, in ascending index order within a bin; every index appears once.
+    """
+    if any(n > capacity for n in lengths):
+        raise ValueError(f"a sequence of {max(lengths)} tokens does not fit in a packed row of {capacity}")
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
+        for b, free in enumerate(room):
+            if lengths[i] <= free:
+                bins[b].append(i)
+                room[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - lengths[i])
+    return [sorted(b) for b in bins]
+
+
+def _packed_view_logps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                       params: set[str], *, prefix_ids: torch.Tensor | None, return_hidden: bool,
+                       complement: bool) -> tuple[torch.Tensor, ...]:
+    """:func:`view_logps` on the padding-free layout: packed rows, per-sequence positions, block-causal mask."""
+    bsz, seq = input_ids.shape
+    resp_cols = labels.shape[1]
+    prompt_cols = seq - resp_cols
+    device = input_ids.device
+    prompt_len = attention_mask[:, :prompt_cols].sum(-1).tolist()
+    resp_len = attention_mask[:, prompt_cols:].sum(-1).tolist()
+    tokens = [input_ids[i][attention_mask[i].bool()] for i in range(bsz)]
+    cache, shared = None, 0
+    if prefix_ids is not None:
+        prefix_ids = prefix_ids.to(device)
+        if not (model.training and _checkpointing(model)) and _CACHE_ARGS & params:
+            cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
+        if cache is not None and hasattr(cache, "batch_repeat_interleave"):
+            shared = prefix_ids.shape[0]
+        else:  # no cache to share: the prefix goes back in front of every sequence
+            cache = None
+            tokens = [torch.cat([prefix_ids, t]) for t in tokens]
+            prompt_len = [n + prefix_ids.shape[0] for n in prompt_len]
+    lengths = [t.shape[0] for t in tokens]
+    bins = pack_rows(lengths, max(lengths))
+    width = max(sum(lengths[i] for i in b) for b in bins)
+    rows = len(bins)
+    packed = input_ids.new_zeros(rows, width)
+    positions = torch.zeros(rows, width, dtype=torch.long, device=device)
+    segment = -1 - torch.arange(width, device=device).repeat(rows, 1)  # padding: a segment of its own
+    starts = [0] * bsz  # column of each sequence's first token in its packed row
+    for r, b in enumerate(bins):
+        col = 0
+        for i in b:
+            n = lengths[i]
+            packed[r, col : col + n] = tokens[i]
+            positions[r, col : col + n] = torch.arange(shared, shared + n, device=device)
+            segment[r, col : col + n] = i
+            starts[i] = col
+            col += n
+    row_of = {i: r for r, b in enumerate(bins) for i in b}
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    allowed = (segment[:, :, None] == segment[:, None, :]) & causal
+    if shared:
+        allowed = torch.cat([allowed.new_ones(rows, width, shared), allowed], dim=-1)
+        cache.batch_repeat_interleave(rows)
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    # Columns that predict a response token: the last prompt token .. the second-to-last response token.
+    pick_row, pick_col, out_row, out_col = [], [], [], []
+    for i in range(bsz):
+        first = starts[i] + prompt_len[i] - 1
+        pick_row.extend([row_of[i]] * resp_len[i])
+        pick_col.extend(range(first, first + resp_len[i]))
+        out_row.extend([i] * resp_len[i])
+        out_col.extend(range(resp_len[i]))
+    pick_row_t = torch.tensor(pick_row, device=device)
+    pick_col_t = torch.tensor(pick_col, device=device)
+    keep_cols = torch.unique(pick_col_t)  # columns kept in any packed row (sorted)
+    kwargs: dict[str, Any] = {"use_cache": cache is not None}
+    if cache is not None:
+        kwargs["cache"] = cache
+    if return_hidden:
+        kwargs["output_hidden_states"] = True
+    keep = "logits_to_keep" in params
+    if keep:
+        kwargs["logits_to_keep"] = keep_cols
+    out = model(input_ids=packed, attention_mask=mask[:, None], position_ids=positions, **kwargs)
+    logit_col = torch.searchsorted(keep_cols, pick_col_t) if keep else pick_col_t
+    logits = out.logits[pick_row_t, logit_col]  # (N, V)
+    out_row_t, out_col_t = torch.tensor(out_row, device=device), torch.tensor(out_col, device=device)
+    targets = labels[out_row_t, out_col_t]
+    valid = targets != IGNORE_INDEX
+    picked = selective_log_softmax(logits[None], targets.clamp(min=0)[None], complement=complement)
+    logp_flat, log1mp_flat = (picked[0][0], picked[1][0]) if complement else (picked[0], None)
+    logps = labels.new_zeros(labels.shape, dtype=torch.float32).index_put(
+        (out_row_t, out_col_t), torch.where(valid, logp_flat, torch.zeros_like(logp_flat)))
+    hidden = None
+    if return_hidden:
+        states = out.hidden_states[-1]
+        hidden = states.new_zeros(bsz, resp_cols, states.shape[-1])
+        hidden[out_row_t, out_col_t] = states[pick_row_t, pick_col_t + 1].detach()
+    if complement:
+        log1mp = labels.new_zeros(labels.shape, dtype=torch.float32).index_put(
+            (out_row_t, out_col_t), torch.where(valid, log1mp_flat, torch.zeros_like(log1mp_flat)))
+        return logps, hidden, log1mp
+    return logps, hidden
 
 
 def _response_logps(out: Any, labels: torch.Tensor, prompt: int, *, keep: bool, return_hidden: bool,

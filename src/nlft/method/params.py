@@ -98,6 +98,10 @@ class LossParams(_Settings):
         True, "Run the token prefix that every prompt of a batch starts with (chat header, instruction, worked "
               "examples) once per forward, its keys and values shared by the rows, gradients included: the same loss "
               "and gradients as the full rows. Without a key/value cache (gradient checkpointing) the full rows run.")
+    padding_free: bool = _p(
+        False, "Pack the rows of every forward (base and measurement views) into as few rows as hold them, with "
+               "position ids restarting per sequence and a block-causal mask, so that padding is not computed "
+               "(attention implementations sdpa and eager; others run padded). Same loss and gradients.")
     error_reference: str = _p(
         "current", "P_base in the ratio P_judge/P_base that flags erroneous tokens: 'current' (the model being "
                    "trained, the paper) or 'initial' (the model before training, so pushing P_base down cannot keep "

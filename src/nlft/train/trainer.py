@@ -88,8 +88,8 @@ class NLFTCollator:
         return batch
 
 
-def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int | None = None
-                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int | None = None,
+                  packed: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """P_std and P_judge of each response token from the measurement views of a collated batch.
 
     The views run in eval mode (no dropout) under ``no_grad``: they are measurements, with no graph.
@@ -108,7 +108,7 @@ def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int
         with torch.no_grad():
             step = chunk_size or ids.shape[0]
             parts = [view_logps(model, ids[s : s + step], att[s : s + step], labels[s : s + step],
-                                prefix_ids=batch.get("prefix_ids"))[0]
+                                prefix_ids=batch.get("prefix_ids"), packed=packed)[0]
                      for s in range(0, ids.shape[0], step)]
     finally:
         model.train(was_training)
@@ -335,7 +335,7 @@ class NLFTTrainer(Trainer):
         for start in range(0, n, step):
             feats = [dataset[i] for i in range(start, min(n, start + step))]
             batch = {k: v.to(device) for k, v in collate(feats).items()}
-            p_std, p_judge = measure_views(model, batch, chunk_size=args.view_batch_size)
+            p_std, p_judge = measure_views(model, batch, chunk_size=args.view_batch_size, packed=args.padding_free)
             rows = batch["row_idx"].cpu()
             width = batch["labels"].shape[1]
             for key, p in (("std", p_std), ("judge", p_judge)):
@@ -364,7 +364,7 @@ class NLFTTrainer(Trainer):
                     batch = collate([dataset[i] for i in range(start, min(n, start + step))])
                     batch = {k: v.to(device) for k, v in batch.items()}
                     logps, _ = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                          prefix_ids=batch.get("prefix_ids"))
+                                          prefix_ids=batch.get("prefix_ids"), packed=args.padding_free)
                     cache[batch["row_idx"], : logps.shape[1]] = logps.float().cpu()
         finally:
             model.train(was_training)
@@ -419,7 +419,8 @@ class NLFTTrainer(Trainer):
         if self.args.loss_type == "nll":
             return None, None
         if self.args.view_probs == "dynamic" or self._view_cache is None:
-            return measure_views(self.accelerator.unwrap_model(model), inputs, chunk_size=self.args.view_batch_size)
+            return measure_views(self.accelerator.unwrap_model(model), inputs, chunk_size=self.args.view_batch_size,
+                                 packed=self.args.padding_free)
         rows = inputs["row_idx"].cpu()
         width = inputs["labels"].shape[1]
         device = inputs["labels"].device
@@ -468,7 +469,8 @@ class NLFTTrainer(Trainer):
         # log(1 - P) from the logits only where unlikelihood can occur
         need_ul = nlft and bool((~correct).any())
         out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
-                         return_hidden=want_hidden, complement=need_ul, prefix_ids=inputs.get("prefix_ids"))
+                         return_hidden=want_hidden, complement=need_ul, prefix_ids=inputs.get("prefix_ids"),
+                         packed=args.padding_free)
         logps, hidden = out[0], out[1]
         log1mp = out[2] if need_ul else None
         p_base = logps.detach().exp()
@@ -501,12 +503,12 @@ class NLFTTrainer(Trainer):
         need_ul = bool((~correct).any())
         prefix = inputs.get("prefix_ids")
         out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul,
-                         prefix_ids=prefix)
+                         prefix_ids=prefix, packed=args.padding_free)
         logps, log1mp = out[0], (out[2] if need_ul else None)
         judge = torch.zeros_like(logps)
         if "view_input_ids" in inputs:  # the collator builds X_judge for the incorrect rows only
             view_lp, _ = view_logps(model, inputs["view_input_ids"], inputs["view_attention_mask"],
-                                    inputs["view_labels"], prefix_ids=prefix)
+                                    inputs["view_labels"], prefix_ids=prefix, packed=args.padding_free)
             view_lp = torch.nn.functional.pad(view_lp, (0, logps.shape[1] - view_lp.shape[1]))
             judge = judge.index_put((inputs["view_row"],), view_lp)
         loss, selected = cut_loss(logps, log1mp, judge, correct, response_mask, num_items_in_batch,
