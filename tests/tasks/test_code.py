@@ -137,6 +137,8 @@ def test_extraction_strict_and_flexible() -> None:
     assert extract_code("```\ndef f():\n    return 1\n```", "flexible") == "def f():\n    return 1"
     assert extract_code("```python\ndef f():\n    return 1", "strict") is None  # unclosed: cut by max tokens
     assert extract_code("```python\ndef f():\n    return 1", "flexible") == "def f():\n    return 1"
+    cut = "```python\ndef f(x):\n    y = x * 2\n    return y\n\nprint(f(2"
+    assert extract_code(cut, "flexible") == "def f(x):\n    y = x * 2\n    return y\n"
     prose = "Sure! Here it is:\ndef f(x):\n    return x * 2\nThis doubles x."
     assert extract_code(prose) is None
     assert extract_code(prose, "flexible") == "def f(x):\n    return x * 2"
@@ -155,6 +157,10 @@ def test_no_code_and_no_function(rows: list[dict], task: HumanEvalTask) -> None:
     unfenced = "def truncate_number(number: float) -> float:\n    return number % 1.0\n"
     assert not task.is_correct(unfenced, rows[2]) and task.is_correct(unfenced, rows[2], "flexible")
     assert task.rule_judgment(unfenced, rows[2]).startswith("The response does not give its code in a ```python")
+    cut = "```python\ndef truncate_number(number):\n    return number % 1.0\n"
+    assert not task.is_correct(cut, rows[2]) and task.is_correct(cut, rows[2], "flexible")
+    assert task.rule_judgment(cut, rows[2]) == ("The response's ```python code block is never closed (the response "
+                                                "is cut off?). The code passes every test.")
 
 
 def test_a_main_guard_is_not_run(rows: list[dict], task: HumanEvalTask) -> None:

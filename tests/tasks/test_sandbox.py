@@ -194,3 +194,13 @@ def test_run_many_keeps_the_order() -> None:
     results = run_many(sources, workers=2, timeout_s=2.0)
     assert [r.passed for r in results] == [True, False, True, False, True, False]
     assert run_many([]) == []
+
+
+def test_without_the_privilege_drop_it_runs_as_this_user() -> None:
+    result = run("import os\nprint(os.getuid())\n", drop_privileges=False)
+    assert result.passed and result.stdout.strip() == str(os.getuid())
+
+
+def test_an_interpreter_that_does_not_start_is_a_sandbox_error() -> None:
+    result = run("pass\n", python="/nonexistent/python3")
+    assert not result.passed and result.kind == "error" and result.reason.startswith("sandbox error")

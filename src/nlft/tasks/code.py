@@ -205,18 +205,20 @@ def _defines(tree: ast.Module | None, name: str) -> bool:
     return False
 
 
+def _longest_parsing_prefix(lines: list[str]) -> str | None:
+    """The longest run of leading ``lines`` that parses as Python (dropping at most 200 lines), or ``None``."""
+    for end in range(len(lines), max(0, len(lines) - 200), -1):
+        code = "\n".join(lines[:end])
+        if _parses(code) is not None:
+            return code
+    return None
+
+
 def _unfenced_code(text: str) -> str | None:
     """Code written without a fence: from the first ``def`` / ``import`` line, as far as it parses."""
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if _START_OF_CODE_RE.match(line)), None)
-    if start is None:
-        return None
-    chunk = lines[start:]
-    for end in range(len(chunk), 0, -1):
-        code = "\n".join(chunk[:end])
-        if _parses(code) is not None:
-            return code
-    return None
+    return None if start is None else _longest_parsing_prefix(lines[start:])
 
 
 def extract_code(output: str | None, mode: Mode = "strict", entry_point: str | None = None) -> str | None:
@@ -224,13 +226,17 @@ def extract_code(output: str | None, mode: Mode = "strict", entry_point: str | N
 
     ``strict``: the last closed ```` ```python ```` block (with ``entry_point``: the last one that
     defines that function, if any does; models often add a block of example calls after it).
-    ``flexible``: also unclosed and other-language blocks, then code written without a fence.
+    ``flexible``: also unclosed blocks (as far as they parse: an output cut by the token limit) and
+    other-language blocks, then code written without a fence.
     """
     if mode not in ("strict", "flexible"):
         raise ValueError(f"unknown extraction mode {mode!r}; choose 'strict' or 'flexible'")
     if not output:
         return None
     blocks = _fenced_blocks(output)
+    if mode == "flexible":  # a block cut off by the token limit: as far as it parses
+        blocks = [b if b.closed else _Block(b.lang, _longest_parsing_prefix(b.code.splitlines()) or b.code, False)
+                  for b in blocks]
     if mode == "strict":
         groups = [[b for b in blocks if b.closed and b.lang in PYTHON_LANGS]]
     else:
@@ -319,6 +325,8 @@ def run_program(program: Program, row_id: str, *, timeout_s: float, memory_mb: i
             _cache.move_to_end(key)
             return _cache[key]
     result = run_python(program.source, timeout_s=timeout_s, memory_mb=memory_mb)
+    if result.kind == "error":  # the sandbox did not start: nothing about the code is known
+        return result
     with _cache_lock:
         _cache[key] = result
         while len(_cache) > _CACHE_SIZE:
@@ -399,7 +407,9 @@ class HumanEvalTask(Task):
             if program is None:
                 return (f"The response contains no Python code: the complete function `{entry_point}` "
                         "should be given in a ```python code block.")
-            prefix = "The response does not give its code in a ```python code block. "
+            unclosed = any(not b.closed and b.lang in PYTHON_LANGS for b in _fenced_blocks(output or ""))
+            prefix = ("The response's ```python code block is never closed (the response is cut off?). " if unclosed
+                      else "The response does not give its code in a ```python code block. ")
         result = self.run(output, row, "strict" if not prefix else "flexible")
         assert result is not None
         if result.passed:
@@ -447,4 +457,5 @@ class HumanEvalTask(Task):
 
 def _line(source: str, lineno: int) -> str:
     lines = source.splitlines()
-    return " ".join(lines[lineno - 1].split()) if 0 < lineno <= len(lines) else ""
+    text = " ".join(lines[lineno - 1].split()) if 0 < lineno <= len(lines) else ""
+    return text if len(text) <= 240 else text[:237] + "..."
