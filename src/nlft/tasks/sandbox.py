@@ -4,14 +4,16 @@
 -S`` in a new session: a wall-clock limit (the whole process group is killed), CPU time, address
 space, file size, process count and core dump limits, an environment built from scratch (``PATH``,
 ``LANG``, ``HOME`` and ``TMPDIR`` in the folder; nothing inherited, so no secrets), no inherited
-file descriptors, stdin from ``/dev/null``. As root it runs as an unprivileged user (``nobody``),
-which owns only the temporary folder: writes anywhere else fail, and the process limit binds.
+file descriptors, stdin from ``/dev/null``. As root it runs as an unprivileged uid of its own (fresh
+for each run; ``nobody`` where that range is not mapped), which owns only the temporary folder:
+writes anywhere else but world-writable folders fail, and the process limit binds. Afterwards every
+process of that uid is killed and what it left at the top of ``/tmp`` is removed.
 
 A program passes when it exits with status 0 *and* prints the per-run sentinel appended after its
 last line: ``sys.exit(0)`` or ``os._exit(0)`` before the tests have all run is a failure.
 
 This stops accidents (endless loops, runaway memory, stray writes, early exits), not hostile code:
-the network is open, the program can read what ``nobody`` can read, and it can read its own file
+the network is open, the program can read what any user can read, and it can read its own file
 (and so the sentinel). Run code you do not trust in a container (docs/tasks-code.md).
 """
 
@@ -36,6 +38,12 @@ from typing import Any
 
 PROGRAM_NAME = "program.py"
 UNPRIVILEGED_USER = "nobody"
+# As root each run gets a uid of its own from this range (no passwd entry): its processes can all be
+# found and killed afterwards, what it left in /tmp removed, the process limit counts only its own,
+# and two programs running at once cannot touch each other's folders. Where the range is not mapped
+# (a user namespace), programs run as nobody.
+_RUN_UID_BASE = 1_700_000_000
+_RUN_UID_SPAN = 100_000_000
 TAIL_CHARS = 2000
 # Sets the limits in the child, then replaces itself with the program's interpreter: no preexec_fn
 # (unsafe with threads, and run_many uses threads). argv: cpu_s, memory bytes, file bytes, nproc, python, program.
@@ -98,6 +106,109 @@ def _unprivileged_ids() -> tuple[int, int]:
         return entry.pw_uid, entry.pw_gid
     except KeyError:
         return 65534, 65534
+
+
+@functools.lru_cache(maxsize=1)
+def _run_uids_mapped() -> bool:
+    """Whether the whole range of per-run uids exists in this user namespace (``/proc/self/uid_map``)."""
+    for table in ("/proc/self/uid_map", "/proc/self/gid_map"):
+        try:
+            ranges = [tuple(int(x) for x in line.split()) for line in Path(table).read_text().splitlines()]
+        except (OSError, ValueError):
+            return False
+        end = _RUN_UID_BASE + _RUN_UID_SPAN
+        if not any(len(r) == 3 and r[0] <= _RUN_UID_BASE and end <= r[0] + r[2] for r in ranges):
+            return False
+    return True
+
+
+def _process_uids() -> dict[int, set[int]]:
+    """The real and effective uids of every process (``/proc``), by pid."""
+    found: dict[int, set[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        found[int(entry.name)] = {int(x) for x in line.split()[1:3]}
+                        break
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _run_ids() -> tuple[int, int, bool]:
+    """``(uid, gid, own)``: a fresh uid of this run's own (no passwd entry, no process), or nobody's (own false)."""
+    import grp
+    import pwd
+
+    if _run_uids_mapped():
+        in_use = set().union(*_process_uids().values())
+        for _ in range(16):
+            uid = _RUN_UID_BASE + secrets.randbelow(_RUN_UID_SPAN)
+            if uid in in_use:
+                continue
+            try:
+                pwd.getpwuid(uid)
+                continue
+            except KeyError:
+                pass
+            try:
+                grp.getgrgid(uid)
+                continue
+            except KeyError:
+                return uid, uid, True
+    uid, gid = _unprivileged_ids()
+    return uid, gid, False
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process running as ``uid`` (this run's own uid: its processes only), until none is left."""
+    for _ in range(50):
+        pids = [pid for pid, uids in _process_uids().items() if uid in uids and _alive(pid)]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _remove_files_of(uid: int) -> list[str]:
+    """Remove what ``uid`` left at the top of the world-writable folders (``/tmp``, ``/var/tmp``, ``/dev/shm``).
+
+    Only entries owned by ``uid`` (this run's own uid) are touched; symbolic links are removed, never
+    followed. Returns their paths.
+    """
+    removed = []
+    for folder in dict.fromkeys((tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm")):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed.append(entry.path)
+            except OSError:
+                continue
+    return removed
 
 
 def _minimal_env(home: str) -> dict[str, str]:
@@ -198,7 +309,7 @@ def run_python(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, c
         cpu_s: CPU-time limit (RLIMIT_CPU), default the wall-clock limit rounded up, plus one second.
         file_mb: largest file the program may write (RLIMIT_FSIZE), its stdout and stderr included.
         max_processes: RLIMIT_NPROC for the unprivileged user (counts threads; binds only without root).
-        drop_privileges: run as ``nobody`` (default: when running as root). Needs root.
+        drop_privileges: run as an unprivileged uid of its own (default: when running as root). Needs root.
         python: the interpreter (default :func:`sandbox_python`).
     """
     if drop_privileges is None:
@@ -219,12 +330,14 @@ def run_python(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, c
     except RuntimeError as err:
         return RunResult(False, f"sandbox error: {err}", "error")
     folder = tempfile.mkdtemp(prefix="nlft-sandbox-")
+    own_uid = False
+    proc: subprocess.Popen[bytes] | None = None
     try:
         program_path = os.path.join(folder, PROGRAM_NAME)
         Path(program_path).write_text(program, encoding="utf-8")
         kwargs: dict[str, Any] = {}
         if drop_privileges:
-            uid, gid = _unprivileged_ids()
+            uid, gid, own_uid = _run_ids()
             os.chown(folder, uid, gid)
             os.chown(program_path, uid, gid)
             kwargs = {"user": uid, "group": gid, "extra_groups": []}
@@ -263,6 +376,13 @@ def run_python(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, c
         result.stderr = _tail(stderr)
         return result
     finally:
+        if proc is not None and proc.returncode is None:  # interrupted (KeyboardInterrupt in wait)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if own_uid:  # processes that left the group (a new session) and files left in /tmp go too
+            _kill_uid(uid)
+            _remove_files_of(uid)
         shutil.rmtree(folder, ignore_errors=True)
 
 
