@@ -7,6 +7,7 @@ reports pass@1 and the sandbox's wall time (total and per program). ``--json`` w
 
     python benchmarks/humaneval_smollm2.py --json humaneval_smollm2.json
     python benchmarks/humaneval_smollm2.py --n 164 --max-new-tokens 400 --model smollm2
+    python benchmarks/humaneval_smollm2.py --reuse humaneval_smollm2.json   # grade the same outputs again
 """
 
 from __future__ import annotations

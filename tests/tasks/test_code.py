@@ -163,6 +163,13 @@ def test_no_code_and_no_function(rows: list[dict], task: HumanEvalTask) -> None:
                                                 "is cut off?). The code passes every test.")
 
 
+def test_other_ways_to_define_the_function(rows: list[dict], task: HumanEvalTask) -> None:
+    gcd = rows[0] | {"id": "gcd", "meta": {**rows[0]["meta"], "entry_point": "gcd",
+                                           "test": "def check(candidate):\n    assert candidate(12, 18) == 6\n"}}
+    assert task.is_correct(fenced("from math import gcd\n"), gcd)
+    assert task.is_correct(fenced("import math\ngcd = lambda a, b: math.gcd(a, b)\n"), gcd)
+
+
 def test_a_main_guard_is_not_run(rows: list[dict], task: HumanEvalTask) -> None:
     code = rows[2]["reference"] + "\n\nif __name__ == '__main__':\n    print(truncate_number(float(input())))\n"
     assert task.is_correct(fenced(code), rows[2])
