@@ -129,6 +129,17 @@ def test_results_are_cached(rows: list[dict], task: HumanEvalTask, monkeypatch: 
     assert calls == []
 
 
+def test_grade_many_fills_the_cache(rows: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    task = HumanEvalTask(timeout_s=3.0)
+    outputs = [fenced(r["reference"]) if i % 2 == 0 else fenced(r["question"] + "    return None\n")
+               for i, r in enumerate(rows)]
+    assert task.grade_many(outputs, rows, workers=2) == [i % 2 == 0 for i in range(len(rows))]
+    monkeypatch.setattr(code_module, "run_python", lambda *a, **k: pytest.fail("ran again"))
+    assert [task.is_correct(o, r) for o, r in zip(outputs, rows)] == [i % 2 == 0 for i in range(len(rows))]
+    with pytest.raises(ValueError, match="outputs for"):
+        task.grade_many(outputs[:2], rows)
+
+
 def test_extraction_strict_and_flexible() -> None:
     two = "```python\ndef f():\n    return 1\n```\nUsage:\n```python\nprint(f())\n```\n"
     assert extract_code(two) == "print(f())"
@@ -201,6 +212,19 @@ def test_code_jsonl(tmp_path: Path, task: HumanEvalTask) -> None:
     with gzip.open(gz, "wt") as fh:
         fh.write(json.dumps(problems[0]) + "\n")
     assert load_code_jsonl(gz)[0]["meta"]["entry_point"] == "double"
+
+
+def test_a_humaneval_problem_without_tests_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "HumanEval.jsonl.gz"
+    good = {"task_id": "HumanEval/0", "prompt": "def f():\n", "entry_point": "f",
+            "canonical_solution": "    return 1\n", "test": "def check(candidate):\n    assert candidate() == 1\n"}
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps(good) + "\n" + json.dumps({**good, "task_id": "HumanEval/1", "test": ""}) + "\n")
+    monkeypatch.setattr(code_module, "humaneval_file", lambda: path)
+    assert [r["id"] for r in load_humaneval(limit=1)] == ["HumanEval/0"]
+    with pytest.raises(DataError, match=r"HumanEval\.jsonl\.gz, line 2, field 'test': missing or empty \(a problem "
+                                        r"without tests\)"):
+        load_humaneval()
 
 
 def test_a_problem_without_tests_is_a_data_error(tmp_path: Path) -> None:

@@ -394,6 +394,16 @@ class HumanEvalTask(Task):
             return RunResult(False, f"the code does not define {row['meta']['entry_point']}", "no-function")
         return run_program(program, str(row.get("id", "")), timeout_s=self.timeout_s, memory_mb=self.memory_mb)
 
+    def grade_many(self, outputs: list[str | None], rows: list[dict[str, Any]], mode: Mode = "strict",
+                   workers: int = 2) -> list[bool]:
+        """:meth:`is_correct` for many (output, row) pairs, ``workers`` programs at a time; fills the cache."""
+        if len(outputs) != len(rows):
+            raise ValueError(f"got {len(outputs)} outputs for {len(rows)} rows")
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(lambda pair: self.is_correct(pair[0], pair[1], mode), zip(outputs, rows)))
+
     def is_correct(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> bool:
         """Whether the code read from ``output`` passes all of ``row``'s tests in the sandbox."""
         result = self.run(output, row, mode)
