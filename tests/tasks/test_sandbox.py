@@ -16,7 +16,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the privilege drop to
 
 
 def run(source: str, **kwargs) -> RunResult:
-    return run_python(source, **{"timeout_s": 2.0, **kwargs})
+    # Generous for programs that should pass (a loaded machine starts Python slowly); the timeout tests set 1 s.
+    return run_python(source, **{"timeout_s": 15.0, **kwargs})
 
 
 def test_a_passing_program_and_its_output() -> None:
@@ -25,7 +26,7 @@ def test_a_passing_program_and_its_output() -> None:
     assert result.returncode == 0
     assert result.stdout.strip() == "done"  # the sentinel is taken out
     assert "NLFT-SANDBOX" not in result.stdout
-    assert 0 < result.duration_s < 2
+    assert 0 < result.duration_s < 15
 
 
 def test_a_failing_assert_is_named_with_its_line() -> None:
@@ -214,7 +215,7 @@ def test_the_process_limit_binds_as_nobody() -> None:
 
 def test_run_many_keeps_the_order() -> None:
     sources = [f"assert {i} % 2 == 0\n" for i in range(6)]
-    results = run_many(sources, workers=2, timeout_s=2.0)
+    results = run_many(sources, workers=2, timeout_s=15.0)
     assert [r.passed for r in results] == [True, False, True, False, True, False]
     assert run_many([]) == []
 
