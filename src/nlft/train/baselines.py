@@ -101,12 +101,16 @@ def make_sft_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any
 def reft_questions(records: Sequence[dict[str, Any]], *, source: str = "dataset") -> list[dict[str, str]]:
     """Distinct questions with their gold answers (``question``, ``gold``) from NLFT records.
 
-    ``gold`` is taken from the record, or read from its ``reference`` (``#### N``).
+    ``gold`` is taken from the record, or read from its ``reference`` (``#### N``). ReFT's rewards are
+    numeric (:func:`nlft.tasks.grading.reft_reward`): records of other tasks are refused with a DataError.
     """
     from nlft.tasks.grading import gold_of
 
     out, seen = [], set()
     for i, row in enumerate(records):
+        if row.get("task") and row["task"] != "number":
+            raise DataError(f"ReFT rewards numeric answers only; this record is of the {row['task']!r} task (train it "
+                            "with nlft, cut, sft or dft)", path=source, line=i + 1, field="task")
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DataError("missing or empty question", path=source, line=i + 1, field="question")
