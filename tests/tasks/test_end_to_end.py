@@ -62,8 +62,15 @@ def test_prepare_train_eval(family, tmp_path, tiny_dir, capsys):
     assert json.loads((data / "args.json").read_text())["judge"] == "rule"
 
     run = tmp_path / "run"
+    epoch_eval = (["--eval-data", flags[1], "--eval-split", "validation"] if family == "rg"
+                  else ["--eval-data", flags[1], "--eval-answer-type", flags[3]])
     assert main(["train", "--method", "nlft", "--data", str(data / "nlft.jsonl"), "--model", str(tiny_dir),
-                 "--out", str(run), "--max-steps", "1", "--batch-size", "2", "--no-progress"]) == 0
+                 "--out", str(run), "--epochs", "1", "--batch-size", "4", "--no-progress", "--eval-each-epoch",
+                 *epoch_eval, "--eval-limit", "2", "--eval-max-new-tokens", "4"]) == 0
+    (epoch,) = [json.loads(line) for line in (run / "eval_history.jsonl").read_text().splitlines()]
+    assert epoch["n"] == 2
+    (epoch_dir,) = (run / "eval").iterdir()
+    assert json.loads((epoch_dir / "metrics.json").read_text())["settings"]["task"] == spec
     eval_flags = [*flags[:2], "--split", "train"] if family == "rg" else flags  # files have one split
     assert main(["eval", "--run", str(run), *eval_flags, "--limit", "4", "--max-new-tokens", "8", "--batch-size",
                  "4", "--no-progress"]) == 0

@@ -94,3 +94,22 @@ def test_nlft_tasks_lists_every_task_and_the_gym_names(capsys):
     assert "spell_backward" in out and "word_sorting" in out
     assert main(["tasks", "--no-gym"]) == 0
     assert "spell_backward" not in capsys.readouterr().out
+
+
+def test_number_runs_store_the_arguments_they_always_have():
+    """args.json of a numeric prepare is what it was before tasks (a rerun into an older folder resumes)."""
+    from nlft.cli import build_parser
+    from nlft.commands._data_args import judge_spec, result_arguments
+
+    args = build_parser().parse_args(["prepare", "--dataset", "chain_sum", "--out", "x"])
+    judge_spec(args, load_questions("chain_sum", limit=1))
+    assert result_arguments(args) == {
+        "dataset": "chain_sum", "data_dir": None, "split": "train", "limit": None, "question_field": "question",
+        "answer_field": "answer", "backend": "hf", "model": "smollm2", "adapter": None, "no_chat_template": False,
+        "base_url": None, "model_name": None, "api_key_env": "OPENAI_API_KEY", "template": None, "num_samples": 1,
+        "max_new_tokens": 256, "temperature": 0.0, "top_p": 1.0, "seed": 0, "batch_size": 8, "judge": "calculator",
+        "judge_model": None, "judge_max_new_tokens": 256, "grading": "strict", "judge_base_url": None,
+        "judge_model_name": None, "verbose": False}
+    args = build_parser().parse_args(["prepare", "--dataset", "rg:spell_backward", "--out", "x"])
+    judge_spec(args, load_questions("rg:spell_backward", limit=1))
+    assert args.judge == "rule"

@@ -86,3 +86,11 @@ def test_ppo_needs_trl_with_ppo(records, tokenizer):
         pytest.skip("this TRL ships PPO")
     with pytest.raises(ImportError, match=r"nlft\[reft-ppo\]"):
         make_ppo_trainer(None, tokenizer, records, None, value_model=None)
+
+
+def test_reft_refuses_records_of_other_tasks():
+    from nlft.train.baselines import reft_questions
+
+    with pytest.raises(DataError, match=r"d\.jsonl, line 2, field 'task': ReFT rewards numeric answers only"):
+        reft_questions([{"question": "1+1?", "gold": "2"}, {"question": "q", "gold": "B", "task": "choice"}],
+                       source="d.jsonl")
