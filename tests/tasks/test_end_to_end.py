@@ -109,3 +109,18 @@ def test_right_and_wrong_answers_from_a_server_and_the_llm_judge(family, tmp_pat
     assert main(["judge", "--input", str(tmp_path / "g" / "outputs.jsonl"), "--judge", "calculator",
                  "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     assert "--judge calculator checks arithmetic" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the real SmolLM2-135M on eight questions (about 15 s)
+def test_smollm2_answers_a_reasoning_gym_task_readably(smollm2_path, tmp_path):
+    """With the brief prompt SmolLM2 answers isomorphic_strings in a word that flexible grading reads ("True")."""
+    from nlft.eval.accuracy import evaluate_model
+    from nlft.tasks.sources import load_questions
+
+    rows = load_questions("rg:isomorphic_strings", split="test", limit=8)
+    metrics = evaluate_model(smollm2_path, rows, out_dir=tmp_path / "e", max_new_tokens=32, batch_size=8,
+                             template=get_task("rg:isomorphic_strings").template("brief"), progress=False)
+    predictions = [json.loads(line) for line in (tmp_path / "e" / "predictions.jsonl").read_text().splitlines()]
+    assert metrics["n"] == 8 and metrics["settings"]["task"] == "rg:isomorphic_strings"
+    assert sum(p["extracted_flexible"] in ("True", "False") for p in predictions) >= 4
+    assert metrics["accuracy_flexible"] == sum(p["extracted_flexible"] == p["gold"] for p in predictions) / 8
