@@ -81,6 +81,19 @@ def test_prepare_train_eval(family, tmp_path, tiny_dir, capsys):
     capsys.readouterr()
 
 
+def test_reft_trains_on_a_choice_task(tmp_path, tiny_dir, capsys):
+    """ReFT's reward comes from the records' task: one SFT warm-up step and one GRPO step on choice records."""
+    flags, _, _ = _files(tmp_path)["choice"]
+    data = tmp_path / "data"
+    assert main(["prepare", *flags, "--model", str(tiny_dir), "--limit", "4", "--max-new-tokens", "8",
+                 "--batch-size", "4", "--temperature", "1", "--out", str(data), "--no-progress"]) == 0
+    run = tmp_path / "reft"
+    assert main(["train", "--method", "reft", "--data", str(data / "nlft.jsonl"), "--model", str(tiny_dir),
+                 "--out", str(run), "--max-steps", "1", "--batch-size", "2", "--reft-num-generations", "2",
+                 "--reft-max-new-tokens", "4", "--no-progress"]) == 0, capsys.readouterr().err[-2000:]
+    assert (run / "adapter" / "adapter_config.json").exists()
+
+
 @pytest.mark.parametrize("family", ["choice", "math", "text"])
 def test_right_and_wrong_answers_from_a_server_and_the_llm_judge(family, tmp_path, capsys):
     flags, right, spec = _files(tmp_path)[family]

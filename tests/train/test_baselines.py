@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -88,9 +90,19 @@ def test_ppo_needs_trl_with_ppo(records, tokenizer):
         make_ppo_trainer(None, tokenizer, records, None, value_model=None)
 
 
-def test_reft_refuses_records_of_other_tasks():
-    from nlft.train.baselines import reft_questions
+def test_reft_rewards_other_tasks_with_their_checker():
+    from nlft.tasks.sources import load_questions
+    from nlft.train.baselines import reft_questions, reft_reward_func
 
-    with pytest.raises(DataError, match=r"d\.jsonl, line 2, field 'task': ReFT rewards numeric answers only"):
-        reft_questions([{"question": "1+1?", "gold": "2"}, {"question": "q", "gold": "B", "task": "choice"}],
-                       source="d.jsonl")
+    choice = [{"question": "Capital of France?\n\nA) Rome\nB) Paris", "gold": "B", "task": "choice",
+               "meta": {"choices": ["Rome", "Paris"]}}]
+    (q,) = reft_questions(choice, source="d.jsonl")
+    assert q["gold"] == "B" and json.loads(q["task_row"])["task"] == "choice"
+    assert reft_reward_func(["#### B", "#### A", "no idea", "#### Z"], [q["gold"]] * 4, [q["task_row"]] * 4) == [
+        1.0, 0.1, 0.0, 0.0]
+    rg = load_questions("rg:spell_backward", limit=1)
+    (q,) = reft_questions(rg)
+    assert reft_reward_func([f"#### {rg[0]['gold']}"], [q["gold"]], [q["task_row"]]) == [1.0]
+    assert "task_row" not in reft_questions([{"question": "1+1?", "gold": "2"}])[0]  # numbers as before
+    with pytest.raises(DataError, match=r"d\.jsonl, field 'task': these rows mix tasks"):
+        reft_questions([{"question": "1+1?", "gold": "2"}, *choice], source="d.jsonl")
