@@ -100,3 +100,10 @@ def test_any_phrasing_of_any_option_is_read(n, data, phrasing, lead):
     assert TASK.extract(output, "flexible", choices) == letter
     if phrasing.startswith("####"):
         assert TASK.extract(output, "strict", choices) == letter
+
+
+def test_reading_for_a_row_knows_its_options():
+    assert TASK.extract("#### E", "strict") == "E"  # without the row: any letter
+    assert TASK.extract_for_row("#### E", ROW) is None  # four options: E is none of them
+    assert TASK.extract_for_row("#### paris", ROW) == "B"
+    assert [TASK.reward(o, ROW) for o in ("#### B", "#### C", "#### E", "nothing")] == [1.0, 0.1, 0.0, 0.0]

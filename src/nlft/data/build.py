@@ -317,7 +317,7 @@ def _grade(row: dict[str, Any], grading: Mode, kind: str) -> tuple[dict[str, Any
     if kind == "calculator" and not is_number(task):
         raise ValueError(f"the calculator judge checks arithmetic; the {task.name} task's rows need --judge rule "
                          "(or an LLM judge)")
-    return row, task.extract(row["output"], grading), task.is_correct(row["output"], row, grading)
+    return row, task.extract_for_row(row["output"], row, grading), task.is_correct(row["output"], row, grading)
 
 
 def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: JudgeSpec,

@@ -113,8 +113,8 @@ def grade(output: str, gold: str, row: dict[str, Any] | None = None) -> dict[str
     row = {"gold": gold} if row is None else {**row, "gold": gold}
     task = task_of(row)
     return {
-        "extracted": task.extract(output, "strict"),
-        "extracted_flexible": task.extract(output, "flexible"),
+        "extracted": task.extract_for_row(output, row, "strict"),
+        "extracted_flexible": task.extract_for_row(output, row, "flexible"),
         "correct": task.is_correct(output, row, "strict"),
         "correct_flexible": task.is_correct(output, row, "flexible"),
     }

@@ -38,8 +38,8 @@ class Task(ABC):
     code).
 
     Optional, with defaults: :attr:`brief_template` (``--prompt brief``), :attr:`answer_line` (where
-    generation stops), :meth:`template` (a prompt by name), :meth:`gold_of` (a row's gold, checked)
-    and :meth:`reward` (ReFT's 1 / 0.1 / 0).
+    generation stops), :meth:`template` (a prompt by name), :meth:`extract_for_row` (the answer read
+    for one question), :meth:`gold_of` (a row's gold, checked) and :meth:`reward` (ReFT's 1 / 0.1 / 0).
     """
 
     name: str = ""
@@ -84,6 +84,11 @@ class Task(ABC):
             raise ValueError(f"unknown prompt {prompt!r}; choose one of {', '.join(PROMPT_NAMES)} or a template file")
         return self.brief_template if prompt == "brief" and self.brief_template else self.solve_template
 
+    def extract_for_row(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> str | None:
+        """The answer read from ``output`` for the question ``row`` (what ``extracted`` records); default
+        :meth:`extract`. A task whose reading depends on the question (the choices) overrides it."""
+        return self.extract(output, mode)
+
     def gold_of(self, row: dict[str, Any], *, source: Any = "dataset", line: int | None = None) -> str:
         """The row's ``gold`` (a non-empty string); DataError naming ``source``, ``line`` and the field otherwise."""
         from nlft.utils.files import DataError
@@ -95,6 +100,6 @@ class Task(ABC):
 
     def reward(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> float:
         """ReFT's reward: 1.0 for a correct answer, 0.1 for a readable wrong one, 0.0 when none is read."""
-        if self.extract(output, mode) is None:
+        if self.extract_for_row(output, row, mode) is None:
             return 0.0
         return 1.0 if self.is_correct(output, row, mode) else 0.1

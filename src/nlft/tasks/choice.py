@@ -95,12 +95,11 @@ class ChoiceTask(FileTask):
 
     def is_correct(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> bool:
         """Whether ``output`` chooses the row's gold letter."""
-        return self.extract(output, mode, row_choices(row) or None) == str(row["gold"]).upper()
+        return self.extract_for_row(output, row, mode) == str(row["gold"]).upper()
 
-    def reward(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> float:
-        """ReFT's reward: 1.0 for the right option, 0.1 for another of the row's options, 0.0 for none of them."""
-        chosen = self.extract(output, mode, row_choices(row) or None)
-        return 0.0 if chosen is None else 1.0 if chosen == str(row["gold"]).upper() else 0.1
+    def extract_for_row(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> str | None:
+        """The letter ``output`` chooses among the row's options (None for a letter that is none of them)."""
+        return self.extract(output, mode, row_choices(row) or None)
 
     def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
         """Names the option chosen and the right one."""
