@@ -226,8 +226,10 @@ def accuracy_line(base: dict, tuned: dict, change: dict) -> str:
         lo, hi = m["ci95_flexible"]
         return f"{_pct(m['accuracy_flexible'])} [{100 * lo:.1f}-{100 * hi:.1f}]"
 
-    return (f"base model {one(base)} -> NLFT {one(tuned)} (flexible grading: the last number; 95% intervals; "
-            f"n={tuned['n']}); strict '#### N' {_pct(base['accuracy_strict'])} -> {_pct(tuned['accuracy_strict'])}; "
+    numbers = not (tuned.get("settings") or {}).get("task")  # evaluations of other tasks name theirs
+    flexible, strict = ("the last number", "'#### N'") if numbers else ("the answer in any usual phrasing", "'####'")
+    return (f"base model {one(base)} -> NLFT {one(tuned)} (flexible grading: {flexible}; 95% intervals; "
+            f"n={tuned['n']}); strict {strict} {_pct(base['accuracy_strict'])} -> {_pct(tuned['accuracy_strict'])}; "
             f"paired: {change['gained']} questions gained, {change['lost']} lost (p={change['p_value']:.2g})")
 
 

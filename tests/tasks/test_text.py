@@ -64,3 +64,14 @@ def test_a_phrase_in_any_phrasing_and_case_matches(words, phrasing, case):
     output = "Thinking it over.\n" + phrasing.format(case(gold))
     assert TASK.is_correct(output, {"gold": gold}, "flexible")
     assert TASK.is_correct(output, {"gold": gold}, "strict") == phrasing.startswith("####")
+
+
+def test_csv_files_take_an_answer_type(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,question,answer\na,Capital of Peru?,Lima\nb,Half of 3/2?,3/4\n")
+    rows = load_questions(str(path), answer_type="text")
+    assert [(r["id"], r["gold"], r["task"]) for r in rows] == [("a", "Lima", "text"), ("b", "3/4", "text")]
+    assert load_questions(str(path), answer_type="math")[1]["gold"] == "3/4"
+    path.write_text("id,question,answer\na,Capital of Peru?,\n")
+    with pytest.raises(DataError, match=r"t\.csv, line 2, field 'answer': missing or empty answer"):
+        load_questions(str(path), answer_type="text")

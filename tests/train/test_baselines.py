@@ -106,3 +106,17 @@ def test_reft_rewards_other_tasks_with_their_checker():
     assert "task_row" not in reft_questions([{"question": "1+1?", "gold": "2"}])[0]  # numbers as before
     with pytest.raises(DataError, match=r"d\.jsonl, field 'task': these rows mix tasks"):
         reft_questions([{"question": "1+1?", "gold": "2"}, *choice], source="d.jsonl")
+
+
+def test_rule_reward_model_scores_a_tasks_answers(tokenizer):
+    """PPO's rule reward of a choice record comes from the choice task (the letter among the record's options)."""
+    from nlft.train.baselines import reft_questions
+
+    (q,) = reft_questions([{"question": "Capital?\n\nA) Rome\nB) Paris", "gold": "B", "task": "choice",
+                            "meta": {"choices": ["Rome", "Paris"]}}])
+    prompt = tokenizer("Q: capital?")["input_ids"]
+    model = RuleRewardModel(tokenizer, [prompt], [q["gold"]], [q["task_row"]])
+    for answer, reward in ((" #### B", 1.0), (" #### A", 0.1), (" #### Q", 0.0)):
+        ids = torch.tensor([prompt + tokenizer(answer)["input_ids"]])
+        out = model.backbone(input_ids=ids, attention_mask=torch.ones_like(ids))
+        assert out.hidden_states[-1][0, -1, 0].item() == pytest.approx(reward)
