@@ -171,14 +171,13 @@ def read_template(path: Any, *, field: str = "template") -> str:
 
 
 def resolve_template(prompt: str) -> str:
-    """A built-in prompt's name (:data:`TEMPLATES`) or a template file's path -> template text with ``{question}``."""
-    from pathlib import Path
+    """A built-in prompt's name (:data:`TEMPLATES`) or a template file's path -> template text with ``{question}``.
 
-    if prompt in TEMPLATES:
-        return TEMPLATES[prompt]
-    if not Path(prompt).is_file():
-        raise ValueError(f"--prompt must be one of {', '.join(TEMPLATES)} or a template file, got {prompt!r}")
-    return read_template(prompt, field="prompt")
+    The number task's :func:`nlft.tasks.registry.resolve_prompt` (the rule for every task).
+    """
+    from nlft.tasks.registry import get_task, resolve_prompt
+
+    return resolve_prompt(prompt, get_task("number"))
 
 
 def render(template: str, **fields: Any) -> str:
