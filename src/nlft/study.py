@@ -482,12 +482,15 @@ def _fmt(mean: float | None, std: float | None) -> str:
 
 def markdown(table: dict[str, Any]) -> str:
     """The table as Markdown: accuracy (%) mean ± std over seeds, flexible then strict grading."""
+    from nlft.tasks.registry import dataset_task
+
     lines = []
     for name, part in table["parts"].items():
         sizes = sorted({r["n"] for r in part["rows"] if r["method"] != "base"})
         lines.append(f"### {name}: {part['task']} (held-out {part['eval_size']} questions)\n")
-        lines.append("Accuracy in %, mean ± std over seeds; flexible grading (last number), strict (`#### N`) "
-                     "in brackets.\n")
+        grading = ("flexible grading (last number), strict (`#### N`)" if dataset_task(part["task"]).name == "number"
+                   else "flexible grading (any usual phrasing), strict (`####`)")
+        lines.append(f"Accuracy in %, mean ± std over seeds; {grading} in brackets.\n")
         lines.append("| method | " + " | ".join(f"N = {n}" for n in sizes) + " |")
         lines.append("|---|" + "---|" * len(sizes))
         for method in dict.fromkeys(r["method"] for r in part["rows"]):
