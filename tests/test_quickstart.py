@@ -114,3 +114,21 @@ def test_quickstart_refuses_to_train_on_empty_outputs(tiny_dir, tmp_path, capsys
     err = capsys.readouterr().err
     assert "every output is empty" in err and "nlft.jsonl" in err
     assert not (tmp_path / "qs" / "run").exists()
+
+
+@pytest.mark.slow  # prepare, train, two evaluations, the page and the plots (about 15 s)
+def test_quickstart_on_a_reasoning_gym_task(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "qs-rg"
+    argv = ["quickstart", "--model", str(tiny_dir), "--dataset", "rg:spell_backward", "--out", str(out),
+            "--train-size", "4", "--eval-size", "2", "--epochs", "1", "--max-new-tokens", "8", "--batch-size", "4",
+            "--temperature", "1", "--saliency-limit", "2", "--no-progress"]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (out / "data" / "nlft.jsonl").read_text().splitlines()]
+    assert all(r["task"] == "rg:spell_backward" for r in records)
+    assert records[0]["provenance"]["judge"]["kind"] == "rule"
+    assert "Answer briefly" in records[0]["provenance"]["template"]["text"]
+    held = [json.loads(line) for line in (out / "data" / "held-out.jsonl").read_text().splitlines()]
+    assert all(r["task"] == "rg:spell_backward" for r in held)  # `nlft eval --dataset held-out.jsonl` reads them
+    assert json.loads((out / "run" / "metrics.json").read_text())["settings"]["task"] == "rg:spell_backward"
+    assert "answer_type" not in json.loads((out / "quickstart_args.json").read_text())  # the default is not stored
+    assert "flexible grading: the answer in any usual phrasing" in capsys.readouterr().err

@@ -149,3 +149,22 @@ def test_cells_travel_through_cells_jsonl(study, tmp_path):
     assert again["rows"] == here["rows"] and again["curves"] == here["curves"]
     assert again["curve_base"] == here["curve_base"]  # kept in the base cell's result
     assert import_cells(fresh, cfg, tmp_path / "cells.jsonl") == 0  # nothing twice
+
+
+def test_study_data_of_a_reasoning_gym_task(tmp_path, tiny_dir):
+    """A task other than numbers: its brief prompt, rows that keep their task, the rule judge."""
+    from nlft.study import build_data
+    from nlft.tasks.registry import get_task
+
+    cfg = StudyConfig(model=str(tiny_dir), task="rg:spell_backward", sizes=(4,), seeds=(0,), methods=("nlft",),
+                      eval_size=3, val_size=2, gen_max_new_tokens=6, gsm8k=False)
+    main_part = parts(cfg)[0]
+    build_data(tmp_path, cfg, main_part)
+    data = tmp_path / "main" / "data"
+    task = get_task("rg:spell_backward")
+    assert (data / "prompt.txt").read_text() == task.template("brief")
+    held = load_questions(str(data / "eval.jsonl"))
+    assert len(held) == 3 and all(r["task"] == "rg:spell_backward" and r["meta"]["entry"] for r in held)
+    records = [json.loads(line) for line in (data / "prepare" / "nlft.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(r["task"] == "rg:spell_backward" for r in records)
+    assert {r["provenance"]["judge"]["kind"] for r in records} == {"rule"}

@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("saliency", "nlft.commands.saliency", "HTML saliency map of NLFT token scales"),
     ("compare", "nlft.commands.compare", "compare several run directories"),
     ("study", "nlft.commands.study", "small-data study: NLFT vs baselines over sizes and seeds"),
+    ("tasks", "nlft.commands.tasks", "list the tasks (answer types, reasoning-gym names)"),
 )
 
 

@@ -24,6 +24,7 @@ class QuickstartConfig:
     model: str = "smollm2"
     dataset: str | None = None  # None: DEFAULT_DATASET, or gsm8k when data_dir is given
     data_dir: str | None = None
+    answer_type: str = "number"  # of a question file (see nlft tasks)
     prompt: str = "brief"
     train_size: int = 48
     eval_size: int = 200
@@ -94,24 +95,28 @@ def run_quickstart(cfg: QuickstartConfig, *, run_args: dict[str, Any] | None = N
     # A rerun resumes only with the same settings: two runs are never mixed in one folder.
     settings = run_args if run_args is not None else {k: v for k, v in asdict(cfg).items()
                                                       if k not in ("out", "progress")}
+    if settings.get("answer_type") == "number":  # the default: folders of earlier releases resume
+        settings = {k: v for k, v in settings.items() if k != "answer_type"}
     settings = {**settings, "data_dir": str(Path(cfg.data_dir).resolve()) if cfg.data_dir else None}
     check_run_args(out, settings, name="quickstart_args.json")
     progress = cfg.progress
     started = time.perf_counter()
 
-    from nlft.data.build import BackendSpec, JudgeSpec, SamplingSpec, TemplateSpec, format_summary, prepare
-    from nlft.tasks.prompts import TEMPLATES
+    from nlft.data.build import BackendSpec, JudgeSpec, SamplingSpec, TemplateSpec, format_summary, prepare, rule_kind
+    from nlft.tasks.registry import dataset_task
     from nlft.tasks.sources import load_questions
 
-    template = TEMPLATES[cfg.prompt]
+    task = dataset_task(dataset, cfg.answer_type)
+    template = task.template(cfg.prompt)  # numbers: the paper's prompt of that name; another task: its own
     # 1. Self-study data: the model answers greedily with the prompt it is trained and evaluated with (X_base).
     t = _step(1, f"prepare: {cfg.train_size} {dataset} questions -> answers -> grades -> judgments")
-    questions = load_questions(dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_size, seed=cfg.seed)
+    questions = load_questions(dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_size, seed=cfg.seed,
+                               answer_type=cfg.answer_type)
     sampling = SamplingSpec(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                             top_p=0.95 if cfg.temperature > 0 else 1.0, seed=cfg.seed, batch_size=cfg.batch_size)
     prepared = prepare(questions, out / "data", backend=BackendSpec(model=cfg.model), sampling=sampling,
                        template=TemplateSpec(text=template, name=cfg.prompt),
-                       judge=JudgeSpec(kind="calculator", grading="flexible"), progress=progress)
+                       judge=JudgeSpec(kind=rule_kind(task), grading="flexible"), progress=progress)
     records, data_file = prepared.rows, prepared.nlft_file
     print("      " + format_summary(prepared.summary).replace("\n", "\n      "), file=sys.stderr)
     train_file = data_file
@@ -153,12 +158,14 @@ def run_quickstart(cfg: QuickstartConfig, *, run_args: dict[str, Any] | None = N
     t = _step(3, f"evaluate: base model and NLFT model on {cfg.eval_size} held-out questions")
     tokenizer = load_tokenizer(cfg.model)
     seen = {q["question"] for q in questions}
-    pool = load_questions(dataset, data_dir=cfg.data_dir, split="test", limit=2 * cfg.eval_size, seed=cfg.seed)
+    pool = load_questions(dataset, data_dir=cfg.data_dir, split="test", limit=2 * cfg.eval_size, seed=cfg.seed,
+                          answer_type=cfg.answer_type)
     held_out = [q for q in pool if q["question"] not in seen][: cfg.eval_size]
     held_file = out / "data" / "held-out.jsonl"  # for `nlft eval --dataset` of other runs on the same questions
     if not held_file.exists():
-        atomic_write_jsonl(held_file, [{"id": q["id"], "question": q["question"], "answer": q["reference"]}
-                                       for q in held_out])
+        from nlft.tasks.sources import file_row
+
+        atomic_write_jsonl(held_file, [file_row(q) for q in held_out])
     settings = {"batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
                 "template": template, "progress": progress, "source": dataset}
     base = evaluate(load_model(cfg.model), tokenizer, held_out, out_dir=out / "base-eval", desc="eval: base model",
@@ -219,8 +226,10 @@ def accuracy_line(base: dict, tuned: dict, change: dict) -> str:
         lo, hi = m["ci95_flexible"]
         return f"{_pct(m['accuracy_flexible'])} [{100 * lo:.1f}-{100 * hi:.1f}]"
 
-    return (f"base model {one(base)} -> NLFT {one(tuned)} (flexible grading: the last number; 95% intervals; "
-            f"n={tuned['n']}); strict '#### N' {_pct(base['accuracy_strict'])} -> {_pct(tuned['accuracy_strict'])}; "
+    numbers = not (tuned.get("settings") or {}).get("task")  # evaluations of other tasks name theirs
+    flexible, strict = ("the last number", "'#### N'") if numbers else ("the answer in any usual phrasing", "'####'")
+    return (f"base model {one(base)} -> NLFT {one(tuned)} (flexible grading: {flexible}; 95% intervals; "
+            f"n={tuned['n']}); strict {strict} {_pct(base['accuracy_strict'])} -> {_pct(tuned['accuracy_strict'])}; "
             f"paired: {change['gained']} questions gained, {change['lost']} lost (p={change['p_value']:.2g})")
 
 

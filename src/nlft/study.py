@@ -144,13 +144,14 @@ def check_protocol(out: Path, cfg: StudyConfig) -> None:
 
 def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
     """Training and held-out questions, then the base model's outputs, graded and judged (cached)."""
-    from nlft.tasks.prompts import TEMPLATES
+    from nlft.tasks.registry import dataset_task
     from nlft.tasks.sources import load_questions
 
     data = out / part.name / "data"
     data.mkdir(parents=True, exist_ok=True)
+    task = dataset_task(part.task)
     if not (data / "prompt.txt").exists():
-        (data / "prompt.txt").write_text(TEMPLATES[cfg.prompt], encoding="utf-8")
+        (data / "prompt.txt").write_text(task.template(cfg.prompt), encoding="utf-8")
     n_train = max(part.sizes)
     if not (data / "eval.jsonl").exists():
         train = load_questions(part.task, data_dir=part.data_dir, split="train", limit=n_train)
@@ -170,14 +171,24 @@ def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
                             "needed", path=part.task)
 
         def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [{"id": r["id"], "question": r["question"], "answer": r["reference"]} for r in items]
+            from nlft.tasks.sources import file_row
+
+            return [file_row(r) for r in items]
 
         atomic_write_jsonl(data / "train.jsonl", rows(train))
         atomic_write_jsonl(data / "val.jsonl", rows(val))
         atomic_write_jsonl(data / "eval.jsonl", rows(held))
     prepared = data / "prepare" / "nlft.jsonl"
     if not (data / "prepare" / "summary.json").exists():
-        from nlft.data.build import BackendSpec, JudgeSpec, SamplingSpec, TemplateSpec, format_summary, prepare
+        from nlft.data.build import (
+            BackendSpec,
+            JudgeSpec,
+            SamplingSpec,
+            TemplateSpec,
+            format_summary,
+            prepare,
+            rule_kind,
+        )
         from nlft.tasks.sources import load_questions
 
         _log(f"{part.name}: outputs of {cfg.model} for {n_train} questions, graded ({cfg.grading}) and judged")
@@ -188,7 +199,7 @@ def build_data(out: Path, cfg: StudyConfig, part: Part) -> None:
                          backend=BackendSpec(model=cfg.model),
                          sampling=SamplingSpec(max_new_tokens=max_new, batch_size=32),
                          template=TemplateSpec.from_file(str(data / "prompt.txt")),
-                         judge=JudgeSpec(kind="calculator", batch_size=32, grading=cfg.grading), progress=False)
+                         judge=JudgeSpec(kind=rule_kind(task), batch_size=32, grading=cfg.grading), progress=False)
         _log(f"{part.name}: " + format_summary(result.summary).replace("\n", "; "))
     records = list(read_jsonl(prepared))
     usable = [r for r in records if r["output"].strip()]
@@ -209,7 +220,7 @@ def _eval_rows(out: Path, part: Part, name: str = "eval") -> list[dict[str, Any]
 def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir: Path,
               adapter: str | None) -> dict[str, Any]:
     from nlft.eval.accuracy import evaluate
-    from nlft.tasks.prompts import TEMPLATES
+    from nlft.tasks.registry import dataset_task
     from nlft.utils.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
@@ -218,7 +229,7 @@ def _evaluate(cfg: StudyConfig, part: Part, rows: list[dict[str, Any]], out_dir:
         model = model.merge_and_unload()  # same outputs up to float rounding, no LoRA matmuls per token
     return evaluate(model, tokenizer, rows, out_dir=out_dir, batch_size=cfg.eval_batch_size,
                     max_new_tokens=part.max_new_tokens, progress=False, source=str(out_dir),
-                    template=TEMPLATES[cfg.prompt])
+                    template=dataset_task(part.task).template(cfg.prompt))
 
 
 def _metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -471,12 +482,15 @@ def _fmt(mean: float | None, std: float | None) -> str:
 
 def markdown(table: dict[str, Any]) -> str:
     """The table as Markdown: accuracy (%) mean ± std over seeds, flexible then strict grading."""
+    from nlft.tasks.registry import dataset_task
+
     lines = []
     for name, part in table["parts"].items():
         sizes = sorted({r["n"] for r in part["rows"] if r["method"] != "base"})
         lines.append(f"### {name}: {part['task']} (held-out {part['eval_size']} questions)\n")
-        lines.append("Accuracy in %, mean ± std over seeds; flexible grading (last number), strict (`#### N`) "
-                     "in brackets.\n")
+        grading = ("flexible grading (last number), strict (`#### N`)" if dataset_task(part["task"]).name == "number"
+                   else "flexible grading (any usual phrasing), strict (`####`)")
+        lines.append(f"Accuracy in %, mean ± std over seeds; {grading} in brackets.\n")
         lines.append("| method | " + " | ".join(f"N = {n}" for n in sizes) + " |")
         lines.append("|---|" + "---|" * len(sizes))
         for method in dict.fromkeys(r["method"] for r in part["rows"]):

@@ -107,3 +107,15 @@ def test_prefix_cache_gives_the_same_outputs_and_is_reused(tiny: tuple) -> None:
     other = PrefixCache(min_tokens=8)
     generate_hf(model, tokenizer, PROMPTS, max_new_tokens=2, batch_size=3, progress=False, prefix_cache=other)
     assert other.builds == 0 and other.kv is None
+
+
+def test_generation_stops_after_the_tasks_answer_line():
+    from nlft.data.build import stop_rule
+    from nlft.tasks.registry import get_task
+
+    line = get_task("choice").answer_line
+    assert truncate_output("Paris is B.\n#### B\nMore words", line) == "Paris is B.\n#### B"
+    assert truncate_output("Paris is B.\n#### B\nMore words") == "Paris is B.\n#### B\nMore words"  # numbers: '#### N'
+    assert truncate_output("2 + 2 = 4\n#### 4\nMore") == "2 + 2 = 4\n#### 4"
+    assert stop_rule([{"task": "choice"}]) == (True, line)
+    assert stop_rule([{"gold": "4"}]) == (True, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -86,3 +88,35 @@ def test_ppo_needs_trl_with_ppo(records, tokenizer):
         pytest.skip("this TRL ships PPO")
     with pytest.raises(ImportError, match=r"nlft\[reft-ppo\]"):
         make_ppo_trainer(None, tokenizer, records, None, value_model=None)
+
+
+def test_reft_rewards_other_tasks_with_their_checker():
+    from nlft.tasks.sources import load_questions
+    from nlft.train.baselines import reft_questions, reft_reward_func
+
+    choice = [{"question": "Capital of France?\n\nA) Rome\nB) Paris", "gold": "B", "task": "choice",
+               "meta": {"choices": ["Rome", "Paris"]}}]
+    (q,) = reft_questions(choice, source="d.jsonl")
+    assert q["gold"] == "B" and json.loads(q["task_row"])["task"] == "choice"
+    assert reft_reward_func(["#### B", "#### A", "no idea", "#### Z"], [q["gold"]] * 4, [q["task_row"]] * 4) == [
+        1.0, 0.1, 0.0, 0.0]
+    rg = load_questions("rg:spell_backward", limit=1)
+    (q,) = reft_questions(rg)
+    assert reft_reward_func([f"#### {rg[0]['gold']}"], [q["gold"]], [q["task_row"]]) == [1.0]
+    assert "task_row" not in reft_questions([{"question": "1+1?", "gold": "2"}])[0]  # numbers as before
+    with pytest.raises(DataError, match=r"d\.jsonl, field 'task': these rows mix tasks"):
+        reft_questions([{"question": "1+1?", "gold": "2"}, *choice], source="d.jsonl")
+
+
+def test_rule_reward_model_scores_a_tasks_answers(tokenizer):
+    """PPO's rule reward of a choice record comes from the choice task (the letter among the record's options)."""
+    from nlft.train.baselines import reft_questions
+
+    (q,) = reft_questions([{"question": "Capital?\n\nA) Rome\nB) Paris", "gold": "B", "task": "choice",
+                            "meta": {"choices": ["Rome", "Paris"]}}])
+    prompt = tokenizer("Q: capital?")["input_ids"]
+    model = RuleRewardModel(tokenizer, [prompt], [q["gold"]], [q["task_row"]])
+    for answer, reward in ((" #### B", 1.0), (" #### A", 0.1), (" #### Q", 0.0)):
+        ids = torch.tensor([prompt + tokenizer(answer)["input_ids"]])
+        out = model.backbone(input_ids=ids, attention_mask=torch.ones_like(ids))
+        assert out.hidden_states[-1][0, -1, 0].item() == pytest.approx(reward)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nlft.commands._types import at_least_one
+from nlft.commands._types import add_answer_type_argument, at_least_one
 
 # Options that do not change a run's results: a rerun may change them freely.
 NON_RESULT_OPTIONS = {"out", "no_progress", "max_concurrency", "timeout", "max_retries", "command", "_run"}
@@ -15,14 +15,15 @@ NON_RESULT_OPTIONS = {"out", "no_progress", "max_concurrency", "timeout", "max_r
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("dataset")
     g.add_argument("--dataset", default="gsm8k",
-                   help="gsm8k, gsm_symbolic, chain_sum, basic_arithmetic, a .jsonl/.csv file, "
-                        "or hf:NAME[:CONFIG]")
+                   help="gsm8k, gsm_symbolic, chain_sum, basic_arithmetic, rg:NAME[:key=value,...] (any "
+                        "reasoning-gym task), humaneval, a .jsonl/.csv file, or hf:NAME[:CONFIG] (see nlft tasks)")
     g.add_argument("--data-dir", default=None,
                    help="folder with {split}.jsonl for gsm8k (default $NLFT_GSM8K_DIR, else the hub)")
     g.add_argument("--split", default="train")
     g.add_argument("--limit", type=at_least_one, default=None, help="keep the first N questions")
     g.add_argument("--question-field", default="question")
     g.add_argument("--answer-field", default="answer")
+    add_answer_type_argument(g)
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,17 +62,16 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_judge_arguments(parser: argparse.ArgumentParser, *, with_backend_defaults: bool) -> None:
     g = parser.add_argument_group("judge")
-    g.add_argument("--judge", choices=("calculator", "hf", "openai"), default="calculator",
-                   help="calculator: rule-based, no model; hf: local model; openai: OpenAI-compatible server")
-    g.add_argument("--judge-model", default=None,
-                   help="hf judge: model name or folder (default: --model, else smollm2)")
+    g.add_argument("--judge", choices=("rule", "calculator", "hf", "openai"), default=None,
+                   help="rule (default): the task's rule judge, no model (for numbers: calculator); hf: local model; "
+                        "openai: OpenAI-compatible server")
+    g.add_argument("--judge-model", default=None, help="hf judge: model name or folder (default: --model or smollm2)")
     g.add_argument("--judge-max-new-tokens", type=int, default=256)
     g.add_argument("--grading", choices=("strict", "flexible"), default="strict",
-                   help="strict: the number after '####'; flexible: the last number")
+                   help="strict: the answer after '####'; flexible: other phrasings too (numbers: the last one)")
     if with_backend_defaults:
         g.add_argument("--judge-base-url", default=None, help="openai judge server (default: --base-url)")
-        g.add_argument("--judge-model-name", default=None,
-                       help="openai judge model name (default: --model-name)")
+        g.add_argument("--judge-model-name", default=None, help="openai judge model name (default: --model-name)")
 
 
 def _openai_backend(args: argparse.Namespace, model: str, base_url: str | None) -> Any:
@@ -89,9 +89,11 @@ def backend_spec(args: argparse.Namespace) -> Any:
     return BackendSpec(backend="hf", model=args.model, adapter=args.adapter, chat_template=not args.no_chat_template)
 
 
-def judge_spec(args: argparse.Namespace) -> Any:
-    from nlft.data.build import BackendSpec, JudgeSpec
+def judge_spec(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Any:
+    """The judge of the flags; ``args.judge`` becomes the rows' rule judge's name when it is one (for args.json)."""
+    from nlft.data.build import BackendSpec, JudgeSpec, judge_kind
 
+    args.judge = judge_kind(args.judge, rows)
     backend = None
     if args.judge == "hf":
         model = args.judge_model or getattr(args, "model", None) or "smollm2"
@@ -113,12 +115,12 @@ def sampling_spec(args: argparse.Namespace) -> Any:
                         seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size)
 
 
-def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
+def generation_settings(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The keyword arguments of :func:`nlft.data.build.generate` and :func:`~nlft.data.build.prepare` from the flags."""
     from nlft.data.build import TemplateSpec
 
     return {"backend": backend_spec(args), "sampling": sampling_spec(args),
-            "template": TemplateSpec.from_file(args.template), "run_args": result_arguments(args),
+            "template": TemplateSpec.for_rows(rows, args.template), "run_args": result_arguments(args),
             "progress": not args.no_progress}
 
 
@@ -126,12 +128,15 @@ def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nlft.tasks.sources import load_questions
 
     return load_questions(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit,
-                          seed=args.seed, question_field=args.question_field, answer_field=args.answer_field)
+                          seed=args.seed, question_field=args.question_field, answer_field=args.answer_field,
+                          answer_type=args.answer_type)
 
 
 def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that decide a run's results, for :func:`nlft.utils.resume.check_run_args`."""
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
+    if values.get("answer_type") == "number":  # the default: folders written before answer types existed resume
+        del values["answer_type"]
     for key in ("data_dir", "template", "input", "adapter"):
         if values.get(key):
             values[key] = str(Path(values[key]).resolve())
@@ -142,5 +147,4 @@ def print_summary(result: Any) -> None:
     """Print the summary of an NLFT file (:class:`nlft.data.build.DataResult`) and the file's path."""
     from nlft.data.build import format_summary
 
-    print(format_summary(result.summary))
-    print(f"NLFT data: {result.nlft_file}")
+    print(f"{format_summary(result.summary)}\nNLFT data: {result.nlft_file}")

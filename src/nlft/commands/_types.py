@@ -37,3 +37,10 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out`` (a folder, resumable) and ``--no-progress``."""
     parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_answer_type_argument(parser: Any) -> None:
+    """``--answer-type``: what the answers of a question file are (on a parser or an argument group)."""
+    parser.add_argument("--answer-type", default="number", metavar="TYPE",
+                        help="answers of a .jsonl/.csv file: number (default), math, choice (rows with 'choices'), "
+                             "text or text:case=true,punct=true (see nlft tasks)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nlft.commands._types import OldName, at_least_one
+from nlft.commands._types import OldName, add_answer_type_argument, at_least_one
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None,
                         help="a run directory of `nlft train`: evaluate its final model and adapter")
     parser.add_argument("--dataset", dest="data", default="gsm8k",
-                        help="the questions: gsm8k, a reasoning-gym task (chain_sum, ...), or a JSONL/CSV file "
-                             "(default: gsm8k)")
+                        help="the questions: gsm8k, a reasoning-gym task (chain_sum, rg:NAME, ...), humaneval, or a "
+                             "JSONL/CSV file (default: gsm8k; see nlft tasks)")
     parser.add_argument("--data", dest="data", action=OldName, new="--dataset")  # its name before 0.2
     parser.add_argument("--data-dir", default=None, help="GSM8K folder (default: $NLFT_GSM8K_DIR)")
+    add_answer_type_argument(parser)
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--limit", type=at_least_one, default=None, help="evaluate the first N questions only")
     parser.add_argument("--out", default=None,
@@ -41,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=None,
                         help="'solve' (the paper's A.2 instruction), 'base' (the short solve prompt) or a file "
                              "holding a template with {question}; default: the run's training prompt with --run, "
-                             "else 'solve'")
+                             "else 'solve'. Tasks other than numbers have one solve prompt of their own, which "
+                             "every name gives")
     parser.add_argument("--no-chat-template", action="store_true", help="use plain prompts")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16 or auto")
     parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
@@ -54,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nlft.eval.accuracy import METRICS, evaluate_model
-    from nlft.tasks.prompts import resolve_template
+    from nlft.tasks.registry import common_task, dataset_task, resolve_prompt
     from nlft.tasks.sources import load_questions
     from nlft.train.rundir import run_final, run_prompt
     from nlft.utils.files import DataError, atomic_write_json, lock_dir
 
-    template = resolve_template(args.prompt) if args.prompt else (run_prompt(args.run) if args.run else None)
-    template = template or resolve_template("solve")
+    if args.prompt:  # a bad --prompt fails before any question is read
+        resolve_prompt(args.prompt, dataset_task(args.data, args.answer_type))
     if args.out is None:
         if not args.run:
             raise DataError("no output folder: give --out DIR (or --run RUN, which writes into RUN/eval)")
@@ -70,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter and not Path(args.adapter).is_dir():
         raise DataError("adapter folder not found (--adapter)", path=args.adapter)
     args.model = args.model or "smollm2"
-    rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed)
+    rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed,
+                          answer_type=args.answer_type)
+    template = resolve_prompt(args.prompt, common_task(rows)) if args.prompt else (
+        run_prompt(args.run) if args.run else None) or resolve_prompt(None, common_task(rows))
     if args.run:
         from nlft.train.selection import check_not_validation
 

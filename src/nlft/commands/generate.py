@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate outputs; print the output file's path."""
     from nlft.data.build import generate
 
-    settings = generation_settings(args)
-    result = generate(load_dataset_from_args(args), args.out, **settings)
+    rows = load_dataset_from_args(args)
+    result = generate(rows, args.out, **generation_settings(args, rows))
     print(f"wrote {len(result.rows)} outputs to {result.outputs_file} in {result.seconds} s")
     return 0

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     """Judge the outputs; print the NLFT file's path and a summary."""
     from nlft.data.build import judge, read_outputs
 
-    spec = judge_spec(args)
-    result = judge(read_outputs(args.input), args.out, judge=spec, run_args=result_arguments(args),
-                   progress=not args.no_progress)
+    rows = read_outputs(args.input)
+    spec = judge_spec(args, rows)
+    result = judge(rows, args.out, judge=spec, run_args=result_arguments(args), progress=not args.no_progress)
     print_summary(result)
     return 0

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the whole data pipeline; print the NLFT file's path and a summary."""
     from nlft.data.build import prepare
 
-    settings, judge = generation_settings(args), judge_spec(args)
-    print_summary(prepare(load_dataset_from_args(args), args.out, judge=judge, **settings))
+    rows = load_dataset_from_args(args)
+    judge = judge_spec(args, rows)  # first: it names the rule judge in args.json
+    print_summary(prepare(rows, args.out, judge=judge, **generation_settings(args, rows)))
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 
+from nlft.commands._types import add_answer_type_argument
 from nlft.quickstart import DEFAULT_DATASET, saliency_sample, verdict
 
 __all__ = ["add_arguments", "run", "saliency_sample", "verdict"]
@@ -37,9 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"questions: a reasoning-gym task or a JSONL/CSV file (default: {DEFAULT_DATASET}; "
                              "gsm8k when --data-dir is given)")
     parser.add_argument("--data-dir", default=None, help="GSM8K folder with train.jsonl and test.jsonl")
+    add_answer_type_argument(parser)
     parser.add_argument("--prompt", default=d.prompt, choices=("brief", "base", "solve"),
                         help="prompt of generation, training and evaluation: brief (one instruction line), base "
-                             f"(question only) or solve (the paper's A.2, five worked examples) (default: {d.prompt})")
+                             f"(question only) or solve (the paper's A.2, five worked examples) (default: {d.prompt}); "
+                             "tasks other than numbers have one prompt of their own")
     parser.add_argument("--train-size", type=int, default=d.train_size,
                         help=f"training questions (default: {d.train_size})")
     parser.add_argument("--eval-size", type=int, default=d.eval_size,
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(QuickstartConfig)}
     cfg = QuickstartConfig(**{k: v for k, v in vars(args).items() if k in names}, progress=not args.no_progress)
     # the settings a rerun must match, as every earlier release stored them (quickstart_args.json)
-    run_args = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress", "command") and not callable(v)}
+    run_args = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress", "command") and not callable(v)
+                and (k, v) != ("answer_type", "number")}
     result = run_quickstart(cfg, run_args=run_args)
     print(f"\nquickstart finished in {result.minutes:.1f} min.")
     print(verdict(result.change))

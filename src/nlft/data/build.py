@@ -14,10 +14,14 @@ NLFT record (one line of ``nlft.jsonl``, the trainer's input)::
     output      the chain-of-thought response to train on
     correct     whether the output's final answer equals the gold one
     judgment    analysis of the mistake (non-empty) when correct is false, else null
-    gold        the normalised gold number
+    gold        the normalised gold number (other tasks: their canonical answer)
     extracted   the number extracted from the output (null when none)
     question_id, sample, output_tokens
     provenance  {generator, template, sampling, seed, judge}
+    task, meta  only on rows of tasks other than numbers (see nlft.tasks.base)
+
+Grading, the rule judge, the LLM judge's instruction and where generation stops all come from
+each row's task (:func:`nlft.tasks.registry.task_of`).
 """
 
 from __future__ import annotations
@@ -30,15 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from nlft.data.generation import derive_seed
-from nlft.data.judging import calculator_judgment, judge_prompt, says_correct
-from nlft.tasks.grading import Mode, extract_answer, is_correct
-from nlft.tasks.prompts import JUDGE_INSTRUCTION, SOLVE_TEMPLATE, render, uses_chat
+from nlft.tasks.base import Mode, Task
+from nlft.tasks.calculator import judge_prompt, says_correct
+from nlft.tasks.prompts import SOLVE_TEMPLATE, render, uses_chat
+from nlft.tasks.registry import common_task, is_number, task_of
 from nlft.utils.resume import run_resumable
 
 OUTPUTS_FILE = "outputs.jsonl"
 NLFT_FILE = "nlft.jsonl"
 SUMMARY_FILE = "summary.json"
-JUDGE_KINDS = ("calculator", "hf", "openai")
+# calculator: the number task's rule judge; rule: each row's task's rule judge (the calculator for numbers)
+JUDGE_KINDS = ("calculator", "rule", "hf", "openai")
+RULE_KINDS = ("calculator", "rule")
+# Keys a row of a task other than numbers carries along from question to record.
+TASK_KEYS = ("task", "meta")
 BACKENDS = ("hf", "openai")
 
 
@@ -111,6 +120,32 @@ class TemplateSpec:
             return cls()
         return cls(text=read_template(path), name=Path(path).name)
 
+    @classmethod
+    def for_task(cls, task: Task, path: str | None = None) -> TemplateSpec:
+        """The solve prompt of ``task``: the text of ``path``, else the task's own.
+
+        The number task's own is the paper's instruction (as :meth:`from_file`).
+        """
+        if path is not None or is_number(task):
+            return cls.from_file(path)
+        return cls(text=task.solve_template, name=f"{task.name}-solve")
+
+    @classmethod
+    def for_rows(cls, rows: list[dict[str, Any]], path: str | None = None) -> TemplateSpec:
+        """:meth:`for_task` of the rows' task (:func:`nlft.tasks.registry.common_task`)."""
+        return cls.for_task(common_task(rows), path)
+
+
+def task_keys(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``task`` and ``meta`` of a row, where it has them (rows of numbers have neither)."""
+    return {k: row[k] for k in TASK_KEYS if k in row}
+
+
+def stop_rule(rows: list[dict[str, Any]]) -> tuple[bool, str | None]:
+    """``(stop_at_answer, answer_line)`` of generation for ``rows`` (one task): numbers stop after '#### N'."""
+    task = common_task(rows)
+    return task.stops_at_answer, None if is_number(task) else task.answer_line
+
 
 _MODELS: dict[tuple[str, str | None], tuple[Any, Any]] = {}
 _PREFIXES: dict[tuple[str, str | None], Any] = {}
@@ -136,8 +171,11 @@ def _openai_client(spec: BackendSpec) -> Any:
 
 def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, max_new_tokens: int,
                    temperature: float, top_p: float, batch_size: int, stop_at_answer: bool,
-                   progress: bool = False) -> list[tuple[str, int | None]]:
-    """Completions of plain-text prompts (one user turn each) by the backend of ``spec``."""
+                   progress: bool = False, answer_line: str | None = None) -> list[tuple[str, int | None]]:
+    """Completions of plain-text prompts (one user turn each) by the backend of ``spec``.
+
+    ``stop_at_answer``: end after the answer line (``answer_line``, a task's; None: ``#### N``).
+    """
     if spec.backend == "hf":
         from nlft.data.generation import PrefixCache, generate_hf_with_counts
 
@@ -148,7 +186,7 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
         return list(generate_hf_with_counts(
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
             top_p=top_p, seeds=seeds, batch_size=batch_size, chat=chat, stop_at_answer=stop_at_answer,
-            progress=progress, prefix_cache=prefix))
+            progress=progress, prefix_cache=prefix, answer_line=answer_line))
     from nlft.data.generation import truncate_output
 
     with _openai_client(spec) as client:
@@ -157,7 +195,7 @@ def complete_texts(spec: BackendSpec, prompts: list[str], seeds: list[int], *, m
                                        seeds=seeds, top_p=top_p, progress=progress,
                                        stop=["\nQuestion:"] if stop_at_answer else None)
     if stop_at_answer:
-        results = [(truncate_output(text), n) for text, n in results]
+        results = [(truncate_output(text, answer_line), n) for text, n in results]
     return results
 
 
@@ -199,15 +237,16 @@ def generate_outputs(questions: list[dict[str, Any]], out_path: str | Path, *, b
     def process(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seeds = [derive_seed(sampling.seed, it["question_id"], it["sample"]) for it in chunk]
         prompts = [render(template.text, question=it["question"]) for it in chunk]
+        stop, answer_line = stop_rule(chunk)
         texts = complete_texts(backend, prompts, seeds, max_new_tokens=sampling.max_new_tokens,
                                temperature=sampling.temperature, top_p=sampling.top_p,
-                               batch_size=sampling.batch_size, stop_at_answer=True)
+                               batch_size=sampling.batch_size, stop_at_answer=stop, answer_line=answer_line)
         rows = []
         for it, row_seed, (text, n_tokens) in zip(chunk, seeds, texts):
             rows.append({
                 "id": it["id"], "question_id": it["question_id"], "sample": it["sample"],
                 "question": it["question"], "reference": it["reference"], "gold": it["gold"],
-                "output": text, "output_tokens": n_tokens,
+                "output": text, "output_tokens": n_tokens, **task_keys(it),
                 "provenance": {"generator": generator,
                                "template": {"name": template.name, "sha256": template.sha256,
                                             "text": template.text, "chat_template": backend.chat_template},
@@ -223,19 +262,22 @@ def generate_outputs(questions: list[dict[str, Any]], out_path: str | Path, *, b
 
 @dataclass
 class JudgeSpec:
-    """Who writes judgments of incorrect outputs: the calculator rules or an LLM (hf / openai)."""
+    """Who writes judgments of incorrect outputs: the task's rules (``rule``; ``calculator`` for numbers) or an LLM.
+
+    ``template``: the LLM judge's instruction; None: each row's task's (the paper's A.1 for numbers).
+    """
 
     kind: str = "calculator"
     backend: BackendSpec | None = None
     max_new_tokens: int = 256
     batch_size: int = 8
     grading: Mode = "strict"
-    template: str = JUDGE_INSTRUCTION
+    template: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in JUDGE_KINDS:
             raise ValueError(f"unknown judge {self.kind!r}; choose one of {', '.join(JUDGE_KINDS)}")
-        if self.kind != "calculator" and self.backend is None:
+        if self.kind not in RULE_KINDS and self.backend is None:
             raise ValueError(f"the {self.kind} judge needs a model backend")
         if self.grading not in ("strict", "flexible"):
             raise ValueError(f"unknown grading mode {self.grading!r}; choose 'strict' or 'flexible'")
@@ -243,9 +285,39 @@ class JudgeSpec:
     def describe(self) -> dict[str, Any]:
         """What goes into provenance."""
         info: dict[str, Any] = {"kind": self.kind, "grading": self.grading}
-        if self.backend is not None and self.kind != "calculator":
+        if self.backend is not None and self.kind not in RULE_KINDS:
             info.update(self.backend.describe())
         return info
+
+
+def rule_kind(task: Task) -> str:
+    """The name of ``task``'s rule judge: ``calculator`` for numbers, else ``rule``."""
+    return "calculator" if is_number(task) else "rule"
+
+
+def judge_kind(kind: str | None, rows: list[dict[str, Any]]) -> str:
+    """``--judge`` for ``rows``: None or ``rule`` is their task's rule judge (:func:`rule_kind`); ValueError for the
+    calculator on a task other than numbers."""
+    task = common_task(rows)
+    if kind in (None, "rule"):
+        return rule_kind(task)
+    if kind == "calculator" and not is_number(task):
+        raise ValueError(f"--judge calculator checks arithmetic; the {task.name} task's judge is --judge rule")
+    return kind
+
+
+def _grade(row: dict[str, Any], grading: Mode, kind: str) -> tuple[dict[str, Any], str | None, bool]:
+    """``(row, extracted answer, correct)`` of one outputs row, by its task."""
+    from nlft.utils.files import DataError
+
+    for name in ("id", "question", "reference", "gold", "output"):
+        if not isinstance(row.get(name), str):
+            raise DataError(f"missing or non-string field in an outputs row (id {row.get('id')!r})", field=name)
+    task = task_of(row)
+    if kind == "calculator" and not is_number(task):
+        raise ValueError(f"the calculator judge checks arithmetic; the {task.name} task's rows need --judge rule "
+                         "(or an LLM judge)")
+    return row, task.extract_for_row(row["output"], row, grading), task.is_correct(row["output"], row, grading)
 
 
 def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: JudgeSpec,
@@ -254,22 +326,13 @@ def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: Ju
     judge_info = judge.describe()
 
     def process(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        graded = []
-        for row in chunk:
-            for name in ("id", "question", "reference", "gold", "output"):
-                if not isinstance(row.get(name), str):
-                    from nlft.utils.files import DataError
-
-                    raise DataError(f"missing or non-string field in an outputs row (id {row.get('id')!r})",
-                                    field=name)
-            graded.append((row, extract_answer(row["output"], judge.grading),
-                           is_correct(row["output"], row["gold"], judge.grading)))
+        graded = [_grade(row, judge.grading, judge.kind) for row in chunk]
         wrong = [row for row, _, ok in graded if not ok]
         llm: dict[str, str] = {}
-        if wrong and judge.kind != "calculator":
+        if wrong and judge.kind not in RULE_KINDS:
             assert judge.backend is not None
-            prompts = [judge_prompt(r["question"], r["output"], r["reference"], judge.template)
-                       for r in wrong]
+            prompts = [judge_prompt(r["question"], r["output"], r["reference"],
+                                    judge.template or task_of(r).judge_instruction) for r in wrong]
             seeds = [derive_seed(0, "judge", r["id"]) for r in wrong]
             texts = complete_texts(judge.backend, prompts, seeds, max_new_tokens=judge.max_new_tokens,
                                    temperature=0.0, top_p=1.0, batch_size=judge.batch_size,
@@ -282,17 +345,18 @@ def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: Ju
             judgment = None
             if not ok:
                 judgment = llm.get(row["id"])
-                if judge.kind == "calculator" or says_correct(judgment):
-                    if judge.kind != "calculator":
+                task = task_of(row)
+                if judge.kind in RULE_KINDS or says_correct(judgment):
+                    if judge.kind not in RULE_KINDS:
                         # The LLM called a wrong answer correct (or said nothing): keep a usable judgment.
-                        provenance["judge"]["fallback"] = "calculator"
+                        provenance["judge"]["fallback"] = rule_kind(task)
                         provenance["judge"]["llm_judgment"] = judgment
-                    judgment = calculator_judgment(row["output"], row["reference"], row["gold"])
+                    judgment = task.rule_judgment(row["output"], row)
             records.append({
                 "id": row["id"], "question": row["question"], "reference": row["reference"],
                 "output": row["output"], "correct": ok, "judgment": judgment, "gold": row["gold"],
                 "extracted": extracted, "question_id": row.get("question_id", row["id"]),
-                "sample": row.get("sample", 0), "output_tokens": row.get("output_tokens"),
+                "sample": row.get("sample", 0), "output_tokens": row.get("output_tokens"), **task_keys(row),
                 "provenance": provenance,
             })
         return records
@@ -420,16 +484,20 @@ def prepare(questions: list[dict[str, Any]], out_dir: str | Path, *, backend: Ba
 
 def read_outputs(path: str | Path) -> list[dict[str, Any]]:
     """The rows of an outputs file (``id``, ``question``, ``reference``, ``output``; ``gold`` read from the
-    reference's ``#### N`` when absent), ready for :func:`judge`. DataError naming the line and field."""
-    from nlft.tasks.grading import gold_of
+    reference's ``#### N`` when absent; ``task`` and ``meta`` for other tasks), ready for :func:`judge`.
+    DataError naming the line and field."""
     from nlft.utils.files import DataError, iter_jsonl
 
     if not Path(path).is_file():
         raise DataError("input file not found (--input)", path=path)
     rows = []
     for line, row in iter_jsonl(path):
-        if "gold" not in row and isinstance(row.get("reference"), str):
-            row["gold"] = gold_of(row, source=path, line=line)
+        try:
+            task = task_of(row)
+        except ValueError as err:
+            raise DataError(str(err), path=path, line=line, field="task") from None
+        if "gold" not in row and isinstance(row.get("reference"), str) and is_number(task):
+            row["gold"] = task.gold_of(row, source=path, line=line)
         for name in ("id", "question", "reference", "gold", "output"):
             if not isinstance(row.get(name), str):
                 raise DataError("missing or not a string", path=path, line=line, field=name)

@@ -33,10 +33,17 @@ def derive_seed(seed: int, *parts: Any) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def truncate_output(text: str) -> str:
-    """Cut a solution after its ``#### N`` line, or before a following few-shot ``Question:``."""
+def _answer_re(answer_line: str | None) -> re.Pattern[str]:
+    return _ANSWER_LINE_RE if answer_line is None else re.compile(answer_line)
+
+
+def truncate_output(text: str, answer_line: str | None = None) -> str:
+    """Cut a solution after its ``#### N`` line, or before a following few-shot ``Question:``.
+
+    ``answer_line``: a task's answer line (:attr:`nlft.tasks.base.Task.answer_line`), instead of ``#### N``.
+    """
     cut = len(text)
-    answer = _ANSWER_LINE_RE.search(text)
+    answer = _answer_re(answer_line).search(text)
     if answer:
         cut = answer.end()
     nxt = _NEXT_QUESTION_RE.search(text)
@@ -45,8 +52,8 @@ def truncate_output(text: str) -> str:
     return text[:cut].strip()
 
 
-def _answer_done(text: str) -> bool:
-    answer = _ANSWER_LINE_RE.search(text)
+def _answer_done(text: str, pattern: re.Pattern[str] = _ANSWER_LINE_RE) -> bool:
+    answer = pattern.search(text)
     return bool(answer and answer.group(0).endswith("\n")) or bool(_NEXT_QUESTION_RE.search(text))
 
 
@@ -97,7 +104,8 @@ class PrefixCache:
 def generate_hf(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 512,
                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 8,
                 progress: bool = True, seeds: Sequence[int] | None = None, chat: bool = False,
-                stop_at_answer: bool = True, prefix_cache: PrefixCache | None = None) -> list[str]:
+                stop_at_answer: bool = True, prefix_cache: PrefixCache | None = None,
+                answer_line: str | None = None) -> list[str]:
     """Generate one completion per prompt with a local causal LM.
 
     Batched with left padding and the KV cache; greedy when ``temperature == 0``, otherwise
@@ -105,7 +113,8 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], *, max_new_token
     ``seeds[i]`` (default ``derive_seed(seed, i)``). ``chat=True`` wraps each prompt with the
     tokenizer's chat template (as one user turn); otherwise prompts are used as given.
     ``stop_at_answer`` ends a completion once its ``#### N`` line is written (see
-    :func:`truncate_output`). ``prefix_cache`` (a :class:`PrefixCache`) runs the token prefix
+    :func:`truncate_output`; ``answer_line``: a task's answer line instead). ``prefix_cache``
+    (a :class:`PrefixCache`) runs the token prefix
     shared by a batch's prompts through the model once and reuses its key/value cache, also across
     calls; the prompts then sit as ``[prefix][left padding][rest of the prompt]``, with positions
     that skip the padding, so outputs equal those without it up to float rounding. Returns the
@@ -114,14 +123,15 @@ def generate_hf(model: Any, tokenizer: Any, prompts: list[str], *, max_new_token
     return [text for text, _ in generate_hf_with_counts(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
         seed=seed, batch_size=batch_size, progress=progress, seeds=seeds, chat=chat,
-        stop_at_answer=stop_at_answer, prefix_cache=prefix_cache)]
+        stop_at_answer=stop_at_answer, prefix_cache=prefix_cache, answer_line=answer_line)]
 
 
 def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 512,
                             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
                             batch_size: int = 8, progress: bool = True, seeds: Sequence[int] | None = None,
                             chat: bool = False, stop_at_answer: bool = True,
-                            prefix_cache: PrefixCache | None = None) -> list[tuple[str, int]]:
+                            prefix_cache: PrefixCache | None = None,
+                            answer_line: str | None = None) -> list[tuple[str, int]]:
     """Like :func:`generate_hf`, returning ``(completion, number of completion tokens)`` pairs."""
     import torch
     from tqdm.auto import tqdm
@@ -141,6 +151,7 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
     # A completion can only become done on a token holding a newline or a colon (see _answer_done):
     # decode the whole row only then.
     may_end: dict[int, bool] = {}
+    pattern = _answer_re(answer_line)
 
     def finished(tokens: list[int]) -> bool:
         if not stop_at_answer:
@@ -149,7 +160,7 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
         if last not in may_end:
             piece = tokenizer.decode([last])
             may_end[last] = "\n" in piece or ":" in piece
-        return may_end[last] and _answer_done(tokenizer.decode(tokens, skip_special_tokens=True))
+        return may_end[last] and _answer_done(tokenizer.decode(tokens, skip_special_tokens=True), pattern)
 
     results: list[tuple[str, int]] = []
     model.eval()
@@ -169,7 +180,7 @@ def generate_hf_with_counts(model: Any, tokenizer: Any, prompts: list[str], *, m
         for row in rows:
             text = tokenizer.decode(row, skip_special_tokens=True)
             if stop_at_answer:
-                text = truncate_output(text)
+                text = truncate_output(text, answer_line)
             n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             results.append((text, n_tokens))
     return results

@@ -12,6 +12,9 @@
 
 Generation goes through :func:`nlft.data.generation.generate_hf` (left padding, KV cache) by default, or
 any ``generate(prompts) -> outputs`` callable, e.g. the vLLM one built by :func:`vllm_generate_fn`.
+
+Answers are read and checked by the rows' task (:func:`nlft.tasks.registry.task_of`; rows without
+``task`` are numbers), which also gives the default prompt and where generation stops.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nlft.tasks.base import Task
 from nlft.tasks.prompts import SOLVE_TEMPLATE, prompt_ids, render, uses_chat
 from nlft.tasks.prompts import TEMPLATES as TEMPLATES  # the prompts by name, as evaluation knew them
 from nlft.utils.files import DataError, append_jsonl, atomic_write_json, read_jsonl, repair_torn_tail
@@ -74,16 +78,24 @@ def eval_rows(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> lis
     """Normalise question rows to ``id``, ``question``, ``gold``: ``gold`` is read from ``reference`` when absent.
 
     Accepts the rows of :func:`nlft.tasks.sources.load_questions` and NLFT records alike; a row without
-    ``id`` gets its index. Raises :class:`DataError` naming the row and field.
+    ``id`` gets its index. Number rows get their gold number; rows of other tasks keep their ``gold``,
+    ``task`` and ``meta``. Raises :class:`DataError` naming the row and field.
     """
-    from nlft.tasks.grading import gold_of
+    from nlft.tasks.registry import task_of
 
     out = []
     for i, row in enumerate(rows):
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DataError("missing or empty question", path=source, line=i + 1, field="question")
-        out.append({"id": str(row.get("id", i)), "question": question, "gold": gold_of(row, source=source, line=i + 1)})
+        try:
+            task = task_of(row)
+        except ValueError as err:
+            raise DataError(str(err), path=source, line=i + 1, field="task") from None
+        item = {"id": str(row.get("id", i)), "question": question, "gold": task.gold_of(row, source=source, line=i + 1)}
+        if row.get("task"):
+            item.update(task=task.name, meta=row.get("meta") or {})
+        out.append(item)
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
@@ -91,15 +103,20 @@ def eval_rows(rows: Sequence[dict[str, Any]], *, source: str = "dataset") -> lis
     return out
 
 
-def grade(output: str, gold: str) -> dict[str, Any]:
-    """Extracted answers and correctness of one output, strict (``#### N``) and flexible (last number)."""
-    from nlft.tasks.grading import extract_answer, is_correct
+def grade(output: str, gold: str, row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Extracted answers and correctness of one output, strict (``#### N``) and flexible (last number).
 
+    ``row``: the question's row, graded by its task (``gold`` is then its gold); None: a number.
+    """
+    from nlft.tasks.registry import task_of
+
+    row = {"gold": gold} if row is None else {**row, "gold": gold}
+    task = task_of(row)
     return {
-        "extracted": extract_answer(output, "strict"),
-        "extracted_flexible": extract_answer(output, "flexible"),
-        "correct": is_correct(output, gold, "strict"),
-        "correct_flexible": is_correct(output, gold, "flexible"),
+        "extracted": task.extract_for_row(output, row, "strict"),
+        "extracted_flexible": task.extract_for_row(output, row, "flexible"),
+        "correct": task.is_correct(output, row, "strict"),
+        "correct_flexible": task.is_correct(output, row, "flexible"),
     }
 
 
@@ -145,22 +162,34 @@ def paired_change(before: Sequence[dict[str, Any]], after: Sequence[dict[str, An
             "p_value": min(1.0, 2 * tail)}
 
 
+def _stops(task: Task | None) -> tuple[bool, str | None]:
+    """``(stop_at_answer, answer_line)`` of ``task`` (None or numbers: stop after ``#### N``)."""
+    from nlft.tasks.registry import is_number
+
+    if task is None or is_number(task):
+        return True, None
+    return task.stops_at_answer, task.answer_line
+
+
 def hf_generate_fn(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int, temperature: float,
-                   top_p: float, use_chat_template: bool | None = None, share_prefix: bool = True) -> GenerateFn:
+                   top_p: float, use_chat_template: bool | None = None, share_prefix: bool = True,
+                   task: Task | None = None) -> GenerateFn:
     """A ``generate(prompts, seeds) -> outputs`` over :func:`nlft.data.generation.generate_hf` (left padding, KV cache).
 
     ``share_prefix``: the prompt's token prefix common to all questions (instruction and few-shot
     examples) goes through the model once per evaluation; its key/value cache is reused by every batch.
+    ``task``: where generation stops (after its answer line, when it has one; None: ``#### N``).
     """
     from nlft.data.generation import PrefixCache, generate_hf
 
     chat = uses_chat(tokenizer, use_chat_template)
     cache = PrefixCache() if share_prefix else None
+    stop, answer_line = _stops(task)
 
     def generate(prompts: list[str], seeds: list[int]) -> list[str]:
         return generate_hf(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                            top_p=top_p, seeds=seeds, batch_size=batch_size, progress=False, chat=chat,
-                           prefix_cache=cache)
+                           prefix_cache=cache, stop_at_answer=stop, answer_line=answer_line)
 
     return generate
 
@@ -178,12 +207,12 @@ def vllm_available() -> bool:
 
 def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, max_new_tokens: int,
                      temperature: float, top_p: float, seed: int, use_chat_template: bool | None = None,
-                     dtype: str = "auto", gpu_memory_utilization: float = 0.85) -> GenerateFn:
+                     dtype: str = "auto", gpu_memory_utilization: float = 0.85, task: Task | None = None) -> GenerateFn:
     """A ``generate(prompts, seeds) -> outputs`` on vLLM (GPU), with an optional LoRA adapter.
 
     Prompts are passed as token ids, tokenized as for the Hugging Face path and for training (chat
     template, special tokens only for plain prompts), so that both backends see identical inputs.
-    Outputs are cut after the answer line like :func:`nlft.data.generation.generate_hf`'s.
+    Outputs are cut after the answer line like :func:`nlft.data.generation.generate_hf`'s (``task``'s).
     """
     from vllm import LLM, SamplingParams
 
@@ -197,6 +226,7 @@ def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, ma
         rank = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16)
         kwargs.update(enable_lora=True, max_lora_rank=max(8, int(rank)))
         lora_request = LoRARequest("adapter", 1, str(adapter))
+    stop, answer_line = _stops(task)
     llm = LLM(model=model_path, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization, **kwargs)
 
     def generate(prompts: list[str], seeds: list[int]) -> list[str]:
@@ -206,7 +236,7 @@ def vllm_generate_fn(model_path: str, tokenizer: Any, *, adapter: str | None, ma
         for text in prompts:
             inputs.append({"prompt_token_ids": prompt_ids(tokenizer, text, use_chat_template)})
         outs = llm.generate(inputs, params, lora_request=lora_request, use_tqdm=False)
-        return [truncate_output(o.outputs[0].text) for o in outs]
+        return [truncate_output(o.outputs[0].text, answer_line) if stop else o.outputs[0].text for o in outs]
 
     return generate
 
@@ -240,7 +270,7 @@ def evaluate(
     top_p: float = 1.0,
     seed: int = 0,
     limit: int | None = None,
-    template: str = SOLVE_TEMPLATE,
+    template: str | None = None,
     use_chat_template: bool | None = None,
     generate: GenerateFn | None = None,
     progress: bool = True,
@@ -261,7 +291,8 @@ def evaluate(
         seed: sampling seed; each question samples with ``derive_seed(seed, id)``, so its output does
             not depend on its batch, and a resumed run draws what an uninterrupted one would.
         limit: evaluate the first ``limit`` rows only.
-        template: the prompt, with ``{question}`` (default: the paper's solve instruction, A.2).
+        template: the prompt, with ``{question}`` (default: the task's solve prompt; for numbers the paper's
+            solve instruction, A.2).
         use_chat_template: wrap prompts in the tokenizer's chat template (None: when it has one).
         generate: ``generate(prompts, seeds) -> outputs``; default Hugging Face ``generate``.
         share_prefix: with the default Hugging Face ``generate``, compute the key/value cache of the
@@ -272,14 +303,19 @@ def evaluate(
         The metrics written to ``metrics.json`` (see :func:`summarize`), with the settings.
     """
     from nlft.data.generation import derive_seed
+    from nlft.tasks.registry import common_task, is_number
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = eval_rows(rows, source=source)
     if limit is not None:
         items = items[:limit]
+    task = common_task(items)
+    template = template if template is not None else task.template(None)
     settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
                 "template": template, "chat_template": uses_chat(tokenizer, use_chat_template)}
+    if not is_number(task):
+        settings["task"] = task.name
     _check_settings(out, settings)
     pred_path = out / PREDICTIONS
     repair_torn_tail(pred_path)
@@ -289,7 +325,7 @@ def evaluate(
         model.eval()
         generate = hf_generate_fn(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, use_chat_template=use_chat_template,
-                                  share_prefix=share_prefix)
+                                  share_prefix=share_prefix, task=task)
     start = time.perf_counter()
     batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
     bar = None
@@ -300,8 +336,8 @@ def evaluate(
     for batch in batches:
         prompts = build_prompts([r["question"] for r in batch], template)
         outputs = generate(prompts, [derive_seed(seed, r["id"]) for r in batch])
-        new = [{"id": r["id"], "question": r["question"], "gold": r["gold"], "output": o, **grade(o, r["gold"])}
-               for r, o in zip(batch, outputs, strict=True)]
+        new = [{"id": r["id"], "question": r["question"], "gold": r["gold"], **{k: r[k] for k in ("task",) if k in r},
+                "output": o, **grade(o, r["gold"], r)} for r, o in zip(batch, outputs, strict=True)]
         append_jsonl(pred_path, new)
         done.update({p["id"]: p for p in new})
         if bar is not None:
@@ -318,7 +354,7 @@ def evaluate(
 def evaluate_model(model_name: str, rows: Sequence[dict[str, Any]], *, out_dir: str | os.PathLike,
                    adapter: str | None = None, backend: str = "auto", dtype: str | None = None,
                    batch_size: int = 16, max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0,
-                   seed: int = 0, limit: int | None = None, template: str = SOLVE_TEMPLATE,
+                   seed: int = 0, limit: int | None = None, template: str | None = None,
                    use_chat_template: bool | None = None, progress: bool = True,
                    source: str = "dataset") -> dict[str, Any]:
     """Load a model (and adapter) by name and :func:`evaluate` it; ``nlft eval`` as a library call.
@@ -327,8 +363,10 @@ def evaluate_model(model_name: str, rows: Sequence[dict[str, Any]], *, out_dir: 
     there is one), ``"vllm"``, or ``"auto"`` (vLLM when installed and a GPU is present). Returns the
     metrics with ``model``, ``adapter`` and ``backend``.
     """
+    from nlft.tasks.registry import common_task
     from nlft.utils.models import load_model, load_tokenizer, resolve_model_path
 
+    task = common_task(rows)
     tokenizer = load_tokenizer(model_name)
     if backend == "auto":
         backend = "vllm" if vllm_available() else "hf"
@@ -336,7 +374,7 @@ def evaluate_model(model_name: str, rows: Sequence[dict[str, Any]], *, out_dir: 
         model = None
         generate = vllm_generate_fn(resolve_model_path(model_name), tokenizer, adapter=adapter,
                                     max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                    use_chat_template=use_chat_template, dtype=dtype or "auto")
+                                    use_chat_template=use_chat_template, dtype=dtype or "auto", task=task)
     else:
         import torch
 
@@ -346,7 +384,8 @@ def evaluate_model(model_name: str, rows: Sequence[dict[str, Any]], *, out_dir: 
         if torch.cuda.is_available():
             model = model.to("cuda")
         generate = hf_generate_fn(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, use_chat_template=use_chat_template)
+                                  temperature=temperature, top_p=top_p, use_chat_template=use_chat_template,
+                                  task=task)
     metrics = evaluate(model, tokenizer, rows, out_dir=out_dir, batch_size=batch_size, max_new_tokens=max_new_tokens,
                        temperature=temperature, top_p=top_p, seed=seed, limit=limit, template=template,
                        use_chat_template=use_chat_template, generate=generate, progress=progress, source=source)

@@ -22,6 +22,10 @@ from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 Mode = Literal["strict", "flexible"]
+# '#### <something>' and the end of its line: the answer line every solve prompt asks for.
+ANSWER_LINE = r"####[ \t]*\S[^\n]*(?:\n|$)"
+# The prompt names of ``--prompt``: for the number task they are the paper's three prompts.
+PROMPT_NAMES = ("solve", "base", "brief")
 
 
 class Task(ABC):
@@ -32,6 +36,10 @@ class Task(ABC):
     ``{output}``, ``{reference}``), and implement the three methods below. ``stops_at_answer`` says
     whether generation may stop after the ``#### answer`` line (false where the answer is a block of
     code).
+
+    Optional, with defaults: :attr:`brief_template` (``--prompt brief``), :attr:`answer_line` (where
+    generation stops), :meth:`template` (a prompt by name), :meth:`extract_for_row` (the answer read
+    for one question), :meth:`gold_of` (a row's gold, checked) and :meth:`reward` (ReFT's 1 / 0.1 / 0).
     """
 
     name: str = ""
@@ -39,6 +47,10 @@ class Task(ABC):
     solve_template: str = ""
     judge_instruction: str = ""
     stops_at_answer: bool = True
+    # The short solve prompt of ``--prompt brief`` ("": the solve prompt).
+    brief_template: str = ""
+    # A complete answer line (a regular expression): with ``stops_at_answer`` generation ends after it.
+    answer_line: str = ANSWER_LINE
 
     @abstractmethod
     def extract(self, output: str | None, mode: Mode = "strict") -> str | None:
@@ -59,3 +71,35 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """What goes into provenance."""
         return {"task": self.name}
+
+    # ---- optional, with defaults ------------------------------------------------------------------
+
+    def template(self, prompt: str | None = None) -> str:
+        """The solve prompt called ``prompt`` (``solve``, ``base``, ``brief``; None: the task's default).
+
+        ``brief`` gives :attr:`brief_template` where the task has one; every other name gives
+        :attr:`solve_template`. The number task keeps the paper's three.
+        """
+        if prompt is not None and prompt not in PROMPT_NAMES:
+            raise ValueError(f"unknown prompt {prompt!r}; choose one of {', '.join(PROMPT_NAMES)} or a template file")
+        return self.brief_template if prompt == "brief" and self.brief_template else self.solve_template
+
+    def extract_for_row(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> str | None:
+        """The answer read from ``output`` for the question ``row`` (what ``extracted`` records); default
+        :meth:`extract`. A task whose reading depends on the question (the choices) overrides it."""
+        return self.extract(output, mode)
+
+    def gold_of(self, row: dict[str, Any], *, source: Any = "dataset", line: int | None = None) -> str:
+        """The row's ``gold`` (a non-empty string); DataError naming ``source``, ``line`` and the field otherwise."""
+        from nlft.utils.files import DataError
+
+        gold = row.get("gold")
+        if not isinstance(gold, str) or not gold.strip():
+            raise DataError(f"a {self.name} row needs a non-empty string 'gold'", path=source, line=line, field="gold")
+        return gold
+
+    def reward(self, output: str | None, row: dict[str, Any], mode: Mode = "strict") -> float:
+        """ReFT's reward: 1.0 for a correct answer, 0.1 for a readable wrong one, 0.0 when none is read."""
+        if self.extract_for_row(output, row, mode) is None:
+            return 0.0
+        return 1.0 if self.is_correct(output, row, mode) else 0.1

@@ -106,6 +106,55 @@ JUDGE_INSTRUCTION = (
 )
 
 
+# The solve prompt of a task other than numbers: the same shape as BASE_TEMPLATE, with the task's
+# kind of problem and the form of its final answer filled in.
+TASK_SOLVE_TEMPLATE = (
+    "Solve the following {problem} step by step. Write your reasoning, then the final answer on its own line "
+    "as '#### {answer}'.\n\nQuestion: {{question}}"
+)
+
+# The LLM judge instruction (A.1) for any task: an expert checks the response's reasoning and final answer.
+TASK_JUDGE_INSTRUCTION = (
+    "You are {expert}. You are given {a_problem}, a response and the correct answer. "
+    "Check the response's reasoning and final answer carefully.\n"
+    f"If the response is correct, output exactly: {CORRECT_JUDGMENT}\n"
+    "Otherwise, analyse why the response is wrong: point out the first incorrect step, what is wrong "
+    "with it, and what the correct reasoning would be.\n\n"
+    "{label}:\n{{question}}\n\nResponse:\n{{output}}\n\nCorrect answer:\n{{reference}}"
+)
+
+
+# Its brief form (``--prompt brief``, the quickstart's and the study's): short outputs, like BRIEF_TEMPLATE.
+TASK_BRIEF_TEMPLATE = (
+    "Answer the following {problem}. Answer briefly: write the final answer on its own line as '#### {answer}'."
+    "\n\nQuestion: {{question}}\nAnswer:"
+)
+
+
+def task_solve_template(problem: str, answer: str, *, brief: bool = False) -> str:
+    """A task's solve prompt (``{question}``): ``problem`` is what is solved ("task"), ``answer`` the answer's form.
+
+    ``brief``: the short form (:data:`TASK_BRIEF_TEMPLATE`) instead of step by step.
+    """
+    return (TASK_BRIEF_TEMPLATE if brief else TASK_SOLVE_TEMPLATE).format(problem=problem, answer=answer)
+
+
+def task_prompts(problem: str, answer: str, expert: str, a_problem: str, label: str) -> tuple[str, str, str]:
+    """A task's ``(solve prompt, brief prompt, judge instruction)``: :func:`task_solve_template` (step by step and
+    brief) and :func:`task_judge_instruction`."""
+    return (task_solve_template(problem, answer), task_solve_template(problem, answer, brief=True),
+            task_judge_instruction(expert, a_problem, label))
+
+
+def task_judge_instruction(expert: str, a_problem: str, label: str = "Task") -> str:
+    """A task's LLM judge instruction (``{question}``, ``{output}``, ``{reference}``), A.1 generalised.
+
+    ``expert``: "a careful grader"; ``a_problem``: "a multiple-choice question"; ``label``: the heading of
+    the question ("Question").
+    """
+    return TASK_JUDGE_INSTRUCTION.format(expert=expert, a_problem=a_problem, label=label)
+
+
 def read_template(path: Any, *, field: str = "template") -> str:
     """The text of a prompt template file, which must hold ``{question}``; DataError naming the file and the option."""
     from pathlib import Path
@@ -122,14 +171,13 @@ def read_template(path: Any, *, field: str = "template") -> str:
 
 
 def resolve_template(prompt: str) -> str:
-    """A built-in prompt's name (:data:`TEMPLATES`) or a template file's path -> template text with ``{question}``."""
-    from pathlib import Path
+    """A built-in prompt's name (:data:`TEMPLATES`) or a template file's path -> template text with ``{question}``.
 
-    if prompt in TEMPLATES:
-        return TEMPLATES[prompt]
-    if not Path(prompt).is_file():
-        raise ValueError(f"--prompt must be one of {', '.join(TEMPLATES)} or a template file, got {prompt!r}")
-    return read_template(prompt, field="prompt")
+    The number task's :func:`nlft.tasks.registry.resolve_prompt` (the rule for every task).
+    """
+    from nlft.tasks.registry import get_task, resolve_prompt
+
+    return resolve_prompt(prompt, get_task("number"))
 
 
 def render(template: str, **fields: Any) -> str:

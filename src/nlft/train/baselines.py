@@ -7,13 +7,15 @@ tokenizes it for NLFT. So SFT on ``outputs`` and NLFT differ only in the per-tok
 - SFT, ``data="outputs"``: the correct outputs NLFT trains on (the fair baseline; see the method
   spec's critique). ``data="reference"``: the gold solutions of every question (the paper's SFT).
 - ReFT (Luong et al. 2024): SFT warm-up, then reinforcement learning with the reward
-  :func:`nlft.tasks.grading.reft_reward` (1 correct, 0.1 wrong but extractable, 0 otherwise) and a KL
+  :func:`nlft.tasks.grading.reft_reward` (1 correct, 0.1 wrong but extractable, 0 otherwise; for tasks other
+  than numbers the same from the task's reader and checker, :meth:`nlft.tasks.base.Task.reward`) and a KL
   penalty towards the warm-up model. ``algo="ppo"`` uses TRL's PPO (``trl.experimental.ppo``, removed
   after trl 1.12: install ``nlft[reft-ppo]``); ``algo="grpo"`` uses TRL's GRPOTrainer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -101,10 +103,16 @@ def make_sft_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any
 def reft_questions(records: Sequence[dict[str, Any]], *, source: str = "dataset") -> list[dict[str, str]]:
     """Distinct questions with their gold answers (``question``, ``gold``) from NLFT records.
 
-    ``gold`` is taken from the record, or read from its ``reference`` (``#### N``).
+    ``gold`` is taken from the record, or read from its ``reference`` (``#### N``). Records of a task other
+    than numbers also give ``task_row``: the JSON of what their task's checker reads (``gold``, ``task``,
+    ``meta``), which :func:`reft_reward_of` scores with that task. Records of several tasks are refused.
     """
-    from nlft.tasks.grading import gold_of
+    from nlft.tasks.registry import common_task, is_number
 
+    try:
+        task = common_task(records)
+    except ValueError as err:
+        raise DataError(str(err), path=source, field="task") from None
     out, seen = [], set()
     for i, row in enumerate(records):
         question = row.get("question")
@@ -113,8 +121,23 @@ def reft_questions(records: Sequence[dict[str, Any]], *, source: str = "dataset"
         if question in seen:
             continue
         seen.add(question)
-        out.append({"question": question, "gold": gold_of(row, source=source, line=i + 1)})
+        item = {"question": question, "gold": task.gold_of(row, source=source, line=i + 1)}
+        if not is_number(task):
+            item["task_row"] = json.dumps({"gold": item["gold"], "task": task.name, "meta": row.get("meta") or {}})
+        out.append(item)
     return out
+
+
+def reft_reward_of(text: str, gold: str, task_row: str | None = None) -> float:
+    """ReFT's reward (1 right, 0.1 wrong but readable, 0 unreadable): of the number ``gold``, or of ``task_row``'s task
+    (:meth:`nlft.tasks.base.Task.reward`, strict reading as for numbers)."""
+    from nlft.tasks.grading import reft_reward
+    from nlft.tasks.registry import task_of
+
+    if task_row is None:
+        return reft_reward(text, gold)
+    row = json.loads(task_row)
+    return task_of(row).reward(text, row)
 
 
 def _completion_text(completion: Any) -> str:
@@ -124,19 +147,21 @@ def _completion_text(completion: Any) -> str:
     return str(completion[-1]["content"]) if completion else ""
 
 
-def reft_reward_func(completions: Sequence[Any], gold: Sequence[str], **kwargs: Any) -> list[float]:
+def reft_reward_func(completions: Sequence[Any], gold: Sequence[str], task_row: Sequence[str] | None = None,
+                     **kwargs: Any) -> list[float]:
     """ReFT reward of each completion, in the reward-function interface of TRL's GRPOTrainer.
 
-    ``completions``: texts (or conversational message lists); ``gold``: the dataset column.
+    ``completions``: texts (or conversational message lists); ``gold`` (and, for tasks other than numbers,
+    ``task_row``): the dataset's columns.
     """
-    from nlft.tasks.grading import reft_reward
-
-    return [reft_reward(_completion_text(c), g) for c, g in zip(completions, gold, strict=True)]
+    rows = task_row if task_row is not None else [None] * len(gold)
+    return [reft_reward_of(_completion_text(c), g, r) for c, g, r in zip(completions, gold, rows, strict=True)]
 
 
 def grpo_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_template: str = BASE_TEMPLATE,
                  use_chat_template: bool | None = None, source: str = "dataset") -> Any:
-    """``prompt`` (the X_base prompt; conversational when the chat template is used) and ``gold`` columns."""
+    """``prompt`` (the X_base prompt; conversational when the chat template is used) and ``gold`` columns (and
+    ``task_row`` for tasks other than numbers)."""
     from datasets import Dataset
 
     use_chat = uses_chat(tokenizer, use_chat_template)
@@ -144,7 +169,7 @@ def grpo_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_temp
     for q in reft_questions(records, source=source):
         text = render(base_template, question=q["question"])
         prompt: Any = [{"role": "user", "content": text}] if use_chat else plain_prompt(text)
-        rows.append({"prompt": prompt, "gold": q["gold"]})
+        rows.append({"prompt": prompt, **{k: v for k, v in q.items() if k != "question"}})
     return Dataset.from_list(rows)
 
 
@@ -173,7 +198,7 @@ def ppo_available() -> bool:
 class _RuleBackbone(torch.nn.Module):
     """Reads each sequence back to text and returns its rule-based reward at every position, shape (B, T, 1)."""
 
-    def __init__(self, tokenizer: Any, gold_by_prompt: dict[tuple[int, ...], str]) -> None:
+    def __init__(self, tokenizer: Any, gold_by_prompt: dict[tuple[int, ...], tuple[str, str | None]]) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.gold_by_prompt = gold_by_prompt
@@ -181,8 +206,6 @@ class _RuleBackbone(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the module a device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> SimpleNamespace:
-        from nlft.tasks.grading import reft_reward
-
         rewards = torch.zeros(input_ids.shape[0], device=input_ids.device)
         for b in range(input_ids.shape[0]):
             ids = input_ids[b][attention_mask[b].bool()].tolist()
@@ -190,7 +213,7 @@ class _RuleBackbone(torch.nn.Module):
                 gold = self.gold_by_prompt.get(tuple(ids[:length]))
                 if gold is not None:
                     text = self.tokenizer.decode(ids[length:], skip_special_tokens=True)
-                    rewards[b] = reft_reward(text, gold)
+                    rewards[b] = reft_reward_of(text, *gold)
                     break
         hidden = rewards[:, None, None].expand(-1, input_ids.shape[1], 1).to(self.anchor.dtype)
         return SimpleNamespace(hidden_states=(hidden,))
@@ -206,9 +229,12 @@ class RuleRewardModel(torch.nn.Module):
 
     base_model_prefix = "backbone"
 
-    def __init__(self, tokenizer: Any, prompts_ids: Sequence[Sequence[int]], golds: Sequence[str]) -> None:
+    def __init__(self, tokenizer: Any, prompts_ids: Sequence[Sequence[int]], golds: Sequence[str],
+                 task_rows: Sequence[str | None] | None = None) -> None:
         super().__init__()
-        self.backbone = _RuleBackbone(tokenizer, {tuple(p): g for p, g in zip(prompts_ids, golds, strict=True)})
+        rows = task_rows if task_rows is not None else [None] * len(golds)
+        self.backbone = _RuleBackbone(tokenizer, {tuple(p): (g, r) for p, g, r in zip(prompts_ids, golds, rows,
+                                                                                       strict=True)})
         self.score = torch.nn.Identity()
 
 
@@ -234,7 +260,8 @@ def make_ppo_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any
     for q in questions:
         text = render(base_template, question=q["question"])
         prompts.append(prompt_ids(tokenizer, text, use_chat_template))
-    reward_model = RuleRewardModel(tokenizer, prompts, [q["gold"] for q in questions])
+    reward_model = RuleRewardModel(tokenizer, prompts, [q["gold"] for q in questions],
+                                   [q.get("task_row") for q in questions])
     dataset = Dataset.from_list([{"input_ids": p} for p in prompts])
     return PPOTrainer(args=args, processing_class=tokenizer, model=model, ref_model=None, reward_model=reward_model,
                       train_dataset=dataset, value_model=value_model, peft_config=peft_config, callbacks=callbacks)

@@ -82,13 +82,15 @@ class _Options:
     eval_each_epoch: bool = _opt(False, "evaluate accuracy after every epoch (eval_history.jsonl)")
     eval_data: str = _opt("gsm8k", "evaluation questions: gsm8k, a reasoning-gym task or a file")
     eval_data_dir: str | None = _opt(None, "GSM8K folder (default: $NLFT_GSM8K_DIR)")
+    eval_answer_type: str = _opt("number", "answer type of an --eval-data file: number, math, choice, text[:options] "
+                                           "(see nlft tasks)")
     eval_split: str = _opt("test", "evaluation split")
     eval_limit: int | None = _opt(None, "evaluate the first N questions only")
     eval_batch_size: int = _opt(16, "questions per generation batch")
     eval_max_new_tokens: int = _opt(512, "new tokens per answer")
     eval_temperature: float = _opt(0.0, "0 = greedy; the paper samples at 0.6")
-    eval_prompt: str = _opt("train", "'train' (the training prompt, default), 'solve' (paper A.2), 'base' or a "
-                                     "template file")
+    eval_prompt: str = _opt("train", "'train' (the training prompt, default), 'solve' (paper A.2; another task's "
+                                     "own prompt), 'base' or a template file")
     eval_merged: bool = _opt(False, "generate with a merged copy of the adapter (faster; needs the model's "
                                     "memory once more)")
     # best-epoch selection and the drift monitor (NLFT, CUT)

@@ -170,7 +170,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
     """
     import torch
 
-    from nlft.tasks.prompts import resolve_template
+    from nlft.tasks.registry import common_task, resolve_prompt
     from nlft.train.callbacks import EpochEvalCallback
     from nlft.train.hub import data_summary, push_to_hub, write_model_card
     from nlft.train.rundir import RunRecorder, last_checkpoint
@@ -224,7 +224,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
         from nlft.tasks.sources import load_questions
 
         eval_rows = load_questions(opts.eval_data, data_dir=opts.eval_data_dir, split=opts.eval_split,
-                                   limit=opts.eval_limit, seed=opts.seed)
+                                   limit=opts.eval_limit, seed=opts.seed, answer_type=opts.eval_answer_type)
         epoch_eval = EpochEvalCallback
         if opts.keep == "best":
             from nlft.train.selection import BestEpochCallback, write_validation
@@ -237,7 +237,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
         callbacks.append(epoch_eval(
             run_dir, tokenizer, eval_rows, batch_size=opts.eval_batch_size, max_new_tokens=opts.eval_max_new_tokens,
             temperature=opts.eval_temperature, seed=opts.seed,
-            template=template if opts.eval_prompt == "train" else resolve_template(opts.eval_prompt),
+            template=(template if opts.eval_prompt == "train"
+                      else resolve_prompt(opts.eval_prompt, common_task(eval_rows))),
             use_chat_template=opts.use_chat_template, source=opts.eval_data, merge_adapter=opts.eval_merged))
     device_map = "cuda" if torch.cuda.is_available() else None
 

@@ -1,0 +1,117 @@
+"""Reading a final answer out of an output, for tasks whose answers are not plain numbers.
+
+``strict`` reads only the form every solve prompt asks for: the text after the last ``####`` on
+its line. ``flexible`` also reads the phrasings models write instead, latest-written first within
+each kind, in this order of trust: the ``####`` line, ``\\boxed{...}``, ``<answer>...</answer>``
+(reasoning-gym's format), "the (final) answer is X", an ``Answer: X`` line, and, last, the last
+non-empty line of the output. Each reader returns the answer's text, stripped of the decoration
+around it (bold, quotes, ``$...$``), or ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from nlft.tasks.base import Mode
+
+_HASH_LINE_RE = re.compile(r"####[ \t]*([^\n]*)")
+_ANSWER_TAG_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
+_ANSWER_IS_RE = re.compile(r"\b(?:final\s+)?answer\s+(?:is|would\s+be|will\s+be)\s*:?[ \t]*([^\n]+)", re.I)
+_ANSWER_LABEL_RE = re.compile(r"^[ \t*#>-]*(?:final\s+)?answer\s*[:：][ \t]*([^\n]+)", re.I | re.M)
+_MAX_ANSWER_CHARS = 500
+
+
+def clean(text: str | None) -> str | None:
+    """An answer without the decoration models put around it: ``**B**`` -> ``B``, ``"Paris".`` -> ``Paris``.
+
+    Strips surrounding whitespace, markdown bold/italics and code quotes, matching quotes, ``$...$``,
+    and a trailing full stop after a word. Returns ``None`` for an empty result.
+    """
+    if text is None:
+        return None
+    s = text.strip()
+    for _ in range(4):
+        before = s
+        s = s.strip().strip("*_`").strip()
+        if s.endswith(".") and not s.endswith("..") and len(s) > 1 and not s[-2].isdigit():
+            s = s[:-1].rstrip()
+        if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'$":
+            s = s[1:-1].strip()
+        if len(s) >= 4 and s.startswith("\\(") and s.endswith("\\)"):
+            s = s[2:-2].strip()
+        if s == before:
+            break
+    return s or None
+
+
+def hash_answer(text: str | None) -> str | None:
+    """The text after the last ``####`` of ``text`` on its line (cleaned), or ``None``."""
+    if not text:
+        return None
+    for found in reversed(_HASH_LINE_RE.findall(text)):
+        answer = clean(found)
+        if answer:
+            return answer[:_MAX_ANSWER_CHARS]
+    return None
+
+
+def boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` (nested braces allowed), or ``None``."""
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        depth, i = 0, start + len("\\boxed")
+        for j in range(i, len(text)):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    inner = text[i + 1:j].strip()
+                    if inner:
+                        return inner
+                    break
+        start = text.rfind("\\boxed{", 0, start)
+    return None
+
+
+def _last(pattern: re.Pattern[str], text: str) -> str | None:
+    for found in reversed(pattern.findall(text)):
+        answer = clean(found)
+        if answer:
+            return answer
+    return None
+
+
+def _last_line(text: str) -> str | None:
+    for line in reversed(text.strip().splitlines()):
+        answer = clean(line)
+        if answer:
+            return answer
+    return None
+
+
+def candidates(text: str | None, mode: Mode = "strict") -> Iterator[str]:
+    """Every answer ``text`` states, most trusted first: ``####`` only when strict, every phrasing when flexible."""
+    if mode not in ("strict", "flexible"):
+        raise ValueError(f"unknown extraction mode {mode!r}; choose 'strict' or 'flexible'")
+    if not text:
+        return
+    readers: list[Callable[[str], str | None]] = [hash_answer]
+    if mode == "flexible":
+        readers += [boxed, lambda t: _last(_ANSWER_TAG_RE, t), lambda t: _last(_ANSWER_IS_RE, t),
+                    lambda t: _last(_ANSWER_LABEL_RE, t), _last_line]
+    for read in readers:
+        found = read(text)
+        if found:
+            yield found[:_MAX_ANSWER_CHARS]
+
+
+def first_answer(text: str | None, mode: Mode = "strict",
+                 accept: Callable[[str], str | None] = lambda s: s) -> str | None:
+    """The first of :func:`candidates` that ``accept`` turns into an answer (``accept`` returns None to refuse)."""
+    for found in candidates(text, mode):
+        value = accept(found)
+        if value is not None:
+            return value
+    return None
