@@ -21,6 +21,9 @@ def test_library_errors_become_one_line(tmp_path, capsys):
 
     assert all(is_user_error(e) for e in (DataError("x"), ValueError("x"), FileNotFoundError("x"), APIError("x")))
     assert not is_user_error(KeyError("x"))
+    # a missing optional dependency says what to install; any other ImportError is a bug
+    assert is_user_error(ImportError("the math task needs math-verify: pip install 'nlft[tasks]'"))
+    assert not is_user_error(ImportError("cannot import name 'x' from 'y'"))
     assert main(["judge", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nlft judge: error: ") and err.count("\n") == 1 and "input file not found" in err

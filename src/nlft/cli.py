@@ -65,11 +65,14 @@ def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is bad input, a bad setting or a failing server: one line for the user, no traceback.
 
     The one place the library's errors become the command line's: DataError (a file, line and field),
-    ValueError (a setting), FileNotFoundError, and the OpenAI-compatible client's APIError.
+    ValueError (a setting), FileNotFoundError, the OpenAI-compatible client's APIError, and an optional
+    dependency that is not installed (an ImportError that says what to ``pip install``).
     """
     from nlft.data.generation import APIError
     from nlft.utils.files import DataError
 
+    if isinstance(err, ImportError) and "pip install" in str(err):
+        return True
     return isinstance(err, (DataError, ValueError, FileNotFoundError, APIError))
 
 

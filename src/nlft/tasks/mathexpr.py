@@ -24,7 +24,7 @@ def _math_verify() -> Any:
     try:
         import math_verify
     except ImportError as err:
-        raise RuntimeError("the math task needs math-verify: pip install 'nlft[tasks]' (or math-verify)") from err
+        raise ImportError("the math task needs math-verify: pip install 'nlft[tasks]' (or math-verify)") from err
     return math_verify
 
 
