@@ -42,19 +42,23 @@ def _files(tmp: Path) -> dict[str, tuple[list[str], str, str]]:
     return {"choice": (["--dataset", str(choice), "--answer-type", "choice"], "Paris it is.\n#### B", "choice"),
             "math": (["--dataset", str(math), "--answer-type", "math"], "3/2 / 2 = 0.75\n#### 0.75", "math"),
             "text": (["--dataset", str(text), "--answer-type", "text"], "#### lima", "text"),
-            "rg": (["--dataset", "rg:spell_backward"], "", "rg:spell_backward")}
+            "rg": (["--dataset", "rg:spell_backward"], "", "rg:spell_backward"),
+            "humaneval": (["--dataset", "humaneval", "--split", "test"], "", "humaneval")}
 
 
-@pytest.mark.parametrize("family", ["choice", "math", "text", "rg"])
+@pytest.mark.parametrize("family", ["choice", "math", "text", "rg", "humaneval"])
 def test_prepare_train_eval(family, tmp_path, tiny_dir, capsys):
     flags, _, spec = _files(tmp_path)[family]
     task = get_task(spec)
     data = tmp_path / "data"
-    assert main(["prepare", *flags, "--model", str(tiny_dir), "--limit", "4", "--max-new-tokens", "8",
+    prompt = ["--prompt", "brief"] if family == "rg" else []  # a built-in prompt by name
+    assert main(["prepare", *flags, *prompt, "--model", str(tiny_dir), "--limit", "4", "--max-new-tokens", "8",
                  "--batch-size", "4", "--temperature", "1", "--out", str(data), "--no-progress"]) == 0
     records = [json.loads(line) for line in (data / "nlft.jsonl").read_text().splitlines()]
     assert len(records) == 4 and all(r["task"] == spec and "meta" in r for r in records)
-    assert records[0]["provenance"]["template"]["text"] == task.solve_template  # the task's own prompt
+    # the task's own prompt, or the one named
+    want = task.template("brief") if prompt else task.solve_template
+    assert records[0]["provenance"]["template"]["text"] == want
     assert records[0]["provenance"]["judge"]["kind"] == "rule"
     for r in records:
         assert r["correct"] == task.is_correct(r["output"], r)
@@ -63,6 +67,7 @@ def test_prepare_train_eval(family, tmp_path, tiny_dir, capsys):
 
     run = tmp_path / "run"
     epoch_eval = (["--eval-data", flags[1], "--eval-split", "validation"] if family == "rg"
+                  else ["--eval-data", "humaneval", "--eval-split", "test"] if family == "humaneval"
                   else ["--eval-data", flags[1], "--eval-answer-type", flags[3]])
     assert main(["train", "--method", "nlft", "--data", str(data / "nlft.jsonl"), "--model", str(tiny_dir),
                  "--out", str(run), "--epochs", "1", "--batch-size", "4", "--no-progress", "--eval-each-epoch",

@@ -48,7 +48,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("generation")
     g.add_argument("--template", default=None,
                    help="file with the solve prompt (uses {question}); "
-                        "default: the paper's instruction (A.2)")
+                        "default: the task's solve prompt (for numbers the paper's instruction, A.2)")
+    g.add_argument("--prompt", default=None,
+                   help="a built-in solve prompt by name: solve, base or brief (for numbers the paper's three; "
+                        "another task's own), or a template file; instead of --template")
     g.add_argument("--num-samples", type=int, default=1, help="outputs per question")
     g.add_argument("--max-new-tokens", type=int, default=256,
                    help="default 256 keeps CPU runs short (generation also stops after the '#### N' line); "
@@ -119,9 +122,18 @@ def generation_settings(args: argparse.Namespace, rows: list[dict[str, Any]]) ->
     """The keyword arguments of :func:`nlft.data.build.generate` and :func:`~nlft.data.build.prepare` from the flags."""
     from nlft.data.build import TemplateSpec
 
-    return {"backend": backend_spec(args), "sampling": sampling_spec(args),
-            "template": TemplateSpec.for_rows(rows, args.template), "run_args": result_arguments(args),
-            "progress": not args.no_progress}
+    if getattr(args, "prompt", None) and args.template:
+        raise ValueError("give the solve prompt once: --prompt NAME or --template FILE")
+    if getattr(args, "prompt", None):
+        from nlft.tasks.registry import common_task, resolve_prompt
+
+        task = common_task(rows)
+        name = Path(args.prompt).name if Path(args.prompt).is_file() else f"{task.name}-{args.prompt}"
+        template = TemplateSpec(text=resolve_prompt(args.prompt, task), name=name)
+    else:
+        template = TemplateSpec.for_rows(rows, args.template)
+    return {"backend": backend_spec(args), "sampling": sampling_spec(args), "template": template,
+            "run_args": result_arguments(args), "progress": not args.no_progress}
 
 
 def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -137,9 +149,13 @@ def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
     if values.get("answer_type") == "number":  # the default: folders written before answer types existed resume
         del values["answer_type"]
+    if values.get("prompt", "") is None:  # likewise for folders written before --prompt
+        del values["prompt"]
     for key in ("data_dir", "template", "input", "adapter"):
         if values.get(key):
             values[key] = str(Path(values[key]).resolve())
+    if values.get("prompt") and Path(values["prompt"]).is_file():
+        values["prompt"] = str(Path(values["prompt"]).resolve())
     return values
 
 
