@@ -17,8 +17,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", default="gsm8k",
                    help="gsm8k, gsm_symbolic, chain_sum, basic_arithmetic, rg:NAME[:key=value,...] (any "
                         "reasoning-gym task), humaneval, a .jsonl/.csv file, or hf:NAME[:CONFIG] (see nlft tasks)")
-    g.add_argument("--data-dir", default=None,
-                   help="folder with {split}.jsonl for gsm8k (default $NLFT_GSM8K_DIR, else the hub)")
+    g.add_argument("--data-dir", default=None, help="folder with {split}.jsonl for gsm8k (default $NLFT_GSM8K_DIR)")
     g.add_argument("--split", default="train")
     g.add_argument("--limit", type=at_least_one, default=None, help="keep the first N questions")
     g.add_argument("--question-field", default="question")
@@ -30,8 +29,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--backend", choices=("hf", "openai"), default="hf",
                    help="local Hugging Face model, or an OpenAI-compatible server (vLLM, llama.cpp, OpenAI)")
-    g.add_argument("--model", default="smollm2",
-                   help="hf backend: model name or folder (default smollm2, offline SmolLM2-135M-Instruct)")
+    g.add_argument("--model", default="smollm2", help="hf backend: model name or folder (smollm2: SmolLM2, offline)")
     g.add_argument("--adapter", default=None, help="hf backend: a LoRA adapter folder (self-study)")
     g.add_argument("--no-chat-template", action="store_true",
                    help="hf backend: send the prompt as plain text, without the tokenizer's chat template")
@@ -46,20 +44,17 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("generation")
-    g.add_argument("--template", default=None,
-                   help="file with the solve prompt (uses {question}); "
-                        "default: the task's solve prompt (for numbers the paper's instruction, A.2)")
-    g.add_argument("--prompt", default=None,
-                   help="a built-in solve prompt by name: solve, base or brief (for numbers the paper's three; "
-                        "another task's own), or a template file; instead of --template")
+    g.add_argument("--template", default=None, help="file with the solve prompt (uses {question}); default: the "
+                   "task's solve prompt (for numbers the paper's instruction, A.2)")
+    g.add_argument("--prompt", default=None, help="a built-in solve prompt by name (solve, base, brief: for "
+                   "numbers the paper's three, another task's own) or a template file; instead of --template")
     g.add_argument("--num-samples", type=int, default=1, help="outputs per question")
     g.add_argument("--max-new-tokens", type=int, default=256,
                    help="default 256 keeps CPU runs short (generation also stops after the '#### N' line); "
                         "the paper uses 512")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0,
-                   help="run seed; each row's seed derives from it and the row id")
+    g.add_argument("--seed", type=int, default=0, help="run seed; each row's seed derives from it and the row id")
     g.add_argument("--batch-size", type=int, default=8)
 
 
@@ -122,18 +117,9 @@ def generation_settings(args: argparse.Namespace, rows: list[dict[str, Any]]) ->
     """The keyword arguments of :func:`nlft.data.build.generate` and :func:`~nlft.data.build.prepare` from the flags."""
     from nlft.data.build import TemplateSpec
 
-    if getattr(args, "prompt", None) and args.template:
-        raise ValueError("give the solve prompt once: --prompt NAME or --template FILE")
-    if getattr(args, "prompt", None):
-        from nlft.tasks.registry import common_task, resolve_prompt
-
-        task = common_task(rows)
-        name = Path(args.prompt).name if Path(args.prompt).is_file() else f"{task.name}-{args.prompt}"
-        template = TemplateSpec(text=resolve_prompt(args.prompt, task), name=name)
-    else:
-        template = TemplateSpec.for_rows(rows, args.template)
-    return {"backend": backend_spec(args), "sampling": sampling_spec(args), "template": template,
-            "run_args": result_arguments(args), "progress": not args.no_progress}
+    return {"backend": backend_spec(args), "sampling": sampling_spec(args), "run_args": result_arguments(args),
+            "template": TemplateSpec.for_rows(rows, args.template, prompt=getattr(args, "prompt", None)),
+            "progress": not args.no_progress}
 
 
 def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -147,15 +133,13 @@ def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
 def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that decide a run's results, for :func:`nlft.utils.resume.check_run_args`."""
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
-    if values.get("answer_type") == "number":  # the default: folders written before answer types existed resume
-        del values["answer_type"]
-    if values.get("prompt", "") is None:  # likewise for folders written before --prompt
-        del values["prompt"]
-    for key in ("data_dir", "template", "input", "adapter"):
-        if values.get(key):
+    # Options newer than some run folders are left out at their defaults, so that those folders resume.
+    for key, default in (("answer_type", "number"), ("prompt", None)):
+        if key in values and values[key] == default:
+            del values[key]
+    for key in ("data_dir", "template", "input", "adapter", "prompt"):
+        if values.get(key) and (key != "prompt" or Path(values[key]).is_file()):
             values[key] = str(Path(values[key]).resolve())
-    if values.get("prompt") and Path(values["prompt"]).is_file():
-        values["prompt"] = str(Path(values["prompt"]).resolve())
     return values
 
 

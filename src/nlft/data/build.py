@@ -131,9 +131,22 @@ class TemplateSpec:
         return cls(text=task.solve_template, name=f"{task.name}-solve")
 
     @classmethod
-    def for_rows(cls, rows: list[dict[str, Any]], path: str | None = None) -> TemplateSpec:
-        """:meth:`for_task` of the rows' task (:func:`nlft.tasks.registry.common_task`)."""
-        return cls.for_task(common_task(rows), path)
+    def for_rows(cls, rows: list[dict[str, Any]], path: str | None = None, *, prompt: str | None = None
+                 ) -> TemplateSpec:
+        """:meth:`for_task` of the rows' task (:func:`nlft.tasks.registry.common_task`).
+
+        ``prompt``: a built-in prompt's name (``solve``, ``base``, ``brief``: the task's) or a template
+        file, instead of ``path``; giving both is a ValueError.
+        """
+        task = common_task(rows)
+        if prompt is None:
+            return cls.for_task(task, path)
+        if path is not None:
+            raise ValueError("give the solve prompt once: --prompt NAME or --template FILE")
+        from nlft.tasks.registry import resolve_prompt
+
+        name = Path(prompt).name if Path(prompt).is_file() else f"{task.name}-{prompt}"
+        return cls(text=resolve_prompt(prompt, task), name=name)
 
 
 def task_keys(row: dict[str, Any]) -> dict[str, Any]:
