@@ -295,7 +295,7 @@ def shared_targets(entry: dict, kind: str) -> dict[str, dict]:
         ("shared_dynamic_vs_sft_shared_peak", get("nlft_dynamic_shared", "peak_mb"), get("sft_shared", "peak_mb"),
          1.05),
     ]
-    # Padding-free rows, measured against the padded ones (no target: the issue asks for the figures).
+    # Padding-free rows, measured against the padded ones (figures, no target).
     packed = [("packed_vs_padded_sft_time", get("sft_packed", "step_s"), get("sft_shared", "step_s"), None),
               ("packed_vs_padded_dynamic_time", get("nlft_dynamic_packed", "step_s"),
                get("nlft_dynamic_shared", "step_s"), None)]
