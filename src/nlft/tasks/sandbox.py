@@ -1,7 +1,7 @@
 """Run one untrusted Python program (code and its tests) in a fresh, limited process.
 
 :func:`run_python` writes the program into a private temporary folder and runs it with ``python -I
--S`` in a new session: a wall-clock limit (the whole process group is killed), CPU time, address
+-S`` detached by ``setsid`` into a process group of its own: a wall-clock limit (the whole process group is killed), CPU time, address
 space, file size, process count and core dump limits, an environment built from scratch (``PATH``,
 ``LANG``, ``HOME`` and ``TMPDIR`` in the folder; nothing inherited, so no secrets), no inherited
 file descriptors, stdin from ``/dev/null``. As root it runs as an unprivileged uid of its own (fresh
@@ -380,7 +380,7 @@ def run_python(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, c
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if own_uid:  # processes that left the group (a new session) and files left in /tmp go too
+        if own_uid:  # processes that left the group (through setsid) and files left in /tmp go too
             _kill_uid(uid)
             _remove_files_of(uid)
         shutil.rmtree(folder, ignore_errors=True)
