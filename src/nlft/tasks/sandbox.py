@@ -1,7 +1,8 @@
 """Run one untrusted Python program (code and its tests) in a fresh, limited process.
 
 :func:`run_python` writes the program into a private temporary folder and runs it with ``python -I
--S`` detached by ``setsid`` into a process group of its own: a wall-clock limit (the whole process group is killed), CPU time, address
+-S``, detached by ``setsid`` into a process group of its own: a wall-clock limit (the whole group
+is killed), CPU time, address
 space, file size, process count and core dump limits, an environment built from scratch (``PATH``,
 ``LANG``, ``HOME`` and ``TMPDIR`` in the folder; nothing inherited, so no secrets), no inherited
 file descriptors, stdin from ``/dev/null``. As root it runs as an unprivileged uid of its own (fresh
