@@ -141,10 +141,8 @@ def view_logps(
     if prefix_ids is not None:
         prefix_ids = prefix_ids.to(input_ids.device)
         ones = attention_mask.new_ones(bsz, prefix_ids.shape[0])
-        cache = None
-        if not (model.training and _checkpointing(model)) and _CACHE_ARGS & params:
-            cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
-        if cache is not None and hasattr(cache, "batch_repeat_interleave"):
+        cache = _prefix_cache(model, prefix_ids, params)
+        if cache is not None:
             cache.batch_repeat_interleave(bsz)
             kwargs.update(cache=cache, use_cache=True)
         else:  # no cache to share: the full rows, [prefix][left padding][rest | response]
@@ -208,12 +206,10 @@ def _packed_view_logps(model: Any, input_ids: torch.Tensor, attention_mask: torc
     cache, shared = None, 0
     if prefix_ids is not None:
         prefix_ids = prefix_ids.to(device)
-        if not (model.training and _checkpointing(model)) and _CACHE_ARGS & params:
-            cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
-        if cache is not None and hasattr(cache, "batch_repeat_interleave"):
+        cache = _prefix_cache(model, prefix_ids, params)
+        if cache is not None:
             shared = prefix_ids.shape[0]
         else:  # no cache to share: the prefix goes back in front of every sequence
-            cache = None
             tokens = [torch.cat([prefix_ids, t]) for t in tokens]
             prompt_len = [n + prefix_ids.shape[0] for n in prompt_len]
     lengths = [t.shape[0] for t in tokens]
@@ -323,6 +319,18 @@ def _checkpointing(model: Any) -> bool:
             if obj is not None and name in dir(type(obj)):
                 return bool(getattr(obj, name))
     return False
+
+
+def _prefix_cache(model: Any, prefix_ids: torch.Tensor, params: set[str]) -> Any:
+    """The key/value cache of ``prefix_ids`` (a batch of one) where it can be shared, else None.
+
+    None without a cache argument, under gradient checkpointing in training (no cache is kept), or
+    for a cache that cannot be repeated over rows (no ``batch_repeat_interleave``).
+    """
+    if (model.training and _checkpointing(model)) or not _CACHE_ARGS & params:
+        return None
+    cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
+    return cache if cache is not None and hasattr(cache, "batch_repeat_interleave") else None
 
 
 def _cache_of(out: Any) -> Any:
