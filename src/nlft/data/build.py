@@ -37,7 +37,7 @@ from nlft.data.generation import derive_seed
 from nlft.tasks.base import Mode, Task
 from nlft.tasks.calculator import judge_prompt, says_correct
 from nlft.tasks.prompts import SOLVE_TEMPLATE, render, uses_chat
-from nlft.tasks.registry import common_task, is_number, task_of
+from nlft.tasks.registry import common_task, is_number, resolve_prompt, task_of
 from nlft.utils.resume import run_resumable
 
 OUTPUTS_FILE = "outputs.jsonl"
@@ -143,8 +143,6 @@ class TemplateSpec:
             return cls.for_task(task, path)
         if path is not None:
             raise ValueError("give the solve prompt once: --prompt NAME or --template FILE")
-        from nlft.tasks.registry import resolve_prompt
-
         name = Path(prompt).name if Path(prompt).is_file() else f"{task.name}-{prompt}"
         return cls(text=resolve_prompt(prompt, task), name=name)
 
