@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             # An NLFT configuration tokenizes every view; the SFT ones only the base prompt.
             "tokens": next((token_stats(benches[c], args.batch_size, args.single_size) for c in args.configs
-                            if c not in ("sft_nll", "trl_sft")), None),
+                            if c.startswith("nlft")), None),
             "cache_fill_s": benches["nlft_cached"].cache_fill_s if "nlft_cached" in benches else None,
         }
         del benches

@@ -11,6 +11,7 @@ from nlft.method.logps import (
     pack_rows,
     pad_views,
     selective_log_softmax,
+    shared_prefix_kv,
     supports_packing,
     supports_shared_prefix,
     view_logps,
@@ -25,6 +26,19 @@ def naive_logps(model, prompt: list[int], response: list[int]) -> torch.Tensor:
         logits = model(input_ids=ids).logits[0].float()
     logp = logits.log_softmax(-1)
     return torch.stack([logp[len(prompt) - 1 + i, t] for i, t in enumerate(response)])
+
+
+def _lora_tiny(seed: int) -> torch.nn.Module:
+    """A tiny Llama (vocabulary 300) with LoRA on q, v and up; random B (B = 0 would zero every A gradient)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(make_tiny_model(300), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                            target_modules=["q_proj", "v_proj", "up_proj"]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    return model
 
 
 def test_selective_log_softmax_matches_full():
@@ -111,15 +125,8 @@ def test_common_prefix_by_hand():
 
 
 def test_shared_prefix_logps_and_lora_gradients_equal_the_full_computation():
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(0)
     vocab = 300
-    model = get_peft_model(make_tiny_model(vocab), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                              target_modules=["q_proj", "v_proj", "up_proj"]))
-    for name, param in model.named_parameters():
-        if "lora_B" in name:  # B = 0 at init would make every LoRA A gradient zero
-            torch.nn.init.normal_(param, std=0.1)
+    model = _lora_tiny(0)
     prefix = torch.randint(5, vocab, (12,)).tolist()
     prompts = [prefix + torch.randint(5, vocab, (k,)).tolist() for k in (3, 7, 1)]
     responses = [torch.randint(5, vocab, (k,)).tolist() for k in (4, 2, 5)]
@@ -152,6 +159,49 @@ def test_shared_prefix_logps_and_lora_gradients_equal_the_full_computation():
                    torch.ones(1, 2, dtype=torch.long), prefix_ids=torch.tensor(prefix))
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_one_prefix_computation_serves_several_batches(packed):
+    """A PrefixKV continued from by a no-grad batch and a grad batch: each equals its own full computation."""
+    vocab = 300
+    model = _lora_tiny(2)
+    prefix = torch.randint(5, vocab, (10,)).tolist()
+    rests = [torch.randint(5, vocab, (k,)).tolist() for k in (2, 5, 1)]
+    responses = [torch.randint(5, vocab, (k,)).tolist() for k in (3, 4, 2)]
+    views = pad_views(rests[:2], responses[:2], 0)  # a second batch: two rows, other prompts
+    views["input_ids"][:, -views["labels"].shape[1] - 1] = 7  # their last prompt token differs
+    base = pad_views(rests, responses, 0)
+    full_views = pad_views([prefix + r for r in rests[:2]], responses[:2], 0)
+    full_views["input_ids"][:, -full_views["labels"].shape[1] - 1] = 7
+    full_base = pad_views([prefix + r for r in rests], responses, 0)
+
+    def run(b, **kw):
+        return view_logps(model, b["input_ids"], b["attention_mask"], b["labels"], packed=packed, **kw)[0]
+
+    model.zero_grad()
+    kv = shared_prefix_kv(model, torch.tensor(prefix), eval_mode=True)
+    assert kv is not None and kv.length == 10
+    keys_before = [layer.keys.clone() for layer in kv._cache.layers]
+    with torch.no_grad():
+        got_views = run(views, prefix_ids=torch.tensor(prefix), prefix_kv=kv)
+    got_base = run(base, prefix_ids=torch.tensor(prefix), prefix_kv=kv)
+    got_base.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    for before, layer in zip(keys_before, kv._cache.layers):  # the prefix's own tensors are left as they were
+        assert torch.equal(before, layer.keys) and layer.keys.shape[0] == 1
+
+    model.zero_grad()
+    with torch.no_grad():
+        want_views = run(full_views)
+    want_base = run(full_base)
+    want_base.sum().backward()
+    torch.testing.assert_close(got_views, want_views, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_base.detach(), want_base.detach(), atol=1e-5, rtol=1e-5)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad.abs().max() > 0, name
+            torch.testing.assert_close(grads[name], param.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_shared_prefix_falls_back_to_full_rows_without_a_cache():
     # Gradient checkpointing keeps no key/value cache in training: the prefix goes back in front of the rows.
     model = make_tiny_model(300, seed=4)
@@ -179,15 +229,8 @@ def test_pack_rows_first_fit_decreasing_by_hand():
 @pytest.mark.parametrize("prefix_len", [0, 12])
 def test_packed_views_equal_padded_logps_and_lora_gradients(prefix_len):
     """Padding-free batches (packed rows, block-causal mask) give the padded batch's values and gradients."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(1)
     vocab = 300
-    model = get_peft_model(make_tiny_model(vocab), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                              target_modules=["q_proj", "v_proj", "up_proj"]))
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
+    model = _lora_tiny(1)
     prefix = torch.randint(5, vocab, (prefix_len,)).tolist()
     # lengths chosen so that two short rows share a packed row with a third left alone
     prompts = [torch.randint(5, vocab, (k,)).tolist() for k in (9, 2, 3, 1)]

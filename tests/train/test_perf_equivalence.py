@@ -107,6 +107,26 @@ def test_cut_step_with_padding_free_rows_equals_padded(tokenizer, tmp_path):
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
+@pytest.mark.parametrize("loss_type", ["nlft", "cut"])
+def test_shared_prefix_runs_once_per_step(tokenizer, tmp_path, loss_type):
+    """The measurement views, the base view and CUT's judgment view continue from one run of the prefix."""
+    model = _lora_model(tokenizer, seed=2)
+    trainer = NLFTTrainer(model, args=_args(tmp_path, tokenizer, loss_type=loss_type), train_dataset=sample_records(),
+                          processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert "view_input_ids" in batch  # views to measure (NLFT) or to train on (CUT's X_judge)
+    prefix_len = batch["prefix_ids"].numel()
+    shapes: list[tuple[int, ...]] = []
+    handle = model.get_input_embeddings().register_forward_pre_hook(lambda _m, a: shapes.append(tuple(a[0].shape)))
+    try:
+        loss, grads = _loss_and_grads(trainer, batch)
+    finally:
+        handle.remove()
+    assert shapes.count((1, prefix_len)) == 1, shapes
+    assert len(shapes) == 3  # the prefix, the views, the base rows
+    assert loss > 0 and all(g.abs().max() > 0 for g in grads.values())
+
+
 def test_measured_views_equal_stacked_full_softmax(tokenizer, tmp_path):
     """P_std and P_judge from the lean measurement pass equal those read off the stacked full-vocabulary pass."""
     model = _lora_model(tokenizer, seed=1)

@@ -14,6 +14,7 @@ mask, so left padding does not shift positions.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -94,6 +95,7 @@ def view_logps(
     return_hidden: bool = False,
     complement: bool = False,
     prefix_ids: torch.Tensor | None = None,
+    prefix_kv: PrefixKV | None = None,
     packed: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Log P(y_t | prompt, y_<t) of each response token of a left/right padded batch.
@@ -118,6 +120,9 @@ def view_logps(
             (the stable unlikelihood term of :mod:`nlft.method.loss`).
         prefix_ids: ``(L,)`` token ids that every row's prompt starts with (:func:`common_prefix`),
             left out of ``input_ids``, whose prompts then hold the rest (at least one token each).
+        prefix_kv: the prefix's keys and values already computed (:func:`shared_prefix_kv`), to
+            continue from instead of running ``prefix_ids`` again: several batches of one step (the
+            measurement views, the base view) then share one computation of the prefix.
         packed: padding-free: the rows' real tokens are packed into as few rows as hold them
             (:func:`pack_rows`, no row longer than the batch's longest), position ids restart at every
             sequence and a block-causal mask keeps sequences apart, so padding is not computed. For
@@ -137,14 +142,13 @@ def view_logps(
     params = _forward_params(model)  # read once: a signature lookup per forward is not free
     if packed and supports_packing(model):
         return _packed_view_logps(model, input_ids, attention_mask, labels, params, prefix_ids=prefix_ids,
-                                  return_hidden=return_hidden, complement=complement)
+                                  prefix_kv=prefix_kv, return_hidden=return_hidden, complement=complement)
     if prefix_ids is not None:
         prefix_ids = prefix_ids.to(input_ids.device)
         ones = attention_mask.new_ones(bsz, prefix_ids.shape[0])
-        cache = _prefix_cache(model, prefix_ids, params)
-        if cache is not None:
-            cache.batch_repeat_interleave(bsz)
-            kwargs.update(cache=cache, use_cache=True)
+        kv = prefix_kv if prefix_kv is not None else _prefix_cache(model, prefix_ids, params)
+        if kv is not None:
+            kwargs.update(cache=kv.expand(bsz), use_cache=True)
         else:  # no cache to share: the full rows, [prefix][left padding][rest | response]
             input_ids = torch.cat([prefix_ids.expand(bsz, -1), input_ids], dim=1)
             seq = input_ids.shape[1]
@@ -193,8 +197,8 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
 
 
 def _packed_view_logps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                       params: set[str], *, prefix_ids: torch.Tensor | None, return_hidden: bool,
-                       complement: bool) -> tuple[torch.Tensor, ...]:
+                       params: set[str], *, prefix_ids: torch.Tensor | None, prefix_kv: PrefixKV | None,
+                       return_hidden: bool, complement: bool) -> tuple[torch.Tensor, ...]:
     """:func:`view_logps` on the padding-free layout: packed rows, per-sequence positions, block-causal mask."""
     bsz, seq = input_ids.shape
     resp_cols = labels.shape[1]
@@ -203,11 +207,11 @@ def _packed_view_logps(model: Any, input_ids: torch.Tensor, attention_mask: torc
     prompt_len = attention_mask[:, :prompt_cols].sum(-1).tolist()
     resp_len = attention_mask[:, prompt_cols:].sum(-1).tolist()
     tokens = [input_ids[i][attention_mask[i].bool()] for i in range(bsz)]
-    cache, shared = None, 0
+    kv, shared = None, 0
     if prefix_ids is not None:
         prefix_ids = prefix_ids.to(device)
-        cache = _prefix_cache(model, prefix_ids, params)
-        if cache is not None:
+        kv = prefix_kv if prefix_kv is not None else _prefix_cache(model, prefix_ids, params)
+        if kv is not None:
             shared = prefix_ids.shape[0]
         else:  # no cache to share: the prefix goes back in front of every sequence
             tokens = [torch.cat([prefix_ids, t]) for t in tokens]
@@ -232,9 +236,10 @@ def _packed_view_logps(model: Any, input_ids: torch.Tensor, attention_mask: torc
     row_of = {i: r for r, b in enumerate(bins) for i in b}
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     allowed = (segment[:, :, None] == segment[:, None, :]) & causal
-    if shared:
+    cache = None
+    if kv is not None:
         allowed = torch.cat([allowed.new_ones(rows, width, shared), allowed], dim=-1)
-        cache.batch_repeat_interleave(rows)
+        cache = kv.expand(rows)
     dtype = next(model.parameters()).dtype
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
     # Columns that predict a response token: the last prompt token .. the second-to-last response token.
@@ -321,16 +326,54 @@ def _checkpointing(model: Any) -> bool:
     return False
 
 
-def _prefix_cache(model: Any, prefix_ids: torch.Tensor, params: set[str]) -> Any:
-    """The key/value cache of ``prefix_ids`` (a batch of one) where it can be shared, else None.
+class PrefixKV:
+    """The keys and values of a shared prefix (a batch of one), computed once, continued from many times.
+
+    The model appends to the cache it is given, so every forward gets its own copy from
+    :meth:`expand`, repeated over its rows. The copies hold the prefix's own tensors: with grad mode
+    on, the gradients of every batch that continued from them flow back into the one computation of
+    the prefix; under ``no_grad`` a batch that continues from them builds no graph.
+    """
+
+    def __init__(self, cache: Any, length: int) -> None:
+        self._cache = cache
+        self.length = length
+
+    def expand(self, rows: int) -> Any:
+        """A fresh cache of the prefix for ``rows`` rows (layer tensors ``(rows, heads, L, head_dim)``)."""
+        cache = copy.copy(self._cache)
+        cache.layers = [copy.copy(layer) for layer in self._cache.layers]
+        cache.batch_repeat_interleave(rows)  # replaces each copied layer's tensors; the prefix's stay
+        return cache
+
+
+def shared_prefix_kv(model: Any, prefix_ids: torch.Tensor, *, eval_mode: bool = False) -> PrefixKV | None:
+    """Run ``prefix_ids`` ``(L,)`` through the model once; None where its cache cannot be shared.
 
     None without a cache argument, under gradient checkpointing in training (no cache is kept), or
-    for a cache that cannot be repeated over rows (no ``batch_repeat_interleave``).
+    for a cache that cannot be copied and repeated over rows (transformers' layered caches can).
+    Grad mode applies as it is; ``eval_mode`` runs the prefix in eval mode (no dropout) and puts the
+    model's mode back after.
     """
+    return _prefix_cache(model, prefix_ids, _forward_params(model), eval_mode=eval_mode)
+
+
+def _prefix_cache(model: Any, prefix_ids: torch.Tensor, params: set[str], *, eval_mode: bool = False
+                  ) -> PrefixKV | None:
     if (model.training and _checkpointing(model)) or not _CACHE_ARGS & params:
         return None
-    cache = _cache_of(model(input_ids=prefix_ids[None], use_cache=True))
-    return cache if cache is not None and hasattr(cache, "batch_repeat_interleave") else None
+    device = next(model.parameters()).device
+    was_training = model.training
+    if eval_mode:
+        model.eval()
+    try:
+        cache = _cache_of(model(input_ids=prefix_ids.to(device)[None], use_cache=True))
+    finally:
+        model.train(was_training)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave") or not isinstance(
+            getattr(cache, "layers", None), list):
+        return None
+    return PrefixKV(cache, prefix_ids.shape[0])
 
 
 def _cache_of(out: Any) -> Any:

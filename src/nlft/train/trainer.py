@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from nlft.method.clustering import cosine_spans, word_spans
-from nlft.method.logps import IGNORE_INDEX, common_prefix, pad_views, view_logps
+from nlft.method.logps import IGNORE_INDEX, PrefixKV, common_prefix, pad_views, shared_prefix_kv, view_logps
 from nlft.method.loss import cut_loss, kl_penalty, nlft_loss, token_mean
 from nlft.method.scales import TokenScales, batch_token_scales, class_balance_weights
 from nlft.train.config import NLFTConfig
@@ -89,10 +89,13 @@ class NLFTCollator:
 
 
 def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int | None = None,
-                  packed: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                  packed: bool = False, prefix_kv: PrefixKV | None = None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """P_std and P_judge of each response token from the measurement views of a collated batch.
 
     The views run in eval mode (no dropout) under ``no_grad``: they are measurements, with no graph.
+    ``prefix_kv``: the batch's shared prefix already run in eval mode (the step's one computation of it,
+    :meth:`NLFTTrainer.step_prefix`); without it the views run the prefix themselves.
 
     Returns:
         ``(p_std, p_judge)``, each ``(B, R)`` or None when no row had that view; rows without the
@@ -108,7 +111,7 @@ def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int
         with torch.no_grad():
             step = chunk_size or ids.shape[0]
             parts = [view_logps(model, ids[s : s + step], att[s : s + step], labels[s : s + step],
-                                prefix_ids=batch.get("prefix_ids"), packed=packed)[0]
+                                prefix_ids=batch.get("prefix_ids"), prefix_kv=prefix_kv, packed=packed)[0]
                      for s in range(0, ids.shape[0], step)]
     finally:
         model.train(was_training)
@@ -414,13 +417,25 @@ class NLFTTrainer(Trainer):
         self._cache_from_resume = True
         return True
 
-    def _view_probs(self, model: Any, inputs: dict[str, torch.Tensor]
+    def step_prefix(self, model: Any, inputs: dict[str, torch.Tensor]) -> PrefixKV | None:
+        """The batch's shared prefix, run once for every view of the step that continues from it.
+
+        It runs in eval mode (no dropout), with grad mode as it is: the measurement views (eval mode,
+        no grad) read its keys and values, and the base view (and CUT's judgment view) continue from
+        them with gradients flowing back into this one computation. None without a shared prefix, or
+        where the model's cache cannot be shared (the views then run their prefix themselves).
+        """
+        if "prefix_ids" not in inputs:
+            return None
+        return shared_prefix_kv(model, inputs["prefix_ids"], eval_mode=True)
+
+    def _view_probs(self, model: Any, inputs: dict[str, torch.Tensor], prefix_kv: PrefixKV | None = None
                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if self.args.loss_type == "nll":
             return None, None
         if self.args.view_probs == "dynamic" or self._view_cache is None:
             return measure_views(self.accelerator.unwrap_model(model), inputs, chunk_size=self.args.view_batch_size,
-                                 packed=self.args.padding_free)
+                                 packed=self.args.padding_free, prefix_kv=prefix_kv)
         rows = inputs["row_idx"].cpu()
         width = inputs["labels"].shape[1]
         device = inputs["labels"].device
@@ -464,13 +479,14 @@ class NLFTTrainer(Trainer):
         """Eq. 5 (``loss_type`` nlft or nll) with the options of :class:`NLFTConfig`; ``(loss, scales, logps)``."""
         args: NLFTConfig = self.args
         nlft = args.loss_type == "nlft"
-        p_std, p_judge = self._view_probs(model, inputs)
+        prefix_kv = self.step_prefix(model, inputs)
+        p_std, p_judge = self._view_probs(model, inputs, prefix_kv)
         want_hidden = nlft and args.phrase_rule == "cosine"
         # log(1 - P) from the logits only where unlikelihood can occur
         need_ul = nlft and bool((~correct).any())
         out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
                          return_hidden=want_hidden, complement=need_ul, prefix_ids=inputs.get("prefix_ids"),
-                         packed=args.padding_free)
+                         prefix_kv=prefix_kv, packed=args.padding_free)
         logps, hidden = out[0], out[1]
         log1mp = out[2] if need_ul else None
         p_base = logps.detach().exp()
@@ -501,14 +517,15 @@ class NLFTTrainer(Trainer):
         """CUT as published (:func:`nlft.method.loss.cut_loss`): X_base and X_judge both with gradients."""
         args: NLFTConfig = self.args
         need_ul = bool((~correct).any())
-        prefix = inputs.get("prefix_ids")
+        prefix, prefix_kv = inputs.get("prefix_ids"), self.step_prefix(model, inputs)
         out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul,
-                         prefix_ids=prefix, packed=args.padding_free)
+                         prefix_ids=prefix, prefix_kv=prefix_kv, packed=args.padding_free)
         logps, log1mp = out[0], (out[2] if need_ul else None)
         judge = torch.zeros_like(logps)
         if "view_input_ids" in inputs:  # the collator builds X_judge for the incorrect rows only
             view_lp, _ = view_logps(model, inputs["view_input_ids"], inputs["view_attention_mask"],
-                                    inputs["view_labels"], prefix_ids=prefix, packed=args.padding_free)
+                                    inputs["view_labels"], prefix_ids=prefix, prefix_kv=prefix_kv,
+                                    packed=args.padding_free)
             view_lp = torch.nn.functional.pad(view_lp, (0, logps.shape[1] - view_lp.shape[1]))
             judge = judge.index_put((inputs["view_row"],), view_lp)
         loss, selected = cut_loss(logps, log1mp, judge, correct, response_mask, num_items_in_batch,
