@@ -30,7 +30,9 @@ other processes hits all of them alike; the median of the repetitions is reporte
 CPU each (configuration, batch kind) runs in a fresh child process and reports its peak resident set
 (VmHWM, reset once the model and trainer are built); on CUDA, ``torch.cuda.max_memory_allocated``
 after a reset. Both include the model weights, as a GPU's memory figure does; ``step_mb`` is the part
-above what was resident before the first step.
+above what was resident before the first step. On CPU the reference-style step first runs in a
+child process limited to 90% of the memory available: where it does not fit (the long prompt on a
+24 GiB machine) it is reported with ``"error"`` and no time, and the other configurations run.
 """
 
 from __future__ import annotations
@@ -178,6 +180,22 @@ def build_shared(args: argparse.Namespace) -> tuple[Any, Any, list[dict]]:
 # ---- memory --------------------------------------------------------------------------------------
 
 
+def guarded_child_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`child_memory` under ``--mem-limit-mb``: running out of memory there is a result, not a crash."""
+    if args.mem_limit_mb is None:
+        return child_memory(args)
+    import resource
+
+    limit = args.mem_limit_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        return child_memory(args)
+    except (MemoryError, RuntimeError) as err:  # torch's CPU allocator raises RuntimeError "can't allocate"
+        if isinstance(err, RuntimeError) and "alloc" not in str(err):
+            raise
+        return {"error": f"out of memory: does not fit in {args.mem_limit_mb} MB (90% of the memory available)"}
+
+
 def _status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -213,21 +231,56 @@ def child_memory(args: argparse.Namespace) -> dict[str, float]:
     return {"peak_mb": peak / 1024, "step_mb": (peak - before) / 1024, "peak_reset": exact}
 
 
-def cpu_memory(args: argparse.Namespace, configs: list[str], kinds: list[str]) -> dict[tuple[str, str], dict]:
-    """Run :func:`child_memory` in a fresh process per (configuration, batch kind)."""
-    results = {}
+def _child_cmd(args: argparse.Namespace, config: str, kind: str) -> list[str]:
+    cmd = [sys.executable, __file__, "--child", config, kind, "--model", args.model,
+           "--batch-size", str(args.batch_size), "--single-size", str(args.single_size),
+           "--threads", str(args.threads), "--prompt", args.prompt]
+    return cmd + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+
+
+def run_child(cmd: list[str], mem_limit_mb: int | None = None) -> dict[str, Any]:
+    """Run a ``--child`` memory run; under ``mem_limit_mb`` (its address space) a run that does not fit
+    reports ``{"error": ...}`` instead of drawing the machine's out-of-memory killer."""
+    if mem_limit_mb is not None:
+        cmd = [*cmd, "--mem-limit-mb", str(mem_limit_mb)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory run {' '.join(cmd[2:5])} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def probe_fits(args: argparse.Namespace, config: str, kinds: list[str]) -> dict[tuple[str, str], dict]:
+    """Memory runs of ``config`` under a limit of 90% of the memory available now, before any timing.
+
+    For the reference-style step, which keeps a full-vocabulary softmax of every view with gradients:
+    with a long prompt it can need more memory than the machine has, and is then reported as not
+    fitting rather than killed (with the whole benchmark) by the kernel.
+    """
+    limit = int(_meminfo_kb("MemAvailable") / 1024 * 0.9)
+    out = {}
+    for kind in kinds:
+        out[(config, kind)] = result = run_child(_child_cmd(args, config, kind), limit)
+        print(f"probe  {config:13s} {kind:9s} {result.get('error') or 'fits'}", file=sys.stderr, flush=True)
+    return out
+
+
+def _meminfo_kb(field: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/meminfo")
+
+
+def cpu_memory(args: argparse.Namespace, configs: list[str], kinds: list[str],
+               known: dict[tuple[str, str], dict] | None = None) -> dict[tuple[str, str], dict]:
+    """Run :func:`child_memory` in a fresh process per (configuration, batch kind) not ``known`` already."""
+    results = dict(known or {})
     for config in configs:
         for kind in kinds:
-            cmd = [sys.executable, __file__, "--child", config, kind, "--model", args.model,
-                   "--batch-size", str(args.batch_size), "--single-size", str(args.single_size),
-                   "--threads", str(args.threads), "--prompt", args.prompt]
-            if args.gradient_checkpointing:
-                cmd.append("--gradient-checkpointing")
-            env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"memory run {config}/{kind} failed:\n{done.stderr[-3000:]}")
-            results[(config, kind)] = json.loads(done.stdout.strip().splitlines()[-1])
+            if (config, kind) in results:
+                continue
+            results[(config, kind)] = run_child(_child_cmd(args, config, kind))
             print(f"memory {config:13s} {kind:9s} peak {results[(config, kind)]['peak_mb']:8.0f} MB "
                   f"step {results[(config, kind)]['step_mb']:7.0f} MB", file=sys.stderr, flush=True)
     return results
@@ -248,8 +301,10 @@ def summarise(times: dict, memory: dict, args: argparse.Namespace, meta: dict) -
         for config in args.configs:
             samples = times[(config, kind)]
             mem = memory.get((config, kind), {})
-            entry[config] = {"step_s": statistics.median(samples), "steps_s": samples,
+            entry[config] = {"step_s": statistics.median(samples) if samples else None, "steps_s": samples,
                              "peak_mb": mem.get("peak_mb"), "step_mb": mem.get("step_mb")}
+            if "error" in mem:  # did not fit in memory: not timed
+                entry[config]["error"] = mem["error"]
         sft = min((c for c in ("sft_nll", "trl_sft") if c in entry), key=lambda c: entry[c]["step_s"], default=None)
         if sft is not None:
             entry["sft"] = {**entry[sft], "from": sft}
@@ -355,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-prompt", action="store_true",
                         help="the long-prompt workload (--prompt solve) with the shared-prefix keys and targets")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "KIND"), help=argparse.SUPPRESS)
+    parser.add_argument("--mem-limit-mb", type=int, help=argparse.SUPPRESS)  # a --child's address-space limit
     args = parser.parse_args(argv)
     if args.long_prompt and args.prompt != "solve":
         parser.error("--long-prompt is the solve prompt's workload")
@@ -366,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model == "llama3-8b-shape" and not cuda:
         parser.error("--model llama3-8b-shape needs a CUDA device")
     if args.child:
-        print(json.dumps(child_memory(args)))
+        print(json.dumps(guarded_child_memory(args)))
         return 0
     torch.set_num_threads(args.threads)
 
@@ -374,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer, model, records = build_shared(args)
     with tempfile.TemporaryDirectory() as out:
+        probed = probe_fits(args, "refstyle", args.kinds) if "refstyle" in args.configs and not cuda else {}
+        skip = {key for key, result in probed.items() if "error" in result}
         benches = {c: Bench(c, model, tokenizer, records, args.batch_size, args.single_size, out, cuda, args.prompt)
                    for c in args.configs}
         times: dict[tuple[str, str], list[float]] = {(c, k): [] for c in args.configs for k in args.kinds}
@@ -385,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
                 # Rotate the order every round so that no configuration always runs first.
                 shift = rnd % len(args.configs)
                 for config in args.configs[shift:] + args.configs[:shift]:
+                    if (config, kind) in skip:
+                        progress.update()
+                        continue
                     seconds = benches[config].step(kind)
                     if rnd >= args.warmup:
                         times[(config, kind)].append(seconds)
@@ -415,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         del benches
     if not args.no_memory and not cuda:
-        memory = cpu_memory(args, args.configs, args.kinds)
+        memory = cpu_memory(args, args.configs, args.kinds, known=probed)
+    else:
+        memory.update(probed)
     report = summarise(times, memory, args, meta)
     text = json.dumps(report, indent=2)
     if args.json:
@@ -424,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:24s} {t['ratio']:28s} {t['value'] if t['value'] is None else round(t['value'], 3)!s:>7} "
               f"{t['limit']:>7}  {'ok' if t['ok'] else 'MISS' if t['ok'] is not None else '-'}")
     for kind in args.kinds:
-        cells = "  ".join(f"{c}={report['per_kind'][kind][c]['step_s']:.3f}s" for c in args.configs)
+        steps = {c: report["per_kind"][kind][c]["step_s"] for c in args.configs}
+        cells = "  ".join(f"{c}={'did not fit' if t is None else f'{t:.3f}s'}" for c, t in steps.items())
         print(f"{kind:9s} {cells}")
     return 0
 

@@ -277,3 +277,14 @@ def test_step_cost_bench_steps_every_configuration(smollm2_tokenizer, tmp_path):
         shared = bench.batches["mixed"][0].get("prefix_ids")
         assert (shared is not None and len(shared) > 400) == (config in SHARED), config  # A.2's worked examples
     assert bench.batches["mixed"][0]["input_ids"].shape[0] == 3
+
+
+@pytest.mark.slow
+def test_step_cost_reports_a_step_that_does_not_fit(smollm2_path):
+    """Under a memory limit the reference-style long-prompt step is a result ("error"), not a killed benchmark."""
+    from step_cost import run_child
+
+    cmd = [sys.executable, str(REPO / "benchmarks" / "step_cost.py"), "--child", "refstyle", "mixed",
+           "--model", "smollm2", "--batch-size", "3", "--single-size", "1", "--threads", "1", "--prompt", "solve"]
+    result = run_child(cmd, mem_limit_mb=4000)
+    assert set(result) == {"error"} and "does not fit in 4000 MB" in result["error"]
