@@ -226,6 +226,18 @@ def test_pack_rows_first_fit_decreasing_by_hand():
         pack_rows([7], 6)
 
 
+def test_packing_is_refused_for_sliding_window_attention():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    def tiny(**kw):
+        config = MistralConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, num_key_value_heads=1, attn_implementation="sdpa", **kw)
+        return MistralForCausalLM(config)
+
+    assert supports_packing(tiny(sliding_window=None))
+    assert not supports_packing(tiny(sliding_window=8))
+
+
 @pytest.mark.parametrize("prefix_len", [0, 12])
 def test_packed_views_equal_padded_logps_and_lora_gradients(prefix_len):
     """Padding-free batches (packed rows, block-causal mask) give the padded batch's values and gradients."""

@@ -185,3 +185,23 @@ def test_other_architectures(tmp_path, tokenizer, arch):
     after = lora_state(trainer.model)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_padding_free_is_on_by_default_and_off_with_a_notice_where_unsupported(tmp_path, tokenizer, capsys):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    assert NLFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[]).padding_free
+    trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path), train_dataset=sample_records(),
+                          processing_class=tokenizer)
+    assert trainer.args.padding_free and "padding_free off" not in capsys.readouterr().err
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=8,
+                           attn_implementation="sdpa")
+    trainer = NLFTTrainer(MistralForCausalLM(config), make_args(tmp_path), train_dataset=sample_records(),
+                          processing_class=tokenizer)
+    err = capsys.readouterr().err
+    assert not trainer.args.padding_free
+    assert "padding_free off: MistralForCausalLM" in err and "rows run padded" in err
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert torch.isfinite(trainer.compute_loss(trainer.model, batch))

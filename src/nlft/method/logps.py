@@ -166,9 +166,13 @@ def view_logps(
 
 
 def supports_packing(model: Any) -> bool:
-    """Whether the model's attention takes the block-causal 4D mask of ``packed`` batches (sdpa, eager)."""
+    """Whether the model's attention takes the block-causal 4D mask of ``packed`` batches (sdpa, eager).
+
+    Not with sliding-window attention: one 4D mask would stand for the sliding layers' too.
+    """
     config = getattr(model, "config", None)
-    return getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    return getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and not sliding
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:

@@ -99,7 +99,7 @@ class LossParams(_Settings):
               "examples) once per forward, its keys and values shared by the rows, gradients included: the same loss "
               "and gradients as the full rows. Without a key/value cache (gradient checkpointing) the full rows run.")
     padding_free: bool = _p(
-        False, "Pack the rows of every forward (base and measurement views) into as few rows as hold them, with "
+        True, "Pack the rows of every forward (base and measurement views) into as few rows as hold them, with "
                "position ids restarting per sequence and a block-causal mask, so that padding is not computed "
                "(attention implementations sdpa and eager; others run padded). Same loss and gradients.")
     error_reference: str = _p(

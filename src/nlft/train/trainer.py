@@ -216,6 +216,7 @@ class NLFTTrainer(Trainer):
         if args.view_probs != "dynamic":
             views_correct, views_incorrect = (), ()
         self._share_prefix = self._can_share_prefix(args, model)
+        self._check_packing(args, model)
         collator = NLFTCollator(processing_class.pad_token_id, views_correct, views_incorrect,
                                 share_prefix=self._share_prefix)
         super().__init__(
@@ -262,6 +263,17 @@ class NLFTTrainer(Trainer):
             print(f"nlft: share_prefix off: {why}; every row runs its full prompt", file=sys.stderr)
             return False
         return True
+
+    @staticmethod
+    def _check_packing(args: NLFTConfig, model: Any) -> None:
+        """``args.padding_free`` off, with a one-line notice, where the model's attention takes no packed mask."""
+        from nlft.method.logps import supports_packing
+
+        if args.padding_free and not supports_packing(model):
+            impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+            print(f"nlft: padding_free off: {type(model).__name__} ({impl} attention, or a sliding window) takes no "
+                  "block-causal mask; rows run padded", file=sys.stderr)
+            args.padding_free = False
 
     @staticmethod
     def _default_max_length(model: Any, tokenizer: Any) -> int:
