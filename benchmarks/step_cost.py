@@ -196,11 +196,12 @@ def guarded_child_memory(args: argparse.Namespace) -> dict[str, Any]:
         return {"error": f"out of memory: does not fit in {args.mem_limit_mb} MB (90% of the memory available)"}
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _proc_kb(field: str, path: str = "/proc/self/status") -> int:
+    """A ``kB`` field of a /proc file (``VmHWM`` of /proc/self/status, ``MemAvailable`` of /proc/meminfo)."""
+    for line in Path(path).read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field} not in {path}")
 
 
 def _reset_peak_rss() -> bool:
@@ -224,10 +225,10 @@ def child_memory(args: argparse.Namespace) -> dict[str, float]:
         bench = Bench(args.child[0], model, tokenizer, records, args.batch_size, args.single_size, out, False,
                       args.prompt)
         exact = _reset_peak_rss()
-        before = _status_kb("VmRSS")
+        before = _proc_kb("VmRSS")
         for _ in range(2):
             bench.step(args.child[1])
-        peak = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = _proc_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"peak_mb": peak / 1024, "step_mb": (peak - before) / 1024, "peak_reset": exact}
 
 
@@ -257,19 +258,12 @@ def probe_fits(args: argparse.Namespace, config: str, kinds: list[str]) -> dict[
     with a long prompt it can need more memory than the machine has, and is then reported as not
     fitting rather than killed (with the whole benchmark) by the kernel.
     """
-    limit = int(_meminfo_kb("MemAvailable") / 1024 * 0.9)
+    limit = int(_proc_kb("MemAvailable", "/proc/meminfo") / 1024 * 0.9)
     out = {}
     for kind in kinds:
         out[(config, kind)] = result = run_child(_child_cmd(args, config, kind), limit)
         print(f"probe  {config:13s} {kind:9s} {result.get('error') or 'fits'}", file=sys.stderr, flush=True)
     return out
-
-
-def _meminfo_kb(field: str) -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/meminfo")
 
 
 def cpu_memory(args: argparse.Namespace, configs: list[str], kinds: list[str],
