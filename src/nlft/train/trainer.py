@@ -13,7 +13,16 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from nlft.method.clustering import cosine_spans, word_spans
-from nlft.method.logps import IGNORE_INDEX, PrefixKV, common_prefix, pad_views, shared_prefix_kv, view_logps
+from nlft.method.logps import (
+    IGNORE_INDEX,
+    PrefixKV,
+    common_prefix,
+    pad_views,
+    shared_prefix_kv,
+    supports_packing,
+    supports_shared_prefix,
+    view_logps,
+)
 from nlft.method.loss import cut_loss, kl_penalty, nlft_loss, token_mean
 from nlft.method.scales import TokenScales, batch_token_scales, class_balance_weights
 from nlft.train.config import NLFTConfig
@@ -253,8 +262,6 @@ class NLFTTrainer(Trainer):
     @staticmethod
     def _can_share_prefix(args: NLFTConfig, model: Any) -> bool:
         """``args.share_prefix`` where the model allows it; a one-line notice where it does not."""
-        from nlft.method.logps import supports_shared_prefix
-
         if not args.share_prefix:
             return False
         why = ("gradient checkpointing keeps no key/value cache" if args.gradient_checkpointing
@@ -267,8 +274,6 @@ class NLFTTrainer(Trainer):
     @staticmethod
     def _check_packing(args: NLFTConfig, model: Any) -> None:
         """``args.padding_free`` off, with a one-line notice, where the model's attention takes no packed mask."""
-        from nlft.method.logps import supports_packing
-
         if args.padding_free and not supports_packing(model):
             impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
             print(f"nlft: padding_free off: {type(model).__name__} ({impl} attention, or a sliding window) takes no "
