@@ -238,13 +238,17 @@ def test_kl_penalty_by_hand():
     assert cur.grad.tolist() == pytest.approx([0.5, 0.0], abs=1e-6)
 
 
-def test_presets():
+def test_presets_set_the_documented_options():
+    """paper = the defaults = the published method; robust = what docs/method.md and docs/study.md name."""
+    names = ("irrelevant_incorrect", "error_reference", "kl_coef", "class_balance", "unlikelihood_weight")
     paper = NLFTConfig.from_preset("paper", output_dir="x", report_to="none")
     default = NLFTConfig(output_dir="x", report_to="none")
-    for name in ("irrelevant_incorrect", "error_reference", "kl_coef", "class_balance", "unlikelihood_weight"):
-        assert getattr(paper, name) == getattr(default, name)
+    assert [getattr(paper, n) for n in names] == [getattr(default, n) for n in names] \
+        == ["zero", "current", 0.0, False, 1.0]
+    robust = NLFTConfig.from_preset("robust", output_dir="x", report_to="none")
+    assert [getattr(robust, n) for n in names] == ["likelihood", "initial", 0.0, False, 1.0]
     robust = NLFTConfig.from_preset("robust", output_dir="x", report_to="none", kl_coef=0.3)
-    assert robust.irrelevant_incorrect != "zero" and robust.kl_coef == 0.3 and robust.needs_initial_logps
+    assert robust.irrelevant_incorrect == "likelihood" and robust.kl_coef == 0.3 and robust.needs_initial_logps
     with pytest.raises(ValueError, match="unknown preset"):
         NLFTConfig.from_preset("fast", output_dir="x")
     with pytest.raises(ValueError, match="dynamic"):
