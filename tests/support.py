@@ -81,6 +81,16 @@ def make_tiny_model(vocab_size: int, seed: int = 0, **overrides):
     return LlamaForCausalLM(config)
 
 
+def make_tiny_sliding_model(vocab_size: int, sliding_window: int | None = 8):
+    """A 1-layer, hidden-16 random Mistral with sdpa attention and ``sliding_window`` (None: full attention)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=sliding_window,
+                           attn_implementation="sdpa")
+    return MistralForCausalLM(config)
+
+
 
 # LoRA on the tiny model's MLP projections, for the trainer's tests.
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import make_tiny_model
+from support import make_tiny_model, make_tiny_sliding_model
 
 from nlft.method.logps import (
     common_prefix,
@@ -227,15 +227,8 @@ def test_pack_rows_first_fit_decreasing_by_hand():
 
 
 def test_packing_is_refused_for_sliding_window_attention():
-    from transformers import MistralConfig, MistralForCausalLM
-
-    def tiny(**kw):
-        config = MistralConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, num_key_value_heads=1, attn_implementation="sdpa", **kw)
-        return MistralForCausalLM(config)
-
-    assert supports_packing(tiny(sliding_window=None))
-    assert not supports_packing(tiny(sliding_window=8))
+    assert supports_packing(make_tiny_sliding_model(64, sliding_window=None))
+    assert not supports_packing(make_tiny_sliding_model(64, sliding_window=8))
 
 
 @pytest.mark.parametrize("prefix_len", [0, 12])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from peft import LoraConfig
-from support import LORA, make_tiny_model, sample_records
+from support import LORA, make_tiny_model, make_tiny_sliding_model, sample_records
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.tasks.prompts import BASE_TEMPLATE
@@ -188,16 +188,11 @@ def test_other_architectures(tmp_path, tokenizer, arch):
 
 
 def test_padding_free_is_on_by_default_and_off_with_a_notice_where_unsupported(tmp_path, tokenizer, capsys):
-    from transformers import MistralConfig, MistralForCausalLM
-
     assert NLFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[]).padding_free
     trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path), train_dataset=sample_records(),
                           processing_class=tokenizer)
     assert trainer.args.padding_free and "padding_free off" not in capsys.readouterr().err
-    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, sliding_window=8,
-                           attn_implementation="sdpa")
-    trainer = NLFTTrainer(MistralForCausalLM(config), make_args(tmp_path), train_dataset=sample_records(),
+    trainer = NLFTTrainer(make_tiny_sliding_model(len(tokenizer)), make_args(tmp_path), train_dataset=sample_records(),
                           processing_class=tokenizer)
     err = capsys.readouterr().err
     assert not trainer.args.padding_free
