@@ -84,3 +84,21 @@ def test_keep_best_needs_per_epoch_evaluation_on_questions_other_than_the_tests(
     assert metric_name("eval_accuracy_strict") == "accuracy_strict"
     with pytest.raises(ValueError, match="choose one of accuracy_strict, accuracy_flexible"):
         metric_name("loss")
+
+
+def test_eval_steps_measures_every_n_steps_and_at_the_last_and_keeps_the_best(tmp_path, smollm2_tiny_dir, files):
+    """``--eval-steps 3 --max-steps 7``: evaluations after steps 3, 6 and 7 (the last), each in ``eval/step-N``,
+    and ``--keep best`` keeps the first of the best of those three (the rule of the epoch-wise selection)."""
+    out = tmp_path / "run"
+    assert main(["train", "--method", "sft", "--model", str(smollm2_tiny_dir), "--data", str(files / "train.jsonl"),
+                 "--out", str(out), "--full", "--lr", "1e-2", "--max-steps", "7", "--batch-size", "2",
+                 "--base-template", str(files / "prompt.txt"), "--eval-steps", "3",
+                 "--eval-data", str(files / "val.jsonl"), "--eval-max-new-tokens", "1", "--eval-batch-size", "4",
+                 "--keep", "best", "--best-metric", "accuracy_flexible", "--no-progress"]) == 0
+    history = [json.loads(x) for x in (out / "eval_history.jsonl").read_text().splitlines()]
+    assert [h["global_step"] for h in history] == [3, 6, 7]
+    assert all((out / "eval" / f"step-{h['global_step']}" / "metrics.json").exists() for h in history)
+    accuracies = [h["accuracy_flexible"] for h in history]
+    kept = json.loads((out / "manifest.json").read_text())["kept"]
+    assert kept["global_step"] == history[accuracies.index(max(accuracies))]["global_step"]
+    assert kept["value"] == max(accuracies)

@@ -80,6 +80,8 @@ class _Options:
     hub_private: bool = _opt(False, "create the --push-to-hub repo as private")
     # evaluation after each epoch
     eval_each_epoch: bool = _opt(False, "evaluate accuracy after every epoch (eval_history.jsonl)")
+    eval_steps: int | None = _opt(None, "evaluate accuracy every N optimiser steps and after the last one, instead of "
+                                        "after every epoch (implies the evaluation of --eval-each-epoch)")
     eval_data: str = _opt("gsm8k", "evaluation questions: gsm8k, a reasoning-gym task or a file")
     eval_data_dir: str | None = _opt(None, "GSM8K folder (default: $NLFT_GSM8K_DIR)")
     eval_answer_type: str = _opt("number", "answer type of an --eval-data file: number, math, choice, text[:options] "
@@ -94,15 +96,18 @@ class _Options:
     eval_merged: bool = _opt(False, "generate with a merged copy of the adapter (faster; needs the model's "
                                     "memory once more)")
     # best-epoch selection and the drift monitor (NLFT, CUT)
-    keep: str = _opt("last", "adapter saved at the end: 'last' epoch, or 'best' epoch by validation accuracy "
-                             "(needs --eval-each-epoch; the --eval-* questions become the run's validation set)",
+    keep: str = _opt("last", "adapter saved at the end: 'last' epoch, or 'best' evaluation by validation accuracy "
+                             "(needs --eval-each-epoch or --eval-steps; the --eval-* questions become the run's "
+                             "validation set)",
                      choices=("last", "best"))
     best_metric: str = _opt("accuracy_strict", "metric_for_best_model of --keep best",
                             choices=("accuracy_strict", "accuracy_flexible"))
     drift_factor: float = _opt(1.5, "drift monitor (nlft, cut): fire when nlft/nll, the NLL of the training outputs, "
                                     "exceeds this many times its first-epoch mean")
-    drift_action: str = _opt("warn", "when the drift monitor fires: warn (one line), stop (end the run cleanly) or "
-                                     "off", choices=("warn", "stop", "off"))
+    drift_action: str = _opt("restore", "when the drift monitor fires: restore (stop, and keep the last checkpoint "
+                                        "saved before the drift, or the best one with --keep best), stop (stop, "
+                                        "keep the weights reached), warn (one line, train on) or off",
+                             choices=("restore", "stop", "warn", "off"))
     # SFT
     sft_data: str = _opt("outputs", "SFT (and ReFT warm-up) targets: 'outputs' (the correct outputs NLFT trains "
                                     "on: the fair baseline) or 'reference' (gold solutions: the paper's SFT)",
@@ -126,6 +131,11 @@ class _Options:
     base_template: str | None = _opt(None, "file with the training prompt ({question}); default: the prompt the "
                                            "data's outputs were generated with (their provenance), else the "
                                            "paper's solve instruction")
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether training measures accuracy as it goes (``--eval-each-epoch`` or ``--eval-steps``)."""
+        return self.eval_each_epoch or bool(self.eval_steps)
 
 
 def _knob(f: dataclasses.Field) -> tuple[str, Any, Any]:

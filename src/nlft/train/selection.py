@@ -29,19 +29,18 @@ BEST_METRICS = ("accuracy_strict", "accuracy_flexible")
 
 
 class BestEpochCallback(EpochEvalCallback):
-    """Per-epoch accuracy (see :class:`~nlft.train.callbacks.EpochEvalCallback`) plus best-epoch tracking.
+    """Accuracy along training (see :class:`~nlft.train.callbacks.EpochEvalCallback`) plus best-evaluation tracking.
 
     The metric is ``args.metric_for_best_model`` (``accuracy_strict`` or ``accuracy_flexible``,
-    with or without the ``eval_`` prefix), higher is better; a tie keeps the earlier epoch.
+    with or without the ``eval_`` prefix), higher is better; a tie keeps the earlier evaluation.
     """
 
-    def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        super().on_epoch_end(args, state, control, model=model, **kwargs)
+    def after_measure(self, args: Any, state: Any, control: Any) -> None:
         value = self.last[metric_name(args.metric_for_best_model)]
         if state.best_metric is None or value > state.best_metric:
             state.best_metric = value
             state.best_global_step = state.global_step
-            control.should_save = True  # the checkpoint of this epoch is the one to keep
+            control.should_save = True  # the checkpoint of this evaluation is the one to keep
 
 
 def metric_name(metric: str | None) -> str:
