@@ -51,13 +51,13 @@ def test_replay_fires_on_the_collapsed_cell_not_on_the_healthy_one():
 
 
 def test_monitor_options_are_checked():
-    with pytest.raises(ValueError, match="choose one of warn, stop, off"):
+    with pytest.raises(ValueError, match="choose one of restore, stop, warn, off"):
         DriftMonitor(action="halt")
     with pytest.raises(ValueError, match="above 1"):
         DriftMonitor(factor=0.9)
     from nlft.train.options import TrainOptions
 
-    assert TrainOptions().drift_factor == DEFAULT_FACTOR and TrainOptions().drift_action == "warn"
+    assert TrainOptions().drift_factor == DEFAULT_FACTOR and TrainOptions().drift_action == "restore"
 
 
 def test_nlft_trainer_monitors_by_default(tmp_path, tiny_model, tokenizer, records):
@@ -111,9 +111,35 @@ def test_monitor_stops_a_real_run_and_the_run_resumes_or_reports(tmp_path, tiny_
     assert (out / "log_history.jsonl").read_text() == logged
 
     # resumed with a warning only: continues from the checkpoint to the end, warns once
-    assert _diverging(tiny_dir, data_file, out, "--resume") == 0
+    assert _diverging(tiny_dir, data_file, out, "--resume", "--drift-action", "warn") == 0
     assert capsys.readouterr().err.count("drift monitor: at epoch 2.00 (step 4)") == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["global_step"] == 8 and "stopped" not in manifest
     assert manifest["drift_monitor"]["fired"] and not manifest["drift_monitor"]["stopped"]
     assert manifest["kept"] == {"keep": "last", "epoch": 4.0}
+
+
+def test_by_default_a_drifting_run_ends_with_the_weights_from_before_the_drift(tmp_path, tiny_dir, data_file, capsys):
+    """The same diverging run with the default ``--drift-action restore``: the monitor fires at step 4 (the end of
+    epoch 2), training stops, and the saved model is the last checkpoint before the drift (step 2, the end of
+    epoch 1), not the drifted weights of step 4; the console and the manifest say so."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert _diverging(tiny_dir, data_file, out, "--save-total-limit", "1") == 0
+    err = capsys.readouterr().err
+    assert "stopping and restoring checkpoint-2, the last checkpoint before the drift" in err
+    assert "the weights kept are checkpoint-2's, from before the drift" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stopped"]["step"] == 4 and manifest["stopped"]["restored"] == "checkpoint-2"
+    assert manifest["stopped"]["action"] == "restore" and manifest["drift_monitor"]["restored"] == "checkpoint-2"
+    final = load_file(str(out / "model" / "model.safetensors"))
+    before = load_file(str(out / "checkpoint-2" / "model.safetensors"))
+    assert all(bool((final[k] == before[k]).all()) for k in final)
+    # the drifted weights were different: the restore is what changed the result
+    history = [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
+    assert max(h["nlft/nll"] for h in history if "nlft/nll" in h and h["step"] == 4) > 1.5 * min(
+        h["nlft/nll"] for h in history if "nlft/nll" in h and h["step"] <= 2)
+    # a resumed run reports the stop and trains nothing
+    assert _diverging(tiny_dir, data_file, out, "--save-total-limit", "1", "--resume") == 0
+    assert "was stopped by the drift monitor" in capsys.readouterr().err

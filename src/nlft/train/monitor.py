@@ -26,7 +26,10 @@ SHARE_KEY = "nlft/erroneous_share"
 # Measured on the study's logs (docs/method.md): healthy cells peak at a ratio of at most 1.XX, the
 # collapsed ones pass 2 during their second epoch. 1.5 sits between, with room on both sides.
 DEFAULT_FACTOR = 1.5
-ACTIONS = ("warn", "stop", "off")
+# restore: stop and go back to the last checkpoint saved before the drift (or the best one on validation
+# questions, with --keep best); stop: stop and keep the weights reached; warn: one line, train on; off.
+ACTIONS = ("restore", "stop", "warn", "off")
+DEFAULT_ACTION = "restore"
 
 
 class DriftReport(NamedTuple):
@@ -118,20 +121,24 @@ def drift(history: Sequence[dict[str, Any]], factor: float = DEFAULT_FACTOR) -> 
 
 
 class DriftMonitor(TrainerCallback):
-    """Applies :func:`drift` to ``state.log_history`` at every log; warns once, or stops training.
+    """Applies :func:`drift` to ``state.log_history`` at every log; warns once, stops, or stops and restores.
 
     Args:
         factor: the firing threshold (default :data:`DEFAULT_FACTOR`).
-        action: ``"warn"`` prints one line to stderr; ``"stop"`` also ends training cleanly (the
-            Trainer finishes the epoch's end hooks, saves a checkpoint and returns); ``"off"``
-            does nothing.
+        action: ``"restore"`` (default) ends training cleanly and marks the last checkpoint saved before
+            the firing step as the one to keep (``state.best_model_checkpoint``, which the Trainer's
+            checkpoint rotation never deletes; with ``--keep best`` the best checkpoint on validation
+            questions stays the one kept); :class:`nlft.train.trainer.NLFTTrainer` loads it when
+            training ends. ``"stop"`` ends training and keeps the weights reached; ``"warn"`` prints one
+            line to stderr; ``"off"`` does nothing.
 
-    After training, ``report`` holds the last :class:`DriftReport` and ``stopped`` whether it
-    ended the run. A resumed run replays the restored log history, so it fires again at once if it
-    fired before the checkpoint.
+    After training, ``report`` holds the last :class:`DriftReport`, ``stopped`` whether it ended the
+    run and ``restore_checkpoint`` the folder restored (None when none was saved before the drift: the
+    weights are then those reached at the stop). A resumed run replays the restored log history, so it
+    fires again at once if it fired before the checkpoint.
     """
 
-    def __init__(self, factor: float = DEFAULT_FACTOR, action: str = "warn") -> None:
+    def __init__(self, factor: float = DEFAULT_FACTOR, action: str = DEFAULT_ACTION) -> None:
         if action not in ACTIONS:
             raise ValueError(f"drift action {action!r} is not valid; choose one of {', '.join(ACTIONS)}")
         if factor <= 1.0:
@@ -140,6 +147,7 @@ class DriftMonitor(TrainerCallback):
         self.action = action
         self.report: DriftReport | None = None
         self.stopped = False
+        self.restore_checkpoint: str | None = None
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if self.action == "off" or (self.report is not None and self.report.fired):
@@ -149,14 +157,56 @@ class DriftMonitor(TrainerCallback):
         self.report = drift(state.log_history, self.factor)
         if not self.report.fired:
             return
+        if self.action == "restore":
+            self.restore_checkpoint = _restore_target(args, state, self.report.step)
         if state.is_world_process_zero:
-            print(self.report.message() + (" (stopping: --drift-action stop)" if self.action == "stop" else ""),
-                  file=sys.stderr, flush=True)
-        if self.action == "stop":
+            print(self.report.message() + _action_note(self.action, self.restore_checkpoint), file=sys.stderr,
+                  flush=True)
+        if self.action in ("stop", "restore"):
             control.should_training_stop = True
             self.stopped = True
 
     def summary(self) -> dict[str, Any]:
         """The monitor's settings and findings, for a run's manifest."""
         report = self.report.as_dict() if self.report is not None else {"fired": False}
-        return {**report, "factor": self.factor, "action": self.action, "stopped": self.stopped}
+        restored = None
+        if self.restore_checkpoint is not None:
+            from pathlib import Path
+
+            restored = Path(self.restore_checkpoint).name
+        return {**report, "factor": self.factor, "action": self.action, "stopped": self.stopped,
+                "restored": restored}
+
+
+def _restore_target(args: Any, state: Any, step: int | None) -> str | None:
+    """The checkpoint to go back to: the best one where ``--keep best`` tracks one, else the last saved before ``step``.
+
+    The latter is recorded as ``state.best_model_checkpoint``, so that the rotation keeps it and the Trainer's own
+    loader can bring it back.
+    """
+    from pathlib import Path
+
+    if getattr(args, "metric_for_best_model", None) and state.best_model_checkpoint:
+        return state.best_model_checkpoint
+    saved = []
+    for folder in Path(args.output_dir).glob("checkpoint-*"):
+        suffix = folder.name.rsplit("-", 1)[-1]
+        if suffix.isdigit() and (step is None or int(suffix) < step) and (folder / "trainer_state.json").exists():
+            saved.append((int(suffix), str(folder)))
+    if not saved:
+        return None
+    state.best_model_checkpoint = max(saved)[1]
+    return state.best_model_checkpoint
+
+
+def _action_note(action: str, restore: str | None) -> str:
+    if action == "stop":
+        return " (stopping: --drift-action stop)"
+    if action == "restore":
+        from pathlib import Path
+
+        return (f" (stopping and restoring {Path(restore).name}, the last checkpoint before the drift; "
+                "--drift-action warn trains on)" if restore else
+                " (stopping; no checkpoint was saved before the drift, so the weights are those reached now; "
+                "--drift-action warn trains on)")
+    return ""

@@ -187,12 +187,13 @@ def run_training(opts: TrainOptions) -> TrainResult:
     if opts.keep == "best":
         from nlft.train.selection import check_validation_source
 
-        if not opts.eval_each_epoch:
-            raise DataError("--keep best needs --eval-each-epoch (the per-epoch accuracy it chooses by)", field="keep")
+        if not opts.evaluates:
+            raise DataError("--keep best needs --eval-each-epoch or --eval-steps (the accuracy it chooses by)",
+                            field="keep")
         if opts.method == "reft":
             raise DataError("--keep best is for nlft, cut and sft runs", field="keep")
         check_validation_source(opts.eval_data, opts.eval_split)
-    if opts.resume and (stopped := _stopped_by_monitor(run_dir)) and opts.drift_action == "stop":
+    if opts.resume and (stopped := _stopped_by_monitor(run_dir)) and opts.drift_action in ("stop", "restore"):
         say(f"{run_dir} was stopped by the drift monitor at epoch {stopped['epoch']:.2f}, step {stopped['step']} "
             f"({stopped['reason']}); its weights: {stopped.get('final')}. To train on regardless: --resume "
             "--drift-action warn")
@@ -220,7 +221,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
     recorder.manifest["prompt"] = {"template": template, "chat_template": opts.use_chat_template}
     callbacks.append(recorder)
     recorder.manifest["data"] = data_summary(opts.data, records)
-    if opts.eval_each_epoch:
+    if opts.evaluates:
         from nlft.tasks.sources import load_questions
 
         eval_rows = load_questions(opts.eval_data, data_dir=opts.eval_data_dir, split=opts.eval_split,
@@ -239,7 +240,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
             temperature=opts.eval_temperature, seed=opts.seed,
             template=(template if opts.eval_prompt == "train"
                       else resolve_prompt(opts.eval_prompt, common_task(eval_rows))),
-            use_chat_template=opts.use_chat_template, source=opts.eval_data, merge_adapter=opts.eval_merged))
+            use_chat_template=opts.use_chat_template, source=opts.eval_data, merge_adapter=opts.eval_merged,
+            every_steps=opts.eval_steps))
     device_map = "cuda" if torch.cuda.is_available() else None
 
     def fresh_model(path: str) -> Any:
@@ -349,9 +351,13 @@ def _record_monitor(recorder: Any, monitor: Any) -> None:
     recorder.manifest.pop("stopped", None)
     if monitor.stopped:
         report = monitor.report
+        restored = monitor.summary()["restored"]
         recorder.manifest["stopped"] = {"by": "drift monitor", "reason": report.message(), "step": report.step,
-                                        "epoch": report.epoch}
-        say(f"stopped by the drift monitor at epoch {report.epoch:.2f} (step {report.step})")
+                                        "epoch": report.epoch, "action": monitor.action, "restored": restored}
+        kept = (f"; the weights kept are {restored}'s, from before the drift" if restored else
+                "; no checkpoint was saved before the drift, so the weights are those at the stop"
+                if monitor.action == "restore" else "")
+        say(f"stopped by the drift monitor at epoch {report.epoch:.2f} (step {report.step}){kept}")
 
 
 def _record_kept(recorder: Any, trainer: Any, run_dir: Path, opts: TrainOptions) -> None:

@@ -406,7 +406,14 @@ class NLFTTrainer(Trainer):
                 self._resume_dir = get_last_checkpoint(self.args.output_dir)
             else:
                 self._resume_dir = str(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        from nlft.train.monitor import DriftMonitor
+
+        monitor = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, DriftMonitor)), None)
+        if monitor is not None and monitor.restore_checkpoint and Path(monitor.restore_checkpoint).is_dir():
+            self.state.best_model_checkpoint = monitor.restore_checkpoint
+            self._load_best_model()  # the Trainer's own loader (adapters, sharded and full weights)
+        return result
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # The caches go into the checkpoint folder before the Trainer writes trainer_state.json, the file
