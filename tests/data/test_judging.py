@@ -122,3 +122,49 @@ def test_long_chains_without_equals_are_fast() -> None:
     judgment = calculator_judgment(output, REFERENCE, "72")
     assert time.perf_counter() - start < 1.0
     assert judgment.startswith("The response gives no final answer")
+
+
+def test_under_flexible_grading_the_judgment_is_about_the_number_not_the_answer_line() -> None:
+    """Flexible grading reads the last number: a wrong output is judged on that number, with no word about the
+    '#### N' line that only strict grading asks for (X_judge would make the format likely, and unlikelihood would
+    then train the content away)."""
+    output = "She sold 48/2 = 25 clips in May and 48 + 25 = 73 in all."
+    strict = calculator_judgment(output, REFERENCE, "72", "strict")
+    flexible = calculator_judgment(output, REFERENCE, "72", "flexible")
+    assert "'#### <number>'" in strict
+    assert flexible == ("The equation 48/2 = 25 is wrong: 48/2 = 24, not 25. The final answer 73 does not match the "
+                        "correct answer 72; the reference computes 48/2 = 24, then 48+24 = 72.")
+    assert calculator_judgment("No idea.", REFERENCE, "72", "flexible") == (
+        "The response states no final answer; the correct answer is 72; the reference computes 48/2 = 24, then "
+        "48+24 = 72.")
+
+
+def test_equations_with_words_between_the_numbers_are_checked() -> None:
+    steps, _ = find_steps("692 girls * 458 = 24000 girls, and 3 apples x 4 = 12 apples")
+    assert [(s.expression, s.claimed) for s in steps] == [("692 * 458", "24000"), ("3 x 4", "12")]
+    judgment = calculator_judgment("692 girls * 458 = 24000 girls.", "692 * 458 = 316936\n#### 316936", "316936",
+                                   "flexible")
+    assert judgment.startswith("The equation 692 * 458 = 24000 is wrong: 692 * 458 = 316936, not 24000.")
+
+
+def test_an_equation_cut_off_at_the_token_limit_is_not_called_wrong() -> None:
+    """``5 + 13 = 1`` at the very end of an output that reached its token limit is an unfinished ``18``."""
+    output = "First 2 + 3 = 5, then 5 + 13 = 1"
+    reference = "2 + 3 = 5\n5 + 13 = 18\n#### 18"
+    assert calculator_judgment(output, reference, "18", "flexible").startswith(
+        "The equation 5 + 13 = 1 is wrong: 5 + 13 = 18, not 1.")
+    assert calculator_judgment(output, reference, "18", "flexible", cut_off=True) == (
+        "The response was cut off at the token limit before it reached a final answer; the correct answer is 18; "
+        "the reference computes 2 + 3 = 5, then 5 + 13 = 18.")
+
+
+def test_judgments_have_no_escapes_and_no_double_full_stops() -> None:
+    from nlft.tasks.base import tidy
+    from nlft.tasks.registry import get_task
+
+    row = get_task("text").make_row("Speed?", "54\xa0Mbit/s", row_id="t1")
+    assert get_task("text").rule_judgment("#### 12 Mbit/s", row) == (
+        "The response answers '12 Mbit/s', but the correct answer is '54 Mbit/s'.")
+    math_row = get_task("math").make_row("Half of 7?", "3.5", row_id="m1")
+    assert ".." not in get_task("math").rule_judgment("I do not know.", math_row, "flexible")
+    assert tidy("The answer is 5.. Then... fine.") == "The answer is 5. Then... fine."

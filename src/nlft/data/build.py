@@ -362,7 +362,7 @@ def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: Ju
                         # The LLM called a wrong answer correct (or said nothing): keep a usable judgment.
                         provenance["judge"]["fallback"] = rule_kind(task)
                         provenance["judge"]["llm_judgment"] = judgment
-                    judgment = task.rule_judgment(row["output"], row)
+                    judgment = task.rule_judgment(row["output"], row, judge.grading)
             records.append({
                 "id": row["id"], "question": row["question"], "reference": row["reference"],
                 "output": row["output"], "correct": ok, "judgment": judgment, "gold": row["gold"],

@@ -18,6 +18,7 @@ A dataset row, for every task::
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
@@ -65,8 +66,14 @@ class Task(ABC):
         """Whether ``output`` answers ``row`` (its ``gold`` and ``meta``) correctly."""
 
     @abstractmethod
-    def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
-        """A plain-words judgment of a wrong ``output`` written without a model; never empty."""
+    def rule_judgment(self, output: str, row: dict[str, Any], mode: Mode = "strict") -> str:
+        """A plain-words judgment of a wrong ``output`` written without a model; never empty.
+
+        ``mode`` is the grading that found the output wrong. The judgment says what is wrong under it:
+        under ``"flexible"`` grading it judges the answer that flexible reading finds (its content),
+        never the missing ``####`` line that only strict grading asks for, since X_judge would then
+        make the format likely and unlikelihood would train the content away.
+        """
 
     def describe(self) -> dict[str, Any]:
         """What goes into provenance."""
@@ -103,3 +110,35 @@ class Task(ABC):
         if self.extract_for_row(output, row, mode) is None:
             return 0.0
         return 1.0 if self.is_correct(output, row, mode) else 0.1
+
+
+def quoted(text: Any) -> str:
+    """``text`` in single quotes as a person writes it in a judgment: no escape sequences, whitespace as one space.
+
+    >>> quoted("54 Mbit/s,\\n  in all")
+    "'54 Mbit/s, in all'"
+    """
+    return "'" + " ".join(str(text).split()) + "'"
+
+
+def tidy(judgment: str) -> str:
+    """A judgment with the doubled full stops that a value ending a sentence leaves ("is 5..") made one."""
+    return re.sub(r"(?<!\.)\.\.(?!\.)", ".", judgment)
+
+
+def truncated(row: dict[str, Any]) -> bool:
+    """Whether the row's output stopped at the token limit it was generated with (``output_tokens`` reaching the
+    provenance's ``sampling.max_new_tokens``): its end is cut off, not the model's last word."""
+    limit = ((row.get("provenance") or {}).get("sampling") or {}).get("max_new_tokens")
+    used = row.get("output_tokens")
+    return isinstance(limit, int) and isinstance(used, int) and used >= limit
+
+
+def no_answer(mode: Mode, form: str, row: dict[str, Any], seen: str = "") -> str:
+    """The opening of a judgment when no answer can be read: under strict grading, the missing ``#### form`` line
+    followed by ``seen`` (what a flexible reading finds, e.g. " (its last line reads 'Lima')"); under flexible
+    grading, that no final answer is stated. Either way it says when the output was cut off at the token limit."""
+    cut = " (it was cut off at the token limit before it finished)" if truncated(row) else ""
+    if mode == "strict":
+        return f"The response gives no final answer in the form '#### {form}'{seen}{cut}"
+    return f"The response states no final answer{cut}"

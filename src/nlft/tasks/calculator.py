@@ -15,6 +15,7 @@ import re
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+from nlft.tasks.base import Mode, no_answer, tidy
 from nlft.tasks.grading import extract_answer, normalize_number
 from nlft.tasks.prompts import CORRECT_JUDGMENT, JUDGE_INSTRUCTION, render
 
@@ -26,6 +27,9 @@ _TERM = r"(?:\(\s*)?-?" + _NUM + r"(?:\s*\))?"
 _EQUATION_RE = re.compile(
     r"(?<![\w.])(" + _TERM + r"(?:\s*[-+*/x×÷]\s*" + _TERM + r")+)\s*=\s*(-?\$?\d[\d,]*(?:\.\d+)?)"
 )
+# One or two words after a number, before an operator or "=": units and nouns written in an equation ("692 girls * 458
+# = 24000 girls"), left out so that the equation can be checked. A lone "x" is the multiplication sign, not a word.
+_UNIT_WORDS_RE = re.compile(r"(\d)((?:[ \t]+(?!x\b)[A-Za-z][A-Za-z'-]*){1,2})(?=[ \t]*(?:[-+*/×÷=]|x[ \t]))")
 _BIN_OPS: dict[type, Any] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
@@ -114,7 +118,7 @@ def find_steps(text: str) -> tuple[list[Step], bool]:
     if annotations:
         return [Step(e.strip(), v.strip(), _evaluate(e)) for e, v in annotations], True
     steps = []
-    for expression, claimed in _EQUATION_RE.findall(text):
+    for expression, claimed in _EQUATION_RE.findall(_UNIT_WORDS_RE.sub(r"\1", text)):
         expression = expression.strip()
         # Balance a parenthesis cut off by the pattern.
         if expression.count("(") != expression.count(")"):
@@ -146,14 +150,23 @@ def _first_missing_reference_step(output: str, reference: str) -> str | None:
     return None
 
 
-def calculator_judgment(output: str, reference: str, gold: str) -> str:
+def calculator_judgment(output: str, reference: str, gold: str, mode: Mode = "strict", *,
+                        cut_off: bool = False) -> str:
     """A plain-words judgment of ``output`` against ``reference``: wrong steps and the final answer.
 
     Always non-empty. For a correct output whose steps all check out it is
-    :data:`nlft.tasks.prompts.CORRECT_JUDGMENT`.
+    :data:`nlft.tasks.prompts.CORRECT_JUDGMENT`. ``mode`` is the grading in use: under
+    ``"flexible"`` the final answer is the last number (as that grading reads it), so the judgment is
+    about that number, never about a missing ``#### N`` line. ``cut_off``: the output stopped at the
+    token limit, so an equation that ends the output is unfinished rather than wrong; it is not
+    checked, and the judgment says that the response was cut off.
     """
     sentences: list[str] = []
     steps, annotated = find_steps(output)
+    unfinished = cut_off and bool(steps) and not annotated and bool(
+        re.search(r"=\s*-?\$?" + re.escape(steps[-1].claimed) + r"\s*$", output))
+    if unfinished:
+        steps = steps[:-1]  # the last equation is cut off mid-number: not a wrong step, and not an answer
     for number, step in enumerate(steps, start=1):
         if step.true_value is None:
             continue
@@ -164,16 +177,20 @@ def calculator_judgment(output: str, reference: str, gold: str) -> str:
                              if annotated else
                              f"{where} is wrong: {step.expression} = {format_number(step.true_value)}, "
                              f"not {step.claimed}.")
-    predicted = extract_answer(output, "strict")
+    predicted = extract_answer(output, mode)
     gold_norm = normalize_number(gold) or gold
     summary = _reference_summary(reference)
-    if predicted is None:
-        loose = extract_answer(output, "flexible")
-        tail = f" (the last number it mentions is {loose})" if loose is not None else ""
-        sentences.append(f"The response gives no final answer in the form '#### <number>'{tail}; "
-                         f"the correct answer is {gold_norm}{summary}.")
+    if unfinished:
+        sentences.append(f"The response was cut off at the token limit before it reached a final answer; the correct "
+                         f"answer is {gold_norm}{summary}.")
+    elif predicted is None:
+        loose = extract_answer(output, "flexible") if mode == "strict" else None
+        seen = f" (the last number it mentions is {loose})" if loose is not None else ""
+        row = {"output_tokens": 1, "provenance": {"sampling": {"max_new_tokens": 1}}} if cut_off else {}
+        sentences.append(f"{no_answer(mode, '<number>', row, seen)}; the correct answer is {gold_norm}{summary}.")
     elif normalize_number(predicted) != gold_norm:
-        sentences.append(f"The final answer {predicted} does not match the correct answer {gold_norm}"
+        cut = " (the response was cut off at the token limit before it finished)" if cut_off else ""
+        sentences.append(f"The final answer {predicted} does not match the correct answer {gold_norm}{cut}"
                          f"{summary}.")
         if steps and not any(s.true_value is not None and not _value_matches(s.true_value, s.claimed)
                              for s in steps):
@@ -185,7 +202,7 @@ def calculator_judgment(output: str, reference: str, gold: str) -> str:
             sentences.insert(0, "The response shows no computation to check.")
     if not sentences:
         return CORRECT_JUDGMENT
-    return " ".join(sentences)
+    return tidy(" ".join(sentences))
 
 
 def judge_prompt(question: str, output: str, reference: str, template: str = JUDGE_INSTRUCTION) -> str:

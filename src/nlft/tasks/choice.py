@@ -17,7 +17,7 @@ from typing import Any
 
 from nlft.tasks import answers
 from nlft.tasks._rows import FileTask, Where, task_row
-from nlft.tasks.base import Mode
+from nlft.tasks.base import Mode, no_answer, tidy
 from nlft.tasks.prompts import CORRECT_JUDGMENT, task_prompts
 
 LETTERS = string.ascii_uppercase
@@ -101,19 +101,19 @@ class ChoiceTask(FileTask):
         """The letter ``output`` chooses among the row's options (None for a letter that is none of them)."""
         return self.extract(output, mode, row_choices(row) or None)
 
-    def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
-        """Names the option chosen and the right one."""
+    def rule_judgment(self, output: str, row: dict[str, Any], mode: Mode = "strict") -> str:
+        """Names the option chosen (as ``mode`` reads it) and the right one."""
         choices = row_choices(row)
         gold = str(row["gold"]).upper()
         right = f"({gold}) {choices[LETTERS.index(gold)]}" if choices else f"({gold})"
-        chosen = self.extract(output, "strict", choices or None)
+        chosen = self.extract(output, mode, choices or None)
         if chosen is None:
-            loose = self.extract(output, "flexible", choices or None)
-            tail = f" (it seems to choose {self._option(loose, choices)})" if loose else ""
-            return f"The response gives no final answer in the form '#### <letter>'{tail}; the right option is {right}."
+            loose = self.extract(output, "flexible", choices or None) if mode == "strict" else None
+            seen = f" (it seems to choose {self._option(loose, choices)})" if loose else ""
+            return tidy(f"{no_answer(mode, '<letter>', row, seen)}; the right option is {right}.")
         if chosen == gold:
             return CORRECT_JUDGMENT
-        return f"The response chooses {self._option(chosen, choices)}, but the right option is {right}."
+        return tidy(f"The response chooses {self._option(chosen, choices)}, but the right option is {right}.")
 
     @staticmethod
     def _option(letter: str, choices: list[str]) -> str:

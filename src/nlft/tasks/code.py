@@ -409,23 +409,25 @@ class HumanEvalTask(Task):
         result = self.run(output, row, mode)
         return result is not None and result.passed
 
-    def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
+    def rule_judgment(self, output: str, row: dict[str, Any], mode: Mode = "strict") -> str:
         """Why the code fails, in plain words (the failing test, the error, the time-out), from running it.
 
-        :data:`~nlft.tasks.prompts.CORRECT_JUDGMENT` when it passes.
+        :data:`~nlft.tasks.prompts.CORRECT_JUDGMENT` when it passes. Under ``"flexible"`` grading, code outside a
+        ```python block is read as it is, so the judgment is about what the code does, not where it stands.
         """
         entry_point = row["meta"]["entry_point"]
         program = self.program(output, row, "strict")
-        prefix = ""
+        prefix, read = "", "strict"
         if program is None:
-            program = self.program(output, row, "flexible")
+            program, read = self.program(output, row, "flexible"), "flexible"
             if program is None:
                 return (f"The response contains no Python code: the complete function `{entry_point}` "
                         "should be given in a ```python code block.")
             unclosed = any(not b.closed and b.lang in PYTHON_LANGS for b in _fenced_blocks(output or ""))
             prefix = ("The response's ```python code block is never closed (the response is cut off?). " if unclosed
-                      else "The response does not give its code in a ```python code block. ")
-        result = self.run(output, row, "strict" if not prefix else "flexible")
+                      else "" if mode == "flexible" else
+                      "The response does not give its code in a ```python code block. ")
+        result = self.run(output, row, read)
         assert result is not None
         if result.passed:
             return prefix + "The code passes every test." if prefix else CORRECT_JUDGMENT

@@ -16,7 +16,7 @@ from typing import Any
 
 from nlft.tasks import answers
 from nlft.tasks._rows import task_row
-from nlft.tasks.base import Mode, Task
+from nlft.tasks.base import Mode, Task, no_answer, quoted, tidy
 from nlft.tasks.prompts import CORRECT_JUDGMENT, task_prompts
 from nlft.utils.files import DataError
 
@@ -125,23 +125,23 @@ class GymTask(Task):
         """Whether ``score_answer`` gives the answer read from ``output`` the full score, 1.0."""
         return self.score(self.extract(output, mode), row) >= 1.0
 
-    def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
-        """The answer given and its score, the right answer, and the entry's details."""
+    def rule_judgment(self, output: str, row: dict[str, Any], mode: Mode = "strict") -> str:
+        """The answer given (as ``mode`` reads it) and its score, the right answer, and the entry's details."""
         metadata = (row.get("meta", {}).get("entry") or {}).get("metadata") or {}
         details = [f"{k}={v}" for k, v in metadata.items()
                    if k not in _QUIET_METADATA and isinstance(v, (str, int, float)) and len(str(v)) <= 80]
         about = f" (task details: {', '.join(details[:6])})" if details else ""
-        found = self.extract(output, "strict")
+        found = self.extract(output, mode)
         gold = row["gold"]
         if found is None:
-            loose = self.extract(output, "flexible")
-            tail = f" (its last answer-like text is {loose!r})" if loose else ""
-            return (f"The response gives no final answer in the form '#### <answer>'{tail}; the correct answer is "
-                    f"{gold!r}{about}.")
+            loose = self.extract(output, "flexible") if mode == "strict" else None
+            seen = f" (its last answer-like text is {quoted(loose)})" if loose else ""
+            return tidy(f"{no_answer(mode, '<answer>', row, seen)}; the correct answer is {quoted(gold)}{about}.")
         score = self.score(found, row)
         if score >= 1.0:
             return CORRECT_JUDGMENT
-        return f"The response answers {found!r}, which scores {score:.2g} of 1; the correct answer is {gold!r}{about}."
+        return tidy(f"The response answers {quoted(found)}, which scores {score:.2g} of 1; the correct answer is "
+                    f"{quoted(gold)}{about}.")
 
     def rows(self, split: str, size: int, seed: int) -> list[dict[str, Any]]:
         """``size`` rows of the split ``split`` (seeded by ``seed``), in the layout of :mod:`nlft.tasks.base`."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from nlft.tasks import answers
 from nlft.tasks._rows import FileTask, Where, answer_text, task_row
-from nlft.tasks.base import Mode
+from nlft.tasks.base import Mode, no_answer, tidy
 from nlft.tasks.prompts import task_prompts
 
 _TIMEOUT_S = 5
@@ -77,19 +77,19 @@ class MathTask(FileTask):
         """Whether the expression read from ``output`` equals the row's gold expression."""
         return same_math(self.extract(output, mode), str(row["gold"]))
 
-    def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
-        """"The answer X is not equal to Y", or that no answer can be read."""
+    def rule_judgment(self, output: str, row: dict[str, Any], mode: Mode = "strict") -> str:
+        """"The answer X is not equal to Y" (X as ``mode`` reads it), or that no answer can be read."""
         gold = row["gold"]
-        strict, loose = self.extract(output, "strict"), self.extract(output, "flexible")
-        if strict is None:
-            tail = f" (the last expression it states is {loose})" if loose is not None else ""
-            return (f"The response gives no final answer in the form '#### <answer>'{tail}; the correct answer "
-                    f"is {gold}.")
-        if same_math(strict, gold):
+        found = self.extract(output, mode)
+        if found is None:
+            loose = self.extract(output, "flexible") if mode == "strict" else None
+            seen = f" (the last expression it states is {loose})" if loose is not None else ""
+            return tidy(f"{no_answer(mode, '<answer>', row, seen)}; the correct answer is {gold}.")
+        if same_math(found, gold):
             from nlft.tasks.prompts import CORRECT_JUDGMENT
 
             return CORRECT_JUDGMENT
-        return f"The answer {strict} is not equal to {gold}, the correct answer."
+        return tidy(f"The answer {found} is not equal to {gold}, the correct answer.")
 
     def build_row(self, row_id: str, question: str, answer: Any, raw: dict[str, Any], where: Where) -> dict[str, Any]:
         """A math row: the answer is an expression, or a solution ending in ``#### <expression>``."""

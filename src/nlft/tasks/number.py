@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from nlft.tasks import grading
-from nlft.tasks.base import Mode, Task
+from nlft.tasks.base import Mode, Task, truncated
 from nlft.tasks.calculator import calculator_judgment
 from nlft.tasks.prompts import JUDGE_INSTRUCTION, SOLVE_TEMPLATE, TEMPLATES
 
@@ -41,9 +41,10 @@ class NumberTask(Task):
         """Whether the number read from ``output`` equals the row's gold number."""
         return grading.is_correct(output, str(row["gold"]), mode)
 
-    def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
-        """The calculator judge: wrong computations, then the final answer against the reference."""
-        return calculator_judgment(output, row["reference"], str(row["gold"]))
+    def rule_judgment(self, output: str, row: dict[str, Any], mode: Mode = "strict") -> str:
+        """The calculator judge: wrong computations, then the final answer (as ``mode`` reads it) against the
+        reference."""
+        return calculator_judgment(output, row["reference"], str(row["gold"]), mode, cut_off=truncated(row))
 
     def gold_of(self, row: dict[str, Any], *, source: Any = "dataset", line: int | None = None) -> str:
         """The normalised gold number: ``gold``, else the ``#### N`` of ``reference`` (or ``answer``)."""

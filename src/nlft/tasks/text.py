@@ -14,7 +14,7 @@ from typing import Any
 
 from nlft.tasks import answers
 from nlft.tasks._rows import FileTask, Where, answer_text, task_row
-from nlft.tasks.base import Mode
+from nlft.tasks.base import Mode, no_answer, quoted, tidy
 from nlft.tasks.prompts import CORRECT_JUDGMENT, task_prompts
 
 OPTIONS = ("case", "punct", "articles")
@@ -67,18 +67,17 @@ class TextTask(FileTask):
         found = self.extract(output, mode)
         return found is not None and self.norm(found) in {self.norm(a) for a in self.accepted(row)}
 
-    def rule_judgment(self, output: str, row: dict[str, Any]) -> str:
-        """States the answer given and the right one."""
+    def rule_judgment(self, output: str, row: dict[str, Any], mode: Mode = "strict") -> str:
+        """States the answer given (as ``mode`` reads it) and the right one."""
         gold = row["gold"]
-        found = self.extract(output, "strict")
+        found = self.extract(output, mode)
         if found is None:
-            loose = self.extract(output, "flexible")
-            tail = f" (its last line reads {loose!r})" if loose else ""
-            return (f"The response gives no final answer in the form '#### <answer>'{tail}; the correct answer "
-                    f"is {gold!r}.")
+            loose = self.extract(output, "flexible") if mode == "strict" else None
+            seen = f" (its last line reads {quoted(loose)})" if loose else ""
+            return tidy(f"{no_answer(mode, '<answer>', row, seen)}; the correct answer is {quoted(gold)}.")
         if self.norm(found) in {self.norm(a) for a in self.accepted(row)}:
             return CORRECT_JUDGMENT
-        return f"The response answers {found!r}, but the correct answer is {gold!r}."
+        return tidy(f"The response answers {quoted(found)}, but the correct answer is {quoted(gold)}.")
 
     def build_row(self, row_id: str, question: str, answer: Any, raw: dict[str, Any], where: Where) -> dict[str, Any]:
         """A text row; a list answer gives the standard answer and its accepted variants."""
