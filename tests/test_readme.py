@@ -26,7 +26,7 @@ SHORT = {
     "quickstart": ["--train-size", "4", "--eval-size", "2", "--epochs", "1", "--max-new-tokens", "8",
                    "--temperature", "1", "--batch-size", "4", "--saliency-limit", "4", "--no-progress"],
     "train": ["--max-steps", "1", "--batch-size", "2", "--reft-num-generations", "2", "--reft-max-new-tokens", "4",
-              "--eval-limit", "4", "--eval-max-new-tokens", "8"],
+              "--sdft-max-new-tokens", "4", "--eval-limit", "4", "--eval-max-new-tokens", "8"],
     "eval": ["--limit", "4", "--max-new-tokens", "4", "--batch-size", "4", "--no-progress"],
     # sampled: greedy decoding of a random model repeats the prompt's last token, a newline ("empty" outputs)
     "prepare": ["--limit", "4", "--max-new-tokens", "8", "--batch-size", "4", "--temperature", "1", "--no-progress"],

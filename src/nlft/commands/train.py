@@ -1,4 +1,4 @@
-"""Train with NLFT or a baseline (SFT, DFT, CUT, ReFT) on an NLFT data file, into a run directory.
+"""Train with NLFT or a baseline (SFT, DFT, CUT, ReFT, SDFT) on an NLFT data file, into a run directory.
 
 All methods read the same data file, train under the prompt its outputs were generated with (their
 provenance; ``--base-template FILE`` sets another), and share the LoRA and optimiser settings (the paper's: LoRA
@@ -14,6 +14,7 @@ Examples::
     nlft train --method nlft --preset robust --data data/nlft.jsonl --out runs/nlft-robust
     nlft train --method sft --sft-data outputs --data data/nlft.jsonl --out runs/sft --eval-each-epoch --eval-limit 50
     nlft train --config configs/cpu-quickstart.yaml --method reft --out runs/reft
+    nlft train --method sdft --data data/nlft.jsonl --out runs/sdft --sdft-max-new-tokens 64
     nlft train --config configs/cpu-quickstart.yaml --out runs/nlft --resume
     nlft train --method nlft --data data/nlft.jsonl --out runs/nlft --eval-each-epoch --eval-data chain_sum \
         --eval-split validation --keep best --drift-action stop

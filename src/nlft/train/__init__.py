@@ -1,4 +1,4 @@
-"""Training: NLFTConfig, tokenising the views, NLFTTrainer, the baselines (SFT, DFT, ReFT), the training recipe
+"""Training: NLFTConfig, tokenising the views, NLFTTrainer, the baselines (SFT, DFT, ReFT, SDFT), the training recipe
 (:func:`run_training`), run directories, callbacks and model cards.
 
 ``from nlft.train import TrainOptions, run_training`` is the library form of ``nlft train``; the

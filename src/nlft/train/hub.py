@@ -21,7 +21,8 @@ PAPER = f"https://arxiv.org/abs/{ARXIV_ID}"
 CARD = "README.md"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 METHOD_NAMES = {"nlft": "NLFT (Natural Language Fine-Tuning)", "sft": "SFT", "cut": "CUT (Contrastive Unlikelihood "
-                "Training)", "reft": "ReFT (SFT warm-up, then reinforcement learning)", "dft": "DFT"}
+                "Training)", "reft": "ReFT (SFT warm-up, then reinforcement learning)", "dft": "DFT",
+                "sdft": "SDFT (TRL's self-distilled fine-tuning, Shenfeld et al. 2026)"}
 # config.yaml keys that describe the method, by method (the rest are shown under "optimisation")
 METHOD_SETTINGS = {
     "nlft": ("p0_correct", "c1", "c2", "c3", "r0", "p0_incorrect", "irrelevant_incorrect", "max_error_fraction",
@@ -30,6 +31,8 @@ METHOD_SETTINGS = {
     "sft": ("sft_data",),
     "reft": ("reft_algo", "reft_warmup_epochs", "reft_warmup_data", "reft_kl", "reft_num_generations",
              "reft_max_new_tokens", "reft_temperature"),
+    "sdft": ("sdft_num_generations", "sdft_max_new_tokens", "sdft_temperature", "sdft_teacher",
+             "sdft_context_template"),
 }
 OPTIMISATION = ("epochs", "max_steps", "lr", "lr_scheduler", "warmup", "weight_decay", "batch_size", "grad_accum",
                 "seed", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "full", "max_length")

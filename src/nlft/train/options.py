@@ -31,7 +31,7 @@ from typing import Any
 from nlft.method.params import settings_fields
 from nlft.utils.files import DataError
 
-METHODS = ("nlft", "sft", "dft", "cut", "reft")
+METHODS = ("nlft", "sft", "dft", "cut", "reft", "sdft")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -123,6 +123,19 @@ class _Options:
     reft_num_generations: int = _opt(4, "ReFT GRPO: completions sampled per question")
     reft_max_new_tokens: int = _opt(256, "ReFT: new tokens per sampled completion")
     reft_temperature: float = _opt(1.0, "ReFT: sampling temperature")
+    # SDFT (TRL's self-distilled fine-tuning)
+    sdft_num_generations: int = _opt(1, "SDFT: completions sampled per question at each step (batch_size x "
+                                        "grad_accum must be a multiple)")
+    sdft_max_new_tokens: int = _opt(64, "SDFT: new tokens per sampled completion")
+    sdft_temperature: float = _opt(1.0, "SDFT: sampling temperature (TRL's default; TRL divides both models' "
+                                        "logits by it in the loss too)")
+    sdft_teacher: str = _opt("base", "SDFT teacher: 'base' (the initial model, the adapter switched off: the SDFT "
+                                     "paper's), 'live' (the current model) or 'ema' (a moving average of it)",
+                             choices=("base", "live", "ema"))
+    sdft_context_template: str | None = _opt(None, "SDFT: file with the teacher's privileged context "
+                                                   "({reference}); default: 'Here is a correct answer to this "
+                                                   "question:' + the reference + 'Now write your own answer to "
+                                                   "the question.'")
     # data and prompts
     max_length: int | None = _opt(None, "maximum prompt + output tokens (default: the model's, at most 4096)")
     truncation: str = _opt("error", "rows longer than max_length: 'error' or 'response' (cut the output)")

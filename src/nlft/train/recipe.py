@@ -1,4 +1,4 @@
-"""The training recipe: one training of NLFT or a baseline (SFT, DFT, CUT, ReFT) into a run directory.
+"""The training recipe: one training of NLFT or a baseline (SFT, DFT, CUT, ReFT, SDFT) into a run directory.
 
 :func:`run_training` takes :data:`~nlft.train.options.TrainOptions` and returns a :class:`TrainResult`;
 bad input raises :class:`~nlft.utils.files.DataError` (or ValueError) before anything is written.
@@ -149,7 +149,8 @@ def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions,
     # Paths relative to the run directory (or absolute): the run can move and be read from anywhere.
     if hasattr(model, "peft_config"):
         target = run_dir / "adapter"
-        model.save_pretrained(target)
+        # the trained adapter only (SDFT's moving-average teacher is an adapter of the same model)
+        model.save_pretrained(target, selected_adapters=[model.active_adapter])
         tokenizer.save_pretrained(target)
         return {"model": portable_path(base_model, run_dir), "adapter": "adapter"}
     target = run_dir / "model"
@@ -205,6 +206,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
 
         # Here, where the file is known, so that a bad row is reported by file name.
         validate_records(records, source=opts.data, needs_judgment=True)
+    if opts.method == "sdft":
+        sdft_context = _check_sdft(opts, records)
     template, chat = training_prompt(records, opts)
     if chat != opts.use_chat_template:  # None follows the records' provenance
         opts = replace(opts, use_chat_template=chat)
@@ -269,6 +272,11 @@ def run_training(opts: TrainOptions) -> TrainResult:
         trainer = _sft_trainer(opts, fresh_model(opts.model), tokenizer, records, run_dir, callbacks, opts.epochs,
                                opts.sft_data, template, loss_type="dft" if method == "dft" else "nll")
         final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
+    elif method == "sdft":
+        trainer = _sdft_trainer(opts, fresh_model(opts.model), tokenizer, records, run_dir, callbacks, template,
+                                sdft_context, recorder)
+        final = _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint)
+        recorder.manifest["sdft"]["generation"] = trainer.generation_cost()
     elif method == "reft":
         final = _train_reft(opts, tokenizer, records, run_dir, callbacks, recorder, resolved, fresh_model, checkpoint,
                             template)
@@ -314,6 +322,49 @@ def _sft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[d
     return make_sft_trainer(model, tokenizer, records, cfg, mode=data_mode, peft_config=peft_config,
                             callbacks=callbacks, base_template=template,
                             use_chat_template=opts.use_chat_template, source=opts.data)
+
+
+# ---- SDFT ---------------------------------------------------------------------------------------------------
+
+
+def _check_sdft(opts: TrainOptions, records: list[dict[str, Any]]) -> str:
+    """Refuse SDFT settings and data that cannot train (DataError); the privileged-context template's text."""
+    from nlft.train.sdft import SDFT_CONTEXT, read_context_template, sdft_examples
+
+    per_step = opts.batch_size * opts.grad_accum
+    if per_step % opts.sdft_num_generations:
+        raise DataError(f"batch_size x grad_accum ({per_step}) must be a multiple of sdft_num_generations "
+                        f"({opts.sdft_num_generations})", field="sdft_num_generations")
+    questions = len(sdft_examples(records, source=opts.data or "data"))
+    if questions < per_step // opts.sdft_num_generations:
+        raise DataError(f"{questions} distinct questions, fewer than the {per_step // opts.sdft_num_generations} "
+                        "of one optimizer step (batch_size x grad_accum / sdft_num_generations)", path=opts.data)
+    return read_context_template(opts.sdft_context_template) if opts.sdft_context_template else SDFT_CONTEXT
+
+
+def _sdft_trainer(opts: TrainOptions, model: Any, tokenizer: Any, records: list[dict[str, Any]], out: Path,
+                  callbacks: list[Any], template: str, context: str, recorder: Any) -> Any:
+    """TRL's SDFTTrainer (:mod:`nlft.train.sdft`) on the records' questions; its teacher's prompt into the manifest.
+
+    One optimizer step: ``batch_size x grad_accum`` completions, ``sdft_num_generations`` of each of
+    ``batch_size x grad_accum / sdft_num_generations`` questions, sampled once at the start of the step.
+    """
+    from trl.experimental.sdft import SDFTConfig
+
+    from nlft.train.sdft import TEACHER_PROMPT, make_sdft_trainer
+
+    # TRL's defaults but two: prompts are never cut (max_prompt_length None; TRL would cut them from the left), and
+    # LoRA keeps its dropout like every other method (TRL's disable_dropout would zero it).
+    cfg = SDFTConfig(**common_args(opts, out), num_generations=opts.sdft_num_generations,
+                     max_completion_length=opts.sdft_max_new_tokens, temperature=opts.sdft_temperature,
+                     teacher_model_kind=opts.sdft_teacher, teacher_prompt_template=TEACHER_PROMPT,
+                     max_prompt_length=None, disable_dropout=False)
+    model, peft_config = peft_setup(model, opts)
+    recorder.manifest["sdft"] = {"privileged_context": context, "teacher_prompt_template": TEACHER_PROMPT,
+                                 "teacher": opts.sdft_teacher}
+    return make_sdft_trainer(model, tokenizer, records, cfg, peft_config=peft_config, callbacks=callbacks,
+                             base_template=template, use_chat_template=opts.use_chat_template,
+                             context_template=context, source=opts.data)
 
 
 def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions, base_model: str,

@@ -22,7 +22,7 @@ QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "DATASETS_VERBOSITY": "error",
     "TOKENIZERS_PARALLELISM": "false",
-    "TRL_EXPERIMENTAL_SILENCE": "1",  # nlft imports TRL's PPO from trl.experimental on purpose
+    "TRL_EXPERIMENTAL_SILENCE": "1",  # nlft imports TRL's PPO and SDFT from trl.experimental on purpose
 }
 # Deprecations raised by the libraries' own code (PEFT reads `is_gradient_checkpointing`), not by ours.
 LIBRARY_MODULES = r"(transformers|peft|trl|accelerate|datasets|torch)(\.|$)"
