@@ -1,15 +1,19 @@
-"""The study command on a tiny random model: cells cached, resumable, tables and plots from what is done."""
+"""The study on a tiny random model: data drawn per seed, equal budgets, best checkpoints on validation questions,
+paired tests with Holm's adjustment, tables rebuilt from the committed files alone, and the preset selection."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from nlft.cli import main
-from nlft.study import StudyConfig, cell_name, cells_of, markdown, parts, run_study
+from nlft.study import StudyConfig, budget, run_study
+from nlft.study.cells import cells_of
+from nlft.study.data import derived_rows
+from nlft.study.stats import holm, paired_counts, sign_flip_p
 from nlft.tasks.sources import load_questions, parse_task
-from nlft.utils.files import DataError
 
 TASK = "chain_sum:max_terms=2,max_digits=1"
 
@@ -17,154 +21,138 @@ TASK = "chain_sum:max_terms=2,max_digits=1"
 def test_parse_task_and_generator_options():
     assert parse_task("chain_sum") == ("chain_sum", {})
     assert parse_task("chain_sum:max_terms=3, max_digits=2") == ("chain_sum", {"max_terms": 3, "max_digits": 2})
-    assert parse_task("chain_sum:allow_negation=True")[1] == {"allow_negation": True}
     with pytest.raises(ValueError, match="key=value"):
         parse_task("chain_sum:max_terms")
     rows = load_questions(TASK, split="train", limit=20)
     for row in rows:  # two one-digit terms: "a + b =" or "a - b ="
         expression = row["question"].rsplit(":", 1)[1].strip().rstrip("=").split()
         assert len(expression) == 3 and all(len(t) == 1 for t in expression[::2])
-    with pytest.raises(ValueError, match="does not take"):
-        load_questions("chain_sum:no_such_option=1", limit=2)
 
 
-def test_cells_run_seed_by_seed_with_curves_after_the_first():
-    cfg = StudyConfig(sizes=(10, 20), seeds=(0, 1), methods=("sft_gold", "nlft"), curve_size=10, curve_epochs=4,
-                      gsm8k=False)
-    main_part = parts(cfg)[0]
-    cells = [cell_name(m, n, s, e) for m, n, s, e in cells_of(cfg, main_part)]
-    assert cells == ["sft_gold-n10-s0", "nlft-n10-s0", "sft_gold-n20-s0", "nlft-n20-s0",
-                     "sft_gold-n10-s0-e4", "nlft-n10-s0-e4",
-                     "sft_gold-n10-s1", "nlft-n10-s1", "sft_gold-n20-s1", "nlft-n20-s1"]
-    with pytest.raises(ValueError, match="unknown study method"):
-        StudyConfig(methods=("dpo",))
+def test_sign_flip_test_by_hand():
+    """Q questions with nonzero differences give 2^Q equally likely sign patterns under the null.
+
+    [1, 1, 1]: sums 3, 1, 1, 1, -1, -1, -1, -3; |sum| >= 3 in 2 of 8 -> 0.25.
+    [2, 1]: sums 3, 1, -1, -3; |sum| >= 3 in 2 of 4 -> 0.5. [2, -1, 0]: observed 1, every pattern reaches it -> 1.
+    [1] * 10: only the two all-equal patterns reach 10 -> 2 / 1024.
+    """
+    assert sign_flip_p([1, 1, 1]) == 0.25
+    assert sign_flip_p([2, 1]) == 0.5
+    assert sign_flip_p([2, -1, 0]) == 1.0
+    assert sign_flip_p([0, 0]) == 1.0
+    assert sign_flip_p([1] * 10) == pytest.approx(2 / 1024)
+    assert sign_flip_p([-1] * 10) == sign_flip_p([1] * 10)
+
+
+def test_holm_by_hand():
+    """Sorted 0.01, 0.03, 0.04 of m = 3: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 = 0.04 -> raised to 0.06."""
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([]) == []
+
+
+def test_paired_counts_combine_the_seeds_per_question():
+    a = [[True, True, False], [True, False, False]]
+    b = [[False, True, True], [False, False, True]]
+    diffs, gained, lost = paired_counts(a, b)
+    assert diffs == [2, 0, -2] and (gained, lost) == (2, 2)
+
+
+def test_every_arm_gets_nlfts_optimiser_steps():
+    cfg = StudyConfig()
+    assert budget(50, cfg) == 39 and budget(100, cfg) == 75  # 13 and 25 batches of 4, 3 epochs
+    cells = cells_of(StudyConfig(panel=("rg:x",), sizes=(50, 100), seeds=(0, 1), arms=("sft_gold", "nlft"),
+                                 panel_arms=("nlft",)))
+    assert cells[:5] == [(StudyConfig().main_task, "sft_gold", 50, 0), (StudyConfig().main_task, "nlft", 50, 0),
+                         (StudyConfig().main_task, "sft_gold", 100, 0), (StudyConfig().main_task, "nlft", 100, 0),
+                         ("rg:x", "nlft", 50, 0)]
+    with pytest.raises(ValueError, match="unknown study arm"):
+        StudyConfig(arms=("dpo",))
+
+
+def test_a_generator_as_multiple_choice_and_as_short_text():
+    choice = derived_rows("choice-of:family_relationships", "test", 3)
+    assert all(r["task"] == "choice" and len(r["meta"]["choices"]) == 4 for r in choice)
+    assert all(r["meta"]["choices"]["ABCD".index(r["gold"])] in r["reference"] for r in choice)
+    assert derived_rows("choice-of:family_relationships", "test", 3) == choice  # seeded
+    text = derived_rows("text-of:family_relationships", "test", 3)
+    assert all(r["task"] == "text" and r["reference"] == f"#### {r['gold']}" for r in text)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tokenizer):
-    """A whole tiny study: 3 methods x 2 seeds and the per-epoch curves, nine trainings (its tests are slow)."""
+    """A whole tiny study: 2 arms x 2 seeds on one task, plus the base model."""
     from support import save_tiny_model
 
     # a wide initialisation keeps the random model from writing blank outputs
     model_dir = save_tiny_model(tmp_path_factory.mktemp("wide"), tokenizer, initializer_range=0.5)
     out = tmp_path_factory.mktemp("study")
-    cfg = StudyConfig(model=str(model_dir), task=TASK, sizes=(4,), seeds=(0, 1), methods=("sft_gold", "sft_outputs",
-                      "nlft"), epochs=1, lr=1e-3, eval_size=6, eval_max_new_tokens=6, eval_batch_size=8,
-                      gen_max_new_tokens=12, curve_size=4, curve_epochs=2, curve_eval_size=4, gsm8k=False)
-    table = run_study(out, cfg)
-    return out, cfg, table
+    cfg = StudyConfig(model=str(model_dir), main_task=TASK, panel=(), sizes=(4,), seeds=(0, 1),
+                      arms=("sft_gold", "nlft"), pool_size=8, epochs=2, lr=1e-3, eval_points=2, eval_size=6,
+                      val_size=4, eval_max_new_tokens=6, eval_batch_size=8, gen_max_new_tokens=12,
+                      candidates=("paper",), select_size=4, select_seeds=(0,))
+    run_study(out, cfg)
+    return out, cfg
 
 
-@pytest.mark.slow  # the study fixture trains nine tiny cells
-def test_study_builds_table_from_cells(study):
-    out, _, table = study
-    part = table["parts"]["main"]
-    data = out / "main" / "data"
-    train = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines()]
-    held = [json.loads(x) for x in (data / "eval.jsonl").read_text().splitlines()]
-    assert len(train) == 4 and len(held) == 6
-    assert not {r["question"] for r in train} & {r["question"] for r in held}
-    records = [json.loads(x) for x in (data / "nlft-n4.jsonl").read_text().splitlines()]
-    assert len(records) == 4 and all("correct" in r for r in records)
-    base = next(r for r in part["rows"] if r["method"] == "base")
-    assert base["n"] == 0 and 0.0 <= base["flexible_mean"] <= 1.0
-    n_correct = sum(r["correct"] for r in records)
-    for method in ("sft_gold", "nlft"):
-        row = next(r for r in part["rows"] if r["method"] == method)
-        assert row["seeds"] == 2 and len(row["per_seed_flexible"]) == 2
-        values = row["per_seed_flexible"]
-        assert row["flexible_mean"] == pytest.approx(sum(values) / 2)
-        assert row["flexible_std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
-        for seed in (0, 1):
-            result = json.loads((out / "main" / "cells" / f"{method}-n4-s{seed}" / "result.json").read_text())
-            assert result["n"] == 4 and result["eval_n"] == 6
-            assert len(result["ci95_strict"]) == len(result["ci95_flexible"]) == 2 and "ci95" not in result
-            assert (out / "main" / "cells" / f"{method}-n4-s{seed}" / "run" / "adapter").is_dir()
-    sft_out = next(r for r in part["rows"] if r["method"] == "sft_outputs")
-    if n_correct == 0:  # the random model gets nothing right: nothing for SFT on outputs to learn from
-        assert sft_out["seeds"] == 0 and sft_out["skipped"] == "no correct outputs"
-    else:
-        assert sft_out["train_rows"] == n_correct
-    curve = json.loads((out / "main" / "cells" / "nlft-n4-s0-e2" / "result.json").read_text())
-    assert curve["n"] == 4 and curve["eval_n"] == 4  # the curves use the first curve_eval_size held-out questions
-    curves = part["curves"]
-    assert set(curves) >= {"sft_gold", "nlft"}
-    assert curves["nlft"]["epochs"] == [1, 2] and len(curves["nlft"]["flexible"]) == 2
-    base_preds = [json.loads(x) for x in (out / "main" / "cells" / "base" / "eval" / "predictions.jsonl")
-                  .read_text().splitlines()]
-    first = {r["id"] for r in held[:4]}
-    assert part["curve_eval_size"] == 4 and "first 4 held-out questions" in markdown(table)
-    assert part["curve_base"]["n"] == 4 and part["curve_base"]["flexible"] == pytest.approx(
-        sum(r["correct_flexible"] for r in base_preds if r["id"] in first) / 4)
-    text = markdown(table)
-    assert "| NLFT (paper) |" in text and "N = 4" in text and "Per-epoch accuracy" in text
-    assert (out / "table.md").read_text() == text
-    assert (out / "plot_sizes.png").stat().st_size > 1000 and (out / "plot_epochs.png").stat().st_size > 1000
+@pytest.mark.slow  # the study fixture trains four tiny cells
+def test_cells_draw_their_data_per_seed_and_train_the_same_steps(study):
+    out, cfg = study
+    cells = {p.parent.name: json.loads(p.read_text()) for p in (out / "chain_sum" / "cells").glob("*/result.json")}
+    assert set(cells) == {"base", "sft_gold-n4-s0", "nlft-n4-s0", "sft_gold-n4-s1", "nlft-n4-s1"}
+    trained = [c for name, c in cells.items() if name != "base"]
+    assert {c["optimizer_steps"] for c in trained} == {budget(4, cfg)} == {2}  # 1 batch of 4, 2 epochs
+    assert len({c["train_ids_sha"] for c in trained if c["seed"] == 0}) == 1
+    assert cells["nlft-n4-s0"]["train_ids_sha"] != cells["nlft-n4-s1"]["train_ids_sha"]
+    for c in trained:
+        assert [p["step"] for p in c["val_curve"]] == [1, 2]
+        assert c["kept_step"] in (1, 2) and c["task"] == TASK and c["eval_n"] == 6
+        best = max(p["flexible"] for p in c["val_curve"])
+        assert c["kept_val_flexible"] == best
+    pool = [json.loads(x)["question"] for x in (out / "chain_sum" / "data" / "pool.jsonl").read_text().splitlines()]
+    held = [json.loads(x)["question"] for x in (out / "chain_sum" / "data" / "heldout.jsonl").read_text().splitlines()]
+    val = [json.loads(x)["question"] for x in (out / "chain_sum" / "data" / "val.jsonl").read_text().splitlines()]
+    assert not (set(pool) & set(held)) and not (set(pool) & set(val)) and not (set(held) & set(val))
 
 
-@pytest.mark.slow  # the study fixture trains nine tiny cells
-def test_study_rerun_uses_cached_cells_and_refuses_another_protocol(study, capsys):
-    out, cfg, table = study
-    cell = out / "main" / "cells" / "nlft-n4-s0" / "result.json"
-    before = cell.stat().st_mtime_ns
-    again = run_study(out, cfg)
-    assert cell.stat().st_mtime_ns == before
-    assert again["parts"] == table["parts"]
-    other = StudyConfig(**{**cfg.__dict__, "lr": 5e-5})
-    with pytest.raises(DataError, match="lr"):
-        run_study(out, other)
-    # a deleted cell is trained again with the same seed and lands on the same accuracy (CPU is deterministic)
-    old = json.loads(cell.read_text())
-    import shutil
-
-    shutil.rmtree(cell.parent)
-    assert main(["study", "--out", str(out), "--model", cfg.model, "--task", TASK, "--sizes", "4", "--seeds", "0,1",
-                 "--methods", "sft_gold,sft_outputs,nlft", "--epochs", "1", "--lr", "1e-3", "--eval-size", "6",
-                 "--eval-max-new-tokens", "6", "--eval-batch-size", "8", "--gen-max-new-tokens", "12",
-                 "--curve-size", "4", "--curve-epochs", "2", "--curve-eval-size", "4", "--no-gsm8k",
-                 "--only", "nlft-n4-s0"]) == 0
-    new = json.loads(cell.read_text())
-    assert new["accuracy_flexible"] == old["accuracy_flexible"]
-    assert "| NLFT (paper) |" in capsys.readouterr().out
+@pytest.mark.slow
+def test_report_is_rebuilt_from_the_committed_files_alone(study, tmp_path, capsys):
+    out, _ = study
+    assert main(["study", "--out", str(out), "--report"]) == 0
+    table = json.loads((out / "table.json").read_text())
+    entry = table["tasks"][TASK]["sizes"]["4"]
+    assert entry["nlft"]["seeds"] == 2 and entry["nlft"]["optimizer_steps"] == [2]
+    comparison = next(c for c in table["comparisons"] if (c["a"], c["b"]) == ("nlft", "sft_gold"))
+    assert {"a", "b", "task", "n", "p", "p_holm"} <= set(comparison) and comparison["p_holm"] >= comparison["p"]
+    assert comparison["gained"] + comparison["lost"] <= 12  # 6 questions x 2 seeds
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    for name in ("cells.jsonl", "predictions.jsonl.gz", "study.json"):
+        shutil.copy(out / name, committed / name)
+    capsys.readouterr()
+    assert main(["study", "--out", str(committed), "--report"]) == 0
+    assert json.loads((committed / "table.json").read_text()) == table
+    assert (committed / "table.md").read_text() == (out / "table.md").read_text()
+    assert (committed / "paired.md").read_text() == (out / "paired.md").read_text()
 
 
-@pytest.mark.slow  # the study fixture trains nine tiny cells
-def test_cells_travel_through_cells_jsonl(study, tmp_path):
-    """A study begun on one machine continues on another: its cells.jsonl restores the finished cells."""
-    from nlft.study import collect, import_cells, protocol_sha
-    from nlft.train.config import PRESETS
+@pytest.mark.slow
+def test_selection_reads_validation_questions_only(study):
+    """A selection run trains the candidate and SFT on the same outputs, scores them on validation questions, and
+    never on the held-out ones."""
+    from nlft.study.report import select_default
 
-    out, cfg, _ = study
-    rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
-    assert rows and all(r["protocol_sha"] == protocol_sha(cfg) for r in rows)
-    foreign = {**rows[0], "cell": "nlft-n4-s9", "protocol_sha": "0" * 16}
-    sweep = {"part": "main", "cell": "sweep/paper", "method": "nlft", "accuracy_flexible": 0.25,
-             "protocol_sha": protocol_sha(cfg), "preset_settings": PRESETS["paper"]}
-    (tmp_path / "cells.jsonl").write_text("\n".join(json.dumps(r) for r in [*rows, foreign, sweep]) + "\n")
-    fresh = tmp_path / "elsewhere"
-    assert import_cells(fresh, cfg, tmp_path / "cells.jsonl") == len(rows) + 1
-    assert not (fresh / "main" / "cells" / "nlft-n4-s9").exists()
-    assert json.loads((fresh / "main" / "sweep" / "paper" / "result.json").read_text())["accuracy_flexible"] == 0.25
-    again, here = collect(fresh, cfg)["parts"]["main"], collect(out, cfg)["parts"]["main"]
-    assert again["rows"] == here["rows"] and again["curves"] == here["curves"]
-    assert again["curve_base"] == here["curve_base"]  # kept in the base cell's result
-    assert import_cells(fresh, cfg, tmp_path / "cells.jsonl") == 0  # nothing twice
-
-
-def test_study_data_of_a_reasoning_gym_task(tmp_path, tiny_dir):
-    """A task other than numbers: its brief prompt, rows that keep their task, the rule judge."""
-    from nlft.study import build_data
-    from nlft.tasks.registry import get_task
-
-    cfg = StudyConfig(model=str(tiny_dir), task="rg:spell_backward", sizes=(4,), seeds=(0,), methods=("nlft",),
-                      eval_size=3, val_size=2, gen_max_new_tokens=6, gsm8k=False)
-    main_part = parts(cfg)[0]
-    build_data(tmp_path, cfg, main_part)
-    data = tmp_path / "main" / "data"
-    task = get_task("rg:spell_backward")
-    assert (data / "prompt.txt").read_text() == task.template("brief")
-    held = load_questions(str(data / "eval.jsonl"))
-    assert len(held) == 3 and all(r["task"] == "rg:spell_backward" and r["meta"]["entry"] for r in held)
-    records = [json.loads(line) for line in (data / "prepare" / "nlft.jsonl").read_text().splitlines()]
-    assert len(records) == 4 and all(r["task"] == "rg:spell_backward" for r in records)
-    assert {r["provenance"]["judge"]["kind"] for r in records} == {"rule"}
+    out, cfg = study
+    run_study(out, cfg, select=True)
+    cell = out / "chain_sum" / "cells" / "cand_paper-n4-s0"
+    result = json.loads((cell / "result.json").read_text())
+    assert result.get("accuracy_flexible") is None
+    assert not (cell / "heldout").exists() and result["last_val_flexible"] is not None
+    cells = [json.loads(p.read_text()) for p in (out / "chain_sum" / "cells").glob("*/result.json")]
+    sel = select_default(cells, cfg)
+    assert [r["candidate"] for r in sel["candidates"]] == ["paper"]
+    row = sel["candidates"][0]
+    assert row["tasks"][TASK]["last"] == [result["last_val_flexible"]]
+    assert row["tasks"][TASK]["base"] == json.loads((out / "chain_sum" / "cells" / "base" / "result.json").read_text())[
+        "val_flexible"]
+    assert (sel["chosen"] == "paper") == (row["complete"] and row["below_base"] == 0)

@@ -22,6 +22,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "robust": {"irrelevant_incorrect": "likelihood", "error_reference": "initial", "kl_coef": 0.0,
                "class_balance": False, "unlikelihood_weight": 1.0},
 }
+# The preset of `nlft train` and NLFTConfig.from_preset when none is named.
+DEFAULT_PRESET = "paper"
 
 
 def _settings_base() -> type:

@@ -253,14 +253,14 @@ def run_training(opts: TrainOptions) -> TrainResult:
 
     method = opts.method
     if method in ("nlft", "cut"):
-        from nlft.train.config import NLFTConfig
+        from nlft.train.config import DEFAULT_PRESET, NLFTConfig
         from nlft.train.monitor import DriftMonitor
         from nlft.train.trainer import NLFTTrainer
 
         monitor = DriftMonitor(opts.drift_factor, opts.drift_action)
         callbacks.append(monitor)
         knobs = {k: getattr(opts, k) for k in NLFT_KNOBS if getattr(opts, k) is not None}
-        cfg = NLFTConfig.from_preset(opts.preset or "paper", **common_args(opts, run_dir), loss_type=method,
+        cfg = NLFTConfig.from_preset(opts.preset or DEFAULT_PRESET, **common_args(opts, run_dir), loss_type=method,
                                      max_length=opts.max_length, truncation=opts.truncation,
                                      use_chat_template=opts.use_chat_template, base_template=template, **knobs)
         resolved.update({k: getattr(cfg, k) for k in NLFT_KNOBS})
