@@ -275,3 +275,17 @@ def test_initial_logps_are_the_first_step_logps_and_survive_resume(tmp_path, tok
     assert (tmp_path / "out" / "checkpoint-1" / "initial_logps.pt").exists()
     saved = torch.load(tmp_path / "out" / "checkpoint-1" / "initial_logps.pt", weights_only=True)
     torch.testing.assert_close(saved, trainer._initial_logps)
+
+
+def test_the_paper_preset_excludes_an_entirely_wrong_output():
+    """Paper section 6.1 excludes an entirely wrong output from training. With irrelevant_incorrect="zero" the
+    threshold was not read, so an output with 7 of 12 tokens flagged still had unlikelihood on all 7; now every token
+    of it is 0 (under every rule), and an output at or under the threshold keeps its erroneous tokens' scales."""
+    p_base, p_std, p_judge = torch.full((12,), 0.2), torch.full((12,), 0.64), torch.full((12,), 0.2)
+    p_judge[:7], p_base[:7], p_std[:7] = 0.9, 0.1, 0.1
+    for rule in ("zero", "reference", "likelihood"):
+        scales, err = incorrect_token_scales(p_base, p_std, p_judge, irrelevant=rule)
+        assert err.sum().item() == 7 and scales.abs().sum().item() == 0.0
+    p_judge[1:7], p_base[1:7], p_std[1:7] = 0.2, 0.2, 0.64  # one flagged token in 12: kept
+    scales, err = incorrect_token_scales(p_base, p_std, p_judge, irrelevant="zero")
+    assert err.nonzero().flatten().tolist() == [0] and scales[0].item() == pytest.approx(2 / (1 + math.exp(-(9 - 1.5))))

@@ -52,8 +52,8 @@ class ScaleParams(_Settings):
                 "code: sqrt(P_std) with likelihood) or 'likelihood' (1, with likelihood); an entirely wrong output "
                 "(erroneous share above max_error_fraction) gets 0.", page=True, choices=IRRELEVANT_RULES)
     max_error_fraction: float = _p(
-        0.5, "Erroneous-token share above which an output counts as entirely wrong and its irrelevant tokens get 0 "
-             "(not read for 'zero'; the reference code uses 0.06).", page=True)
+        0.5, "Erroneous-token share above which an output counts as entirely wrong and is excluded from training "
+             "(every token 0; paper section 6.1; the reference code's rule uses 0.06).", page=True)
     unlikelihood_weight: float = _p(1.0, "Factor on the scale of every unlikelihood token (CUT: weight_unlike).")
     # --- phrase clustering -----------------------------------------------------------------------
     phrase_rule: str = _p(

@@ -120,17 +120,18 @@ def incorrect_token_scales(
     - ``irrelevant="likelihood"``: 1, trained with likelihood (unlikelihood paired with likelihood,
       as in Welleck et al. 2019 and CUT);
 
-    except in an output whose erroneous share exceeds ``max_error_fraction`` (an entirely wrong
-    sample, paper section 6.1), where they get 0 too. The reference code's threshold is 0.06, one
-    flagged token in 17, which fires on nearly every short output; see ``docs/method.md``.
+    An output whose erroneous share exceeds ``max_error_fraction`` is an entirely wrong sample and is
+    excluded from training (paper section 6.1): every one of its tokens gets 0, the erroneous ones too,
+    under every rule. The reference code's threshold is 0.06, one flagged token in 17, which fires on
+    nearly every short output; see ``docs/method.md``.
 
     Args:
         p_base, p_std, p_judge: ``(..., T)`` probabilities of the response tokens under each view.
         near_error: ``(..., T)`` bool phrase mask around erroneous tokens, or None.
         r0: ratio threshold. p0: minimum ``p_judge`` of an erroneous token (paper p0_incorrect).
         irrelevant: ``"zero"``, ``"reference"`` or ``"likelihood"``.
-        max_error_fraction: the erroneous share above which irrelevant tokens get 0 (not read for
-            ``"zero"``); the share is taken along the last axis.
+        max_error_fraction: the erroneous share above which the output is excluded (all scales 0);
+            the share is taken along the last axis.
         response_mask: ``(..., T)`` bool, the real response tokens (padding excluded) for that share;
             None means every position is a response token.
 
@@ -148,11 +149,12 @@ def incorrect_token_scales(
     if response_mask is not None:
         erroneous = erroneous & response_mask.to(torch.bool)
     scales = torch.where(erroneous, 2.0 * torch.sigmoid(r1 - r0), torch.zeros_like(r1))
+    mask = torch.ones_like(erroneous) if response_mask is None else response_mask.to(torch.bool)
+    kept = (error_share(erroneous, mask) <= max_error_fraction)[..., None]  # entirely wrong outputs: excluded
     if irrelevant != "zero":
-        mask = torch.ones_like(erroneous) if response_mask is None else response_mask.to(torch.bool)
-        keep = (error_share(erroneous, mask) <= max_error_fraction)[..., None] & mask & ~erroneous
         weight = p_std.sqrt() if irrelevant == "reference" else torch.ones_like(p_std)
-        scales = torch.where(keep, weight, scales)
+        scales = torch.where(kept & mask & ~erroneous, weight, scales)
+    scales = torch.where(kept, scales, torch.zeros_like(scales))
     if near_error is not None:
         near = near_error.to(torch.bool) & ~erroneous
         scales = torch.where(near, torch.zeros_like(scales), scales)
