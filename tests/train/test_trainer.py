@@ -200,3 +200,28 @@ def test_padding_free_is_on_by_default_and_off_with_a_notice_where_unsupported(t
     trainer.create_optimizer_and_scheduler(num_training_steps=1)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     assert torch.isfinite(trainer.compute_loss(trainer.model, batch))
+
+
+def test_the_data_report_counts_token_classes_and_warns_when_incorrect_outputs_add_nothing(
+        tmp_path, tiny_model, tokenizer, records, capsys):
+    """Before the first step the trainer measures the data's token classes under the initial model: the counts add up
+    to the response tokens, and with r0 so high that no token can be flagged the paper preset's incorrect outputs
+    contribute nothing, which it says."""
+    from nlft import NLFTConfig, NLFTTrainer
+
+    args = NLFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, r0=1e9, max_steps=1)
+    trainer = NLFTTrainer(tiny_model, args, train_dataset=records, processing_class=tokenizer)
+    counts = trainer.report_token_classes()
+    err = capsys.readouterr().err
+    n_correct = sum(bool(r["correct"]) for r in records)
+    assert counts["correct_outputs"] == n_correct and counts["incorrect_outputs"] == len(records) - n_correct
+    tokens = sum(len(x) for x in trainer.train_dataset["response_ids"])
+    assert sum(counts[k] for k in ("saliency", "sub_saliency", "irrelevant_correct", "erroneous", "near_error",
+                                   "irrelevant_incorrect")) == tokens
+    assert counts["erroneous"] == 0 and counts["incorrect_without_flag"] == counts["incorrect_outputs"]
+    assert f"none of the {counts['incorrect_outputs']} incorrect outputs contributes to training" in err
+    # with likelihood on the unflagged tokens they do contribute: no warning
+    args = NLFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, r0=1e9,
+                      irrelevant_incorrect="likelihood")
+    NLFTTrainer(tiny_model, args, train_dataset=records, processing_class=tokenizer).report_token_classes()
+    assert "warning" not in capsys.readouterr().err

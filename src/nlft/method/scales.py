@@ -18,7 +18,7 @@ import torch
 from nlft.method.params import IRRELEVANT_RULES, ScaleParams
 
 __all__ = ["IRRELEVANT_RULES", "PROB_FLOOR", "ScaleParams", "TokenScales", "batch_token_scales",
-           "class_balance_weights", "correct_token_scales", "cut_token_scales", "error_share",
+           "class_balance_weights", "class_counts", "correct_token_scales", "cut_token_scales", "error_share",
            "incorrect_token_scales"]
 
 # Smallest probability used as a divisor, so that ratios of probabilities stay finite.
@@ -276,3 +276,45 @@ def batch_token_scales(
     scales = torch.where(row_correct, c_scales, i_scales) * mask
     sub_mask = (sub if sub is not None else false) & row_correct
     return TokenScales(scales, erroneous & ~row_correct, saliency, sub_mask, erroneous & ~row_correct)
+
+
+CLASS_KEYS = ("correct_outputs", "incorrect_outputs", "saliency", "sub_saliency", "irrelevant_correct", "erroneous",
+              "near_error", "irrelevant_incorrect", "incorrect_without_flag", "incorrect_excluded",
+              "incorrect_contributing_nothing")
+
+
+def class_counts(ts: TokenScales, correct: torch.Tensor, response_mask: torch.Tensor,
+                 spans: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+                 max_error_fraction: float = 0.5) -> dict[str, int]:
+    """How many outputs and tokens of a batch fall in each NLFT class (the data's report before training).
+
+    Args:
+        ts: the batch's :class:`TokenScales` (``(B, T)``). correct: ``(B,)`` bool. response_mask: ``(B, T)`` bool.
+        spans: the phrase spans the scales were computed with (near-error tokens are the erroneous tokens' phrase
+            neighbours), or None.
+        max_error_fraction: the share above which an incorrect output is excluded (:func:`incorrect_token_scales`).
+
+    Returns:
+        Counts over :data:`CLASS_KEYS`: outputs per kind; tokens per class (correct: saliency, sub-saliency,
+        irrelevant; incorrect: erroneous, near-error, irrelevant); incorrect outputs with no erroneous token,
+        excluded as entirely wrong, and contributing nothing at all (every scale 0).
+    """
+    from nlft.method.clustering import spans_to_mask
+
+    mask = response_mask.to(torch.bool)
+    ok = correct.to(torch.bool)
+    wrong_rows = ~ok[:, None] & mask
+    near = spans_to_mask(ts.erroneous, *spans) & wrong_rows if spans is not None else torch.zeros_like(mask)
+    n_err = (ts.erroneous & wrong_rows).sum(-1)
+    excluded = ~ok & (error_share(ts.erroneous & wrong_rows, mask) > max_error_fraction)
+    nothing = ~ok & ((ts.scales * mask) == 0).all(-1)
+    good_rows = ok[:, None] & mask
+    return {
+        "correct_outputs": int(ok.sum()), "incorrect_outputs": int((~ok).sum()),
+        "saliency": int((ts.saliency & good_rows).sum()), "sub_saliency": int((ts.sub_saliency & good_rows).sum()),
+        "irrelevant_correct": int((good_rows & ~ts.saliency & ~ts.sub_saliency).sum()),
+        "erroneous": int(n_err.sum()), "near_error": int(near.sum()),
+        "irrelevant_incorrect": int((wrong_rows & ~ts.erroneous & ~near).sum()),
+        "incorrect_without_flag": int((~ok & (n_err == 0)).sum()), "incorrect_excluded": int(excluded.sum()),
+        "incorrect_contributing_nothing": int(nothing.sum()),
+    }

@@ -88,6 +88,11 @@ class NLFTConfig(TrainingArguments, NLFTSettings):
         metadata={"help": "Rows longer than max_length: 'error' (stop before training, naming the row) or "
                           "'response' (cut the end of the output)."},
     )
+    report_classes: bool = field(
+        default=True,
+        metadata={"help": "Before the first step, measure the token classes of the training data under the initial "
+                          "model (one no-grad pass) and say them, warning when the incorrect outputs add nothing."},
+    )
     # --- paper defaults for inherited fields ---------------------------------------------------------
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (paper: 5e-5)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (paper: cosine)."})

@@ -285,6 +285,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
     recorder.manifest["final"] = final
     if method in ("nlft", "cut"):
         _record_monitor(recorder, monitor)
+        if trainer.class_report is not None:
+            recorder.manifest["token_classes"] = trainer.class_report
     if opts.keep == "best":
         _record_kept(recorder, trainer, run_dir, opts)
     elif recorder.manifest["epochs"]:

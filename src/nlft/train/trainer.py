@@ -24,7 +24,7 @@ from nlft.method.logps import (
     view_logps,
 )
 from nlft.method.loss import cut_loss, kl_penalty, nlft_loss, token_mean
-from nlft.method.scales import TokenScales, batch_token_scales, class_balance_weights
+from nlft.method.scales import TokenScales, batch_token_scales, class_balance_weights, class_counts
 from nlft.train.config import NLFTConfig
 from nlft.train.views import REQUIRED_FIELDS, check_length, tokenize_record, training_prompt, validate_records
 from nlft.utils.files import DataError
@@ -176,6 +176,36 @@ class _InitialLogpsCallback(TrainerCallback):
             self.trainer.fill_initial_logps()
 
 
+def class_report_message(counts: dict[str, int], irrelevant: str) -> str:
+    """The start-of-training line about what the data gives (:func:`~nlft.method.scales.class_counts`), with a warning
+    when the incorrect outputs contribute nothing."""
+    c = counts
+    line = (f"nlft: token classes under the initial model: {c['correct_outputs']} correct outputs (saliency "
+            f"{c['saliency']}, sub-saliency {c['sub_saliency']}, irrelevant {c['irrelevant_correct']} tokens); "
+            f"{c['incorrect_outputs']} incorrect (erroneous {c['erroneous']}, near-error {c['near_error']}, "
+            f"irrelevant {c['irrelevant_incorrect']} tokens); {c['incorrect_without_flag']} incorrect outputs have no "
+            f"erroneous token, {c['incorrect_excluded']} are excluded as entirely wrong")
+    if c["incorrect_outputs"] and c["incorrect_contributing_nothing"] == c["incorrect_outputs"]:
+        line += (f"\nnlft: warning: none of the {c['incorrect_outputs']} incorrect outputs contributes to training "
+                 f"(no erroneous token, and irrelevant_incorrect={irrelevant!r} gives the other tokens 0): this run "
+                 "learns from the correct outputs only. Check that the judgments name what is wrong in the outputs' "
+                 "own words (X_judge must make the wrong tokens likely), or lower r0")
+    elif c["incorrect_contributing_nothing"]:
+        line += f"; {c['incorrect_contributing_nothing']} contribute nothing to training"
+    return line
+
+
+class _ClassReportCallback(TrainerCallback):
+    """Before the first step: what the data gives, token classes under the initial model (not on a resumed run)."""
+
+    def __init__(self, trainer: NLFTTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self.trainer._resume_dir:
+            self.trainer.report_token_classes()
+
+
 class NLFTTrainer(Trainer):
     """Trainer for Natural Language Fine-Tuning (and the CUT / plain-likelihood losses on the same machinery).
 
@@ -246,6 +276,9 @@ class NLFTTrainer(Trainer):
             self.add_callback(_ViewCacheCallback(self))
         if args.needs_initial_logps:
             self.add_callback(_InitialLogpsCallback(self))
+        self.class_report: dict[str, Any] | None = None
+        if args.loss_type == "nlft" and args.report_classes:
+            self.add_callback(_ClassReportCallback(self))
         self._class_weights = (1.0, 1.0)
         if args.class_balance and train_dataset is not None:
             n_tokens = [0, 0]
@@ -389,6 +422,60 @@ class NLFTTrainer(Trainer):
         finally:
             model.train(was_training)
         self._initial_logps = cache
+
+    def measure_token_classes(self) -> dict[str, int]:
+        """Token classes of every training row under the current model (the initial one before training).
+
+        One no-grad pass in eval mode: the views (or the view cache), the base view's log-probabilities and
+        hidden states, the phrase spans and :func:`~nlft.method.scales.batch_token_scales` with this run's
+        settings. Returns :func:`~nlft.method.scales.class_counts` summed over the data.
+        """
+        args: NLFTConfig = self.args
+        views_correct, views_incorrect = args.needed_views
+        collate = NLFTCollator(self.processing_class.pad_token_id, views_correct, views_incorrect,
+                               share_prefix=self._share_prefix)
+        dataset = self.train_dataset
+        model = self.accelerator.unwrap_model(self.model)
+        device = next(model.parameters()).device
+        step = args.view_batch_size or args.per_device_train_batch_size
+        totals: dict[str, int] = {}
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(dataset), step):
+                    batch = {k: v.to(device) for k, v in collate(
+                        [dataset[i] for i in range(start, min(len(dataset), start + step))]).items()}
+                    mask = batch["labels"] != IGNORE_INDEX
+                    correct = batch["correct"].to(torch.bool)
+                    if self._view_cache is not None:
+                        p_std, p_judge = self._view_probs(model, batch)
+                    else:
+                        p_std, p_judge = measure_views(model, batch, chunk_size=args.view_batch_size,
+                                                       packed=args.padding_free)
+                    logps, hidden = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                               return_hidden=args.phrase_rule == "cosine",
+                                               prefix_ids=batch.get("prefix_ids"), packed=args.padding_free)[:2]
+                    spans = (cosine_spans(hidden, mask, threshold=args.phrase_threshold, max_span=args.max_phrase_span)
+                             if args.phrase_rule == "cosine" else word_spans(batch["word_ids"])
+                             if args.phrase_rule == "word" else None)
+                    p_base = logps.exp()
+                    ts = batch_token_scales(p_base, p_std if p_std is not None else torch.zeros_like(p_base), p_judge,
+                                            correct, mask, spans, params=args.scale_params)
+                    for key, value in class_counts(ts, correct, mask, spans,
+                                                   max_error_fraction=args.max_error_fraction).items():
+                        totals[key] = totals.get(key, 0) + value
+        finally:
+            model.train(was_training)
+        return totals
+
+    def report_token_classes(self) -> dict[str, int]:
+        """Measure :meth:`measure_token_classes`, keep it in ``self.class_report`` and say it in one line (and warn
+        when the incorrect outputs add nothing to training)."""
+        self.class_report = counts = self.measure_token_classes()
+        if self.is_world_process_zero():
+            print(class_report_message(counts, self.args.irrelevant_incorrect), file=sys.stderr, flush=True)
+        return counts
 
     def _load_initial_logps_from_resume(self) -> bool:
         if not self._resume_dir or not (Path(self._resume_dir) / INITIAL_LOGPS_FILE).exists():
