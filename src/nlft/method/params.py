@@ -80,7 +80,7 @@ class ScaleParams(_Settings):
         if not -1.0 <= self.phrase_threshold <= 1.0:
             raise ValueError(f"phrase_threshold is a cosine similarity in [-1, 1], got {self.phrase_threshold}")
         if self.unlikelihood_weight < 0:
-            raise ValueError("kl_coef and unlikelihood_weight must be >= 0")
+            raise ValueError(f"unlikelihood_weight must be >= 0, got {self.unlikelihood_weight}")
         return self
 
 
@@ -119,7 +119,7 @@ class LossParams(_Settings):
         """Raise ValueError on a setting out of its range."""
         check_choices(self)
         if self.kl_coef < 0:
-            raise ValueError("kl_coef and unlikelihood_weight must be >= 0")
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         return self
 
 
