@@ -44,12 +44,12 @@ def test_lora_weights_change_and_losses_finite(tmp_path, tokenizer):
     assert logs[0]["nlft/weighted_nll"] < logs[0]["nlft/nll"]
 
 
-@pytest.mark.parametrize("loss_type", ["nlft", "nll"])
+@pytest.mark.parametrize("loss_type", ["nlft", "nll", "cut"])
 def test_gradient_accumulation_1x4_equals_4x1(tmp_path, tokenizer, loss_type):
     """One optimizer step with plain SGD (lr 1, no clipping): the update is minus the gradient.
 
     Batch 4 x accumulation 1 and batch 1 x accumulation 4 see the same 4 rows, so with the loss
-    normalised by the response tokens of the whole accumulated batch their updates are equal.
+    normalised by the response tokens (CUT: the outputs) of the whole accumulated batch their updates are equal.
     r0=1, p0_incorrect=0 make the random model produce erroneous tokens, so unlikelihood is exercised.
     """
     updates = []

@@ -680,10 +680,21 @@ class NLFTTrainer(Trainer):
             view_lp = torch.nn.functional.pad(view_lp, (0, logps.shape[1] - view_lp.shape[1]))
             judge = judge.index_put((inputs["view_row"],), view_lp)
         loss, selected = cut_loss(logps, log1mp, judge, correct, response_mask, num_items_in_batch,
-                                  threshold=args.cut_threshold, weight_unlike=args.unlikelihood_weight)
+                                  threshold=args.cut_threshold, weight_unlike=args.unlikelihood_weight,
+                                  per_example=args.cut_normalisation == "example")
         false = torch.zeros_like(selected)
         ts = TokenScales(response_mask.float(), selected, false, false, selected)
         return loss, ts, logps
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: Any) -> Any:
+        """The items the loss is divided by: response tokens, or for CUT averaged per output the rows.
+
+        Every row has a first response token (its EOS at least), so counting the first label column of
+        each batch counts rows, with the Trainer's own sum over the accumulated batches and processes.
+        """
+        if self.args.loss_type == "cut" and self.args.cut_normalisation == "example":
+            batch_samples = [{"labels": batch["labels"][:, :1]} for batch in batch_samples]
+        return super()._get_num_items_in_batch(batch_samples, device)
 
     def _initial_logps_of(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if INITIAL_COLUMN in inputs:  # evaluation rows carry their own
