@@ -115,7 +115,7 @@ def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int
     """P_std and P_judge of each response token from the measurement views of a collated batch.
 
     The views run in eval mode (no dropout) under ``no_grad``: they are measurements, with no graph.
-    ``prefix_kv``: the batch's shared prefix already run in eval mode (the step's one computation of it,
+    ``prefix_kv``: the batch's shared prefix already run in eval mode (by
     :meth:`NLFTTrainer.step_prefix`); without it the views run the prefix themselves.
 
     Returns:
