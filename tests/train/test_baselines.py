@@ -50,11 +50,12 @@ def test_sft_tokens_are_nlft_base_view(records, tokenizer):
 
 @pytest.mark.parametrize("chat", [None, False])
 def test_every_library_entry_trains_under_the_records_generation_prompt(records, tokenizer, tmp_path, chat):
-    """SFT, GRPO and NLFTTrainer read the prompt (and the chat-template choice) from the records' provenance, and
+    """SFT, GRPO, SDFT and NLFTTrainer read the prompt (and the chat-template choice) from the records' provenance, and
     records without provenance train all three under the paper's solve prompt: one rule, not one default each."""
     from nlft import NLFTConfig, NLFTTrainer
     from nlft.tasks.prompts import BRIEF_TEMPLATE, SOLVE_TEMPLATE, apply_chat, plain_prompt, render
     from nlft.train.baselines import grpo_dataset
+    from nlft.train.sdft import sdft_dataset
 
     info = {"name": "brief", "text": BRIEF_TEMPLATE, **({} if chat is None else {"chat_template": chat})}
     for rows, template in (([{**r, "provenance": {"template": info}} for r in records], BRIEF_TEMPLATE),
@@ -70,6 +71,7 @@ def test_every_library_entry_trains_under_the_records_generation_prompt(records,
         assert sft[0]["completion_mask"].index(1) == len(base_ids)
         text = render(template, question=rows[0]["question"])
         grpo = grpo_dataset(rows, tokenizer)
+        assert sdft_dataset(rows, tokenizer)[0]["prompt"] == grpo[0]["prompt"]  # SDFT's student prompt too
         if use_chat is False:  # generated without the chat template: trained without it, after the response cue
             assert grpo[0]["prompt"] == plain_prompt(text) and tokenizer.decode(base_ids) == plain_prompt(text)
         else:
