@@ -169,7 +169,7 @@ def build_shared(args: argparse.Namespace) -> tuple[Any, Any, list[dict]]:
     tokenizer = load_tokenizer("smollm2")
     records = realistic_records(tokenizer, 2 * args.batch_size, correct_share=0.5)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = get_peft_model(load_workload_model(args.model, device), lora_config())
+    model = get_peft_model(load_workload_model(args.model, device), lora_config(args.lora_dropout))
     if args.gradient_checkpointing:
         # Trainer.train() would do this; the steps here are driven directly.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -235,7 +235,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, float]:
 def _child_cmd(args: argparse.Namespace, config: str, kind: str) -> list[str]:
     cmd = [sys.executable, __file__, "--child", config, kind, "--model", args.model,
            "--batch-size", str(args.batch_size), "--single-size", str(args.single_size),
-           "--threads", str(args.threads), "--prompt", args.prompt]
+           "--threads", str(args.threads), "--prompt", args.prompt, "--lora-dropout", str(args.lora_dropout)]
     return cmd + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
 
 
@@ -399,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--lora-dropout", type=float, default=0.05,
+                        help="LoRA dropout (the paper's 0.05; with dropout the trained views' shared prefix runs in "
+                             "train mode and the measurement views' once more in eval mode)")
     parser.add_argument("--prompt", default="solve", choices=("solve", "brief", "base"),
                         help="X_base: solve (A.2, five worked examples; default), brief or base")
     parser.add_argument("--long-prompt", action="store_true",

@@ -105,3 +105,26 @@ def test_command_modules_are_thin():
     long = {path.name: n for path in (PACKAGE / "commands").glob("*.py")
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > 150}
     assert not long, f"command modules parse, call the library once and print: {long}"
+
+
+def test_no_modules_import_each_other_in_a_loop():
+    """Within a part too, a module's imports (at any depth) never lead back to it: a layer reads top-down."""
+    names = {name for name, _ in MODULES}
+    graph = {name: {t if t in names else t.rsplit(".", 1)[0] for _, t in _imports(path) if t.startswith("nlft.")}
+             & names - {name} for name, path in MODULES}
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    loops = []
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            if state.get(dep) == 1:
+                loops.append(" -> ".join([*path[path.index(dep):], dep]))
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not loops, f"modules that import each other: {loops}"

@@ -40,6 +40,13 @@ def test_settings_are_checked_where_they_are_declared():
         ScaleParams(irrelevant_incorrect="x").check()
     with pytest.raises(ValueError, match="view_probs='never' is not valid"):
         LossParams(view_probs="never").check()
+    # each message names the field that failed, and only that one
+    with pytest.raises(ValueError, match=r"^unlikelihood_weight must be >= 0, got -1") as err:
+        ScaleParams(unlikelihood_weight=-1.0).check()
+    assert "kl_coef" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^kl_coef must be >= 0, got -0.5") as err:
+        LossParams(kl_coef=-0.5).check()
+    assert "unlikelihood_weight" not in str(err.value)
 
 
 def test_batch_token_scales_reads_the_params_or_single_settings():

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from support import make_tiny_model
 
 from nlft.tasks.prompts import BASE_TEMPLATE
 from nlft.train.baselines import (
@@ -36,7 +37,7 @@ def test_sft_examples_modes(records):
 
 def test_sft_tokens_are_nlft_base_view(records, tokenizer):
     """SFT sees exactly NLFT's X_base prompt and response tokens; the loss covers the response (+ EOS) only."""
-    ds = sft_dataset(records, tokenizer, mode="outputs")
+    ds = sft_dataset(records, tokenizer, mode="outputs", base_template=BASE_TEMPLATE)
     assert len(ds) == 2
     for row, record in zip(ds, records[:2]):
         tok = tokenize_record(record, tokenizer, base_template=BASE_TEMPLATE, standard_template="",
@@ -45,6 +46,37 @@ def test_sft_tokens_are_nlft_base_view(records, tokenizer):
         assert row["completion_mask"] == [0] * len(tok["base_prompt_ids"]) + [1] * len(tok["response_ids"])
         assert row["input_ids"][-1] == tokenizer.eos_token_id
     assert "<|im_start|>user" in tokenizer.decode(ds[0]["input_ids"])  # through the chat template
+
+
+@pytest.mark.parametrize("chat", [None, False])
+def test_every_library_entry_trains_under_the_records_generation_prompt(records, tokenizer, tmp_path, chat):
+    """SFT, GRPO, SDFT and NLFTTrainer read the prompt (and the chat-template choice) from the records' provenance, and
+    records without provenance train all three under the paper's solve prompt: one rule, not one default each."""
+    from nlft import NLFTConfig, NLFTTrainer
+    from nlft.tasks.prompts import BRIEF_TEMPLATE, SOLVE_TEMPLATE, apply_chat, plain_prompt, render
+    from nlft.train.baselines import grpo_dataset
+    from nlft.train.sdft import sdft_dataset
+
+    info = {"name": "brief", "text": BRIEF_TEMPLATE, **({} if chat is None else {"chat_template": chat})}
+    for rows, template in (([{**r, "provenance": {"template": info}} for r in records], BRIEF_TEMPLATE),
+                           (records, SOLVE_TEMPLATE)):
+        use_chat = chat if rows is not records else None
+        nlft = NLFTTrainer(make_tiny_model(len(tokenizer)), NLFTConfig(output_dir=str(tmp_path), report_to=[],
+                                                                       use_cpu=True), train_dataset=rows,
+                           processing_class=tokenizer)
+        assert nlft.args.base_template == template
+        base_ids = nlft.train_dataset[0]["base_prompt_ids"]
+        sft = sft_dataset(rows, tokenizer)
+        assert sft[0]["input_ids"][: len(base_ids)] == base_ids  # the same tokens as NLFT's X_base
+        assert sft[0]["completion_mask"].index(1) == len(base_ids)
+        text = render(template, question=rows[0]["question"])
+        grpo = grpo_dataset(rows, tokenizer)
+        assert sdft_dataset(rows, tokenizer)[0]["prompt"] == grpo[0]["prompt"]  # SDFT's student prompt too
+        if use_chat is False:  # generated without the chat template: trained without it, after the response cue
+            assert grpo[0]["prompt"] == plain_prompt(text) and tokenizer.decode(base_ids) == plain_prompt(text)
+        else:
+            assert grpo[0]["prompt"] == [{"role": "user", "content": text}]
+            assert tokenizer.decode(base_ids) == apply_chat(tokenizer, text, None)
 
 
 def test_reft_reward_func_values():

@@ -132,24 +132,31 @@ def test_chat_prompts_are_one_user_turn(tokenizer):
 
 
 def test_cut_loss_by_hand():
-    """Row 0 correct (P = .5, .25); row 1 incorrect, P_base = (.2, .5), P_judge = (.4, .5), w = 2, threshold 1.1.
+    """Row 0 correct, one token (P = .1); row 1 incorrect, P_base = (.2, .5), P_judge = (.4, .5), w = 2, threshold 1.1.
 
     Row 1, token 0: ratio 2 > 1.1, so 1/2 (2 * -log .8 - log .4) = 0.681289;
-    row 1, token 1: ratio 1, so 1/2 (-log .5 - log .5) = 0.693147; row 0: -log .5 - log .25 = 2.079442.
-    L = (2.079442 + 0.681289 + 0.693147) / 4 = 0.863469.
+    row 1, token 1: ratio 1, so 1/2 (-log .5 - log .5) = 0.693147; row 0: -log .1 = 2.302585.
+    Per example (CUT's code): row means 2.302585 and 0.687218, L = (2.302585 + 0.687218) / 2 = 1.494902.
+    Per token: L = (2.302585 + 0.681289 + 0.693147) / 3 = 1.225674.
     """
-    logps = torch.log(torch.tensor([[0.5, 0.25], [0.2, 0.5]])).requires_grad_()
-    judge = torch.log(torch.tensor([[0.9, 0.9], [0.4, 0.5]])).requires_grad_()
-    log1mp = torch.log1p(-logps.exp())
-    loss, selected = cut_loss(logps, log1mp, judge, torch.tensor([True, False]), torch.ones(2, 2, dtype=torch.bool),
-                              threshold=1.1, weight_unlike=2.0)
-    expected = (-math.log(0.5) - math.log(0.25) + 0.5 * (-2 * math.log(0.8) - math.log(0.4))
-                + 0.5 * (-math.log(0.5) - math.log(0.5))) / 4
-    assert loss.item() == pytest.approx(expected, rel=1e-6)
-    assert selected.tolist() == [[False, False], [True, False]]
-    loss.backward()
-    # the judgment view of the incorrect row is trained with likelihood; the correct row has no judge term
-    torch.testing.assert_close(judge.grad, torch.tensor([[0.0, 0.0], [-0.125, -0.125]]))
+    mask = torch.tensor([[True, False], [True, True]])
+    row0 = -math.log(0.1)
+    row1 = [0.5 * (-2 * math.log(0.8) - math.log(0.4)), 0.5 * (-math.log(0.5) - math.log(0.5))]
+    for per_example, expected, d_row0 in ((True, (row0 + sum(row1) / 2) / 2, -0.5),
+                                          (False, (row0 + sum(row1)) / 3, -1 / 3)):
+        logps = torch.log(torch.tensor([[0.1, 0.7], [0.2, 0.5]])).requires_grad_()
+        judge = torch.log(torch.tensor([[0.9, 0.9], [0.4, 0.5]])).requires_grad_()
+        log1mp = torch.log1p(-logps.exp())
+        loss, selected = cut_loss(logps, log1mp, judge, torch.tensor([True, False]), mask, threshold=1.1,
+                                  weight_unlike=2.0, per_example=per_example)
+        assert loss.item() == pytest.approx(expected, rel=1e-6)
+        assert selected.tolist() == [[False, False], [True, False]]
+        loss.backward()
+        assert logps.grad[0].tolist() == pytest.approx([d_row0, 0.0])
+        # the judgment view of the incorrect row is trained with likelihood; the correct row has no judge term
+        d_judge = -0.5 / 2 / 2 if per_example else -0.5 / 3
+        torch.testing.assert_close(judge.grad, torch.tensor([[0.0, 0.0], [d_judge, d_judge]]))
+    assert abs(1.494902 - 1.225674) > 0.2  # the two averages differ when outputs differ in length
 
 
 def test_cut_trains_unflagged_tokens_and_the_judgment_view(tmp_path, tokenizer):
@@ -166,10 +173,13 @@ def test_cut_trains_unflagged_tokens_and_the_judgment_view(tmp_path, tokenizer):
         judge, _ = view_logps(model, batch["view_input_ids"], batch["view_attention_mask"], batch["view_labels"],
                              prefix_ids=batch.get("prefix_ids"))
     mask = batch["labels"] != -100
-    expected = (0.5 * (-base - judge) * mask).sum() / mask.sum()
+    per_token = 0.5 * (-base - judge) * mask
+    assert mask.sum(-1).tolist()[0] != mask.sum(-1).tolist()[1]  # outputs of different lengths
     model.eval()  # no dropout in the tiny model; the same numbers as in training mode
-    loss = trainer.compute_loss(model, batch)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and loss.item() > 0
+    loss = trainer.compute_loss(model, batch)  # CUT's code: the mean over the outputs of their token means
+    assert loss.item() == pytest.approx((per_token.sum(-1) / mask.sum(-1)).mean().item(), rel=1e-5) and loss.item() > 0
+    trainer.args.cut_normalisation = "token"  # every token weighs the same
+    assert trainer.compute_loss(model, batch).item() == pytest.approx((per_token.sum() / mask.sum()).item(), rel=1e-5)
 
 
 # ---- 4. unlikelihood without a dead zone --------------------------------------------------------------

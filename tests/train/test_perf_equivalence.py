@@ -127,6 +127,74 @@ def test_shared_prefix_runs_once_per_step(tokenizer, tmp_path, loss_type):
     assert loss > 0 and all(g.abs().max() > 0 for g in grads.values())
 
 
+class FixedMaskDropout(torch.nn.Dropout):
+    """Dropout whose mask is one fixed draw over the channels: the same at every position and every call, so a
+    training forward is deterministic and a shared prefix can be compared with full rows exactly."""
+
+    def __init__(self, width: int, seed: int) -> None:
+        super().__init__(p=0.5)
+        keep = torch.rand(width, generator=torch.Generator().manual_seed(seed)) > self.p
+        self.register_buffer("mask", keep.float() / (1 - self.p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask if self.training else x
+
+
+def _with_fixed_dropout(model):
+    from peft.tuners.lora import LoraLayer
+
+    for i, layer in enumerate(m for m in model.modules() if isinstance(m, LoraLayer)):
+        layer.lora_dropout["default"] = FixedMaskDropout(layer.in_features, seed=i)
+    return model
+
+
+@pytest.mark.parametrize("loss_type", ["nlft", "cut"])
+def test_shared_prefix_trains_with_the_models_dropout(tokenizer, tmp_path, loss_type):
+    """With dropout on, the trained views continue from a prefix run in train mode, so the shared-prefix step
+    equals the full rows' step (dropout made deterministic here: one fixed mask); the measurement views still
+    see no dropout. Before, the prefix ran in eval mode for every view and the step differed from the full rows."""
+    model = _with_fixed_dropout(_lora_model(tokenizer, seed=5))
+    records = sample_records()
+    results = []
+    for share in (True, False):
+        trainer = NLFTTrainer(model, args=_args(tmp_path, tokenizer, loss_type=loss_type, share_prefix=share),
+                              train_dataset=records, processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        assert ("prefix_ids" in batch) == share
+        results.append(_loss_and_grads(trainer, batch))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    model.eval()  # the same step without dropout differs: the masks matter
+    assert abs(float(trainer.compute_loss(model, batch)) - float(loss_b)) > 1e-3
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-7)
+    for name in grads_a:
+        scale = float(grads_b[name].abs().max())
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize(("loss_type", "runs"), [("nlft", 2), ("cut", 1)])
+def test_with_dropout_the_prefix_runs_in_train_mode_and_once_more_for_the_views(tokenizer, tmp_path, loss_type,
+                                                                                   runs):
+    """Real dropout: the trained views' prefix runs in train mode; NLFT's measurement views get a second, eval-mode
+    run of it (CUT has none to measure)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(make_tiny_model(len(tokenizer), seed=6),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["gate_proj", "up_proj"]))
+    trainer = NLFTTrainer(model, args=_args(tmp_path, tokenizer, loss_type=loss_type), train_dataset=sample_records(),
+                          processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    prefix_len = batch["prefix_ids"].numel()
+    modes: list[bool] = []
+    dropout = next(m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0)
+    handle = dropout.register_forward_pre_hook(
+        lambda m, a: modes.append(m.training) if a[0].shape[:2] == (1, prefix_len) else None)
+    try:
+        _loss_and_grads(trainer, batch)
+    finally:
+        handle.remove()
+    assert modes == [True, False][:runs]
+
+
 def test_measured_views_equal_stacked_full_softmax(tokenizer, tmp_path):
     """P_std and P_judge from the lean measurement pass equal those read off the stacked full-vocabulary pass."""
     model = _lora_model(tokenizer, seed=1)

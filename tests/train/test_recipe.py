@@ -119,6 +119,35 @@ def test_train_sft_learns_and_evaluates_each_epoch(tmp_path, tiny_dir, data_file
     assert (out / "eval" / "epoch-2" / "predictions.jsonl").exists()
 
 
+def test_train_dft_weights_each_token_by_its_probability(tmp_path, tiny_dir, data_file):
+    """`--method dft` trains TRL's DFT: the first step's loss is the mean over the correct outputs' tokens of
+    -p log p (p detached) at the initial weights (LoRA B starts at 0), not SFT's mean of -log p."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from nlft.train.baselines import sft_dataset
+    from nlft.utils.files import read_jsonl
+    from nlft.utils.models import load_tokenizer
+
+    out = tmp_path / "dft"
+    assert _train(tiny_dir, data_file, out, "--method", "dft", "--max-steps", "1") == 0
+    run = _check_run(out, "dft")
+    assert run["manifest"]["trainer_args"]["loss_type"] == "dft"
+    logged = next(x["loss"] for x in run["logs"] if "loss" in x)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    per_token = []
+    for row in sft_dataset(read_jsonl(data_file), load_tokenizer(str(tiny_dir))):  # the 2 correct outputs: 1 batch
+        ids = torch.tensor([row["input_ids"]])
+        with torch.no_grad():
+            logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
+        keep = torch.tensor(row["completion_mask"][1:], dtype=torch.bool)
+        per_token.append(logp[keep])
+    logp = torch.cat(per_token)
+    dft, nll = float((-logp.exp() * logp).mean()), float(-logp.mean())
+    assert logged == pytest.approx(dft, rel=1e-3)
+    assert nll > 100 * dft  # a random model: p is about 1/V, so DFT's loss is about NLL / V
+
+
 def test_train_sft_without_correct_outputs_says_what_to_do(tmp_path, tiny_dir, capsys):
     path = tmp_path / "wrong.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in sample_records() if not r["correct"]))
@@ -126,11 +155,22 @@ def test_train_sft_without_correct_outputs_says_what_to_do(tmp_path, tiny_dir, c
     assert "no output is marked correct (try --sft-data reference)" in capsys.readouterr().err
 
 
-def test_train_reft_grpo(tmp_path, tiny_dir, data_file):
+@pytest.mark.parametrize("algo", ["grpo", "auto"])
+def test_train_reft_grpo(tmp_path, tiny_dir, data_file, algo, capsys):
+    """ReFT with GRPO, asked for or chosen by ``auto`` on a TRL without PPO; the manifest says which and why."""
+    from nlft.train.baselines import ppo_available
+
+    if algo == "auto" and ppo_available():
+        pytest.skip("auto means PPO with this TRL (test_train_reft_ppo)")
     out = tmp_path / "reft"
-    assert _train(tiny_dir, data_file, out, "--method", "reft", "--reft-algo", "grpo", "--reft-num-generations", "2",
+    assert _train(tiny_dir, data_file, out, "--method", "reft", "--reft-algo", algo, "--reft-num-generations", "2",
                   "--reft-max-new-tokens", "6") == 0
     run = _check_run(out, "reft")
+    used = run["manifest"]["reft_algo"]
+    assert (used["asked"], used["used"], run["config"]["reft_algo"]) == (algo, "grpo", "grpo")
+    if algo == "auto":
+        assert "has no PPO" in used["why"]
+        assert "--reft-algo auto: GRPO, as the installed TRL has no PPO" in capsys.readouterr().err
     phases = {x.get("phase") for x in run["logs"]}
     assert phases == {"warmup", "rl"}
     assert any("rewards/reft_reward_func/mean" in x for x in run["logs"])

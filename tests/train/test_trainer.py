@@ -44,12 +44,12 @@ def test_lora_weights_change_and_losses_finite(tmp_path, tokenizer):
     assert logs[0]["nlft/weighted_nll"] < logs[0]["nlft/nll"]
 
 
-@pytest.mark.parametrize("loss_type", ["nlft", "nll"])
+@pytest.mark.parametrize("loss_type", ["nlft", "nll", "cut"])
 def test_gradient_accumulation_1x4_equals_4x1(tmp_path, tokenizer, loss_type):
     """One optimizer step with plain SGD (lr 1, no clipping): the update is minus the gradient.
 
     Batch 4 x accumulation 1 and batch 1 x accumulation 4 see the same 4 rows, so with the loss
-    normalised by the response tokens of the whole accumulated batch their updates are equal.
+    normalised by the response tokens (CUT: the outputs) of the whole accumulated batch their updates are equal.
     r0=1, p0_incorrect=0 make the random model produce erroneous tokens, so unlikelihood is exercised.
     """
     updates = []
@@ -90,6 +90,75 @@ def test_cached_view_probs_match_dynamic_on_first_step(tmp_path, tokenizer, mode
         trainer.train()
         losses.append(trainer.state.log_history[0]["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def _eval_rows() -> list[dict]:
+    """Three of the sample records at other indices than in training, so a row index read from a training
+    cache would point at another record."""
+    rows = sample_records()
+    return [rows[3], rows[0], rows[2]]
+
+
+def _loss_of(rows, args, tokenizer, model) -> float:
+    """The loss of ``rows`` as one batch of training rows (their own views, initial log P_base of ``model``)."""
+    trainer = NLFTTrainer(model, args, train_dataset=rows, processing_class=tokenizer)
+    if args.needs_initial_logps:
+        trainer.fill_initial_logps()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    model.eval()
+    with torch.no_grad():
+        return float(trainer.compute_loss(model, batch))
+
+
+def test_evaluate_measures_the_eval_rows_themselves(tmp_path, tokenizer):
+    """On an untrained model one eval loss whatever view_probs: the eval rows' own views, never the training
+    rows' cache (before, 'cached' gave 0.0 before its cache existed and another row's loss after)."""
+    losses = []
+    for view_probs in ("dynamic", "cached", "per_epoch"):
+        torch.manual_seed(0)
+        trainer = NLFTTrainer(make_tiny_model(len(tokenizer)), make_args(tmp_path, view_probs=view_probs, r0=1.0,
+                                                                         p0_incorrect=0.0),
+                              train_dataset=sample_records(), eval_dataset=_eval_rows(), processing_class=tokenizer,
+                              peft_config=LoraConfig(**LORA))
+        losses.append(trainer.evaluate()["eval_loss"])
+        if view_probs != "dynamic":
+            trainer.fill_view_cache()  # the training rows' cache exists: evaluation still reads its own rows
+            losses.append(trainer.evaluate()["eval_loss"])
+    expected = _loss_of(_eval_rows(), make_args(tmp_path, r0=1.0, p0_incorrect=0.0), tokenizer, trainer.model)
+    assert expected > 0
+    assert losses == pytest.approx([expected] * 5, rel=1e-5)
+
+
+def test_robust_evaluate_reads_the_eval_rows_initial_logps(tmp_path, tokenizer):
+    """The robust preset's evaluate() works before training (it raised), reads the eval rows' own log P_base of the
+    initial model, keeps them through training and a resumed run, and refuses rows it cannot know them for."""
+    def robust(**kw):
+        return NLFTConfig.from_preset("robust", output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True,
+                                      disable_tqdm=True, seed=0, r0=1.0, p0_incorrect=0.0, kl_coef=0.5,
+                                      learning_rate=1e-2, save_strategy="steps", save_steps=1, **kw)
+
+    def trainer_of(args):
+        torch.manual_seed(0)
+        return NLFTTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
+                           eval_dataset=_eval_rows(), processing_class=tokenizer, peft_config=LoraConfig(**LORA))
+
+    trainer = trainer_of(robust(max_steps=2))
+    before = trainer.evaluate()["eval_loss"]
+    assert before == pytest.approx(_loss_of(_eval_rows(), robust(), tokenizer, trainer.model), rel=1e-5)
+    initial = list(trainer.eval_dataset["initial_logps"])
+    trainer.train()
+    assert list(trainer.eval_dataset["initial_logps"]) == initial  # measured before the first step, not again
+    assert math.isfinite(trainer.evaluate()["eval_loss"])
+    with pytest.raises(ValueError, match="measured before the first training step"):
+        trainer.evaluate(eval_dataset=sample_records()[:2])
+    # a trainer that did not evaluate first measures them when training starts, and a resumed run reloads them
+    fresh = trainer_of(robust(max_steps=2))
+    fresh.train()
+    flat = [v for row in initial for v in row]
+    assert [v for row in fresh.eval_dataset["initial_logps"] for v in row] == pytest.approx(flat, rel=1e-6)
+    resumed = trainer_of(robust(max_steps=3))
+    resumed.train(resume_from_checkpoint=True)
+    assert [v for row in resumed.eval_dataset["initial_logps"] for v in row] == pytest.approx(flat, rel=1e-6)
 
 
 def test_word_and_no_phrase_rules_run(tmp_path, tokenizer):

@@ -103,19 +103,25 @@ def cut_loss(
     *,
     threshold: float = 1.1,
     weight_unlike: float = 1.0,
+    per_example: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CUT (Xu et al. 2023, "Reasons to Reject?"), token-normalised like :func:`nlft_loss`.
+    """CUT (Xu et al. 2023, "Reasons to Reject?"), averaged as its code averages it or per token.
 
     For an incorrect output y with judgment J, each response token t contributes::
 
-        1/2 * ( -log P_judge(t)                                        likelihood under the judgment prompt
-              + ( w * -log(1 - P_base(t))   if P_judge(t) / P_base(t) > threshold      (a mistake)
-                  -log P_base(t)            otherwise ) )                              (likelihood)
+        l_t = 1/2 * ( -log P_judge(t)                                    likelihood under the judgment prompt
+                    + ( w * -log(1 - P_base(t))   if P_judge(t) / P_base(t) > threshold      (a mistake)
+                        -log P_base(t)            otherwise ) )                              (likelihood)
 
-    with ``w = weight_unlike``; a correct output contributes ``-log P_base(t)``. The sum is divided
-    by ``N``, the response tokens of the accumulated batch, so an all-incorrect batch gets CUT's
-    ``(NLL_judge + L_unlike) / 2`` with both terms token means. Both views carry gradients, and the
-    selection reads the current model's probabilities (detached), as CUT's code does.
+    with ``w = weight_unlike``; a token of a correct output contributes ``l_t = -log P_base(t)``.
+
+    ``per_example`` (CUT's code, which trains one example per micro-batch): an output's loss is the
+    mean of its ``l_t``, so an incorrect output's is ``(NLL_judge + L_unlike) / 2`` with both terms
+    token means, and the loss is the sum of the outputs' losses over ``num_items_in_batch`` =
+    the *outputs* of the accumulated batch (their mean). Otherwise every token weighs the same: the
+    sum of all ``l_t`` over ``num_items_in_batch`` = the response *tokens* of the accumulated batch.
+    Both views carry gradients, and the selection reads the current model's probabilities
+    (detached), as CUT's code does.
 
     Args:
         logps: ``(B, T)`` log P_base, with gradients. log1mp: ``(B, T)`` log(1 - P_base) from the
@@ -123,8 +129,10 @@ def cut_loss(
         judge_logps: ``(B, T)`` log P_judge of the same tokens, with gradients (any value on
             correct rows).
         correct: ``(B,)`` bool. response_mask: ``(B, T)`` bool.
-        num_items_in_batch: ``N``; None means the response tokens of this batch.
+        num_items_in_batch: the outputs (``per_example``) or response tokens of the accumulated
+            batch; None means this batch's.
         threshold: the ratio above which a token is a mistake. weight_unlike: ``w``.
+        per_example: average per output, as CUT's code (default), or per token.
 
     Returns:
         ``(loss, selected)``: the scalar loss and the ``(B, T)`` bool mask of tokens trained away.
@@ -135,8 +143,12 @@ def cut_loss(
     selected = (ratio > threshold) & wrong
     base_term = torch.where(selected, weight_unlike * unlikelihood(logps, log1mp), -logps)
     per_token = torch.where(wrong, 0.5 * (base_term - judge_logps), -logps)
-    total = torch.where(mask, per_token, torch.zeros_like(per_token)).sum()
-    return _normalise(total, mask, num_items_in_batch), selected
+    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
+    if not per_example:
+        return _normalise(per_token.sum(), mask, num_items_in_batch), selected
+    per_output = per_token.sum(-1) / mask.sum(-1).clamp(min=1)
+    rows = mask.any(-1)
+    return _normalise(per_output.sum(), rows, num_items_in_batch), selected
 
 
 def kl_penalty(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ class ScaleParams(_Settings):
         if not -1.0 <= self.phrase_threshold <= 1.0:
             raise ValueError(f"phrase_threshold is a cosine similarity in [-1, 1], got {self.phrase_threshold}")
         if self.unlikelihood_weight < 0:
-            raise ValueError("kl_coef and unlikelihood_weight must be >= 0")
+            raise ValueError(f"unlikelihood_weight must be >= 0, got {self.unlikelihood_weight}")
         return self
 
 
@@ -114,12 +114,16 @@ class LossParams(_Settings):
                "the training set).")
     nll_coef: float = _p(0.0, "Weight of an extra plain NLL term on correct outputs (the reference code adds one).")
     loss_multiplier: float = _p(1.0, "Constant factor on the loss (the reference code uses 10).")
+    cut_normalisation: str = _p(
+        "example", "How CUT's loss is averaged: 'example' (CUT's code: each output's token mean, then the mean over "
+                   "the outputs of the accumulated batch) or 'token' (every response token of the accumulated batch "
+                   "weighs the same, as NLFT's Eq. 5; earlier versions).", choices=("example", "token"))
 
     def check(self) -> LossParams:
         """Raise ValueError on a setting out of its range."""
         check_choices(self)
         if self.kl_coef < 0:
-            raise ValueError("kl_coef and unlikelihood_weight must be >= 0")
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         return self
 
 

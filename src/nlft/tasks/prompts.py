@@ -170,16 +170,6 @@ def read_template(path: Any, *, field: str = "template") -> str:
     return text
 
 
-def resolve_template(prompt: str) -> str:
-    """A built-in prompt's name (:data:`TEMPLATES`) or a template file's path -> template text with ``{question}``.
-
-    The number task's :func:`nlft.tasks.registry.resolve_prompt` (the rule for every task).
-    """
-    from nlft.tasks.registry import get_task, resolve_prompt
-
-    return resolve_prompt(prompt, get_task("number"))
-
-
 def render(template: str, **fields: Any) -> str:
     """Fill a template, with a clear error when it names a field that is not given."""
     try:

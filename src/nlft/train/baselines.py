@@ -1,8 +1,10 @@
 """Baselines of the paper on TRL: SFT (SFTTrainer) and ReFT (PPO, or GRPO) with the rule-based reward.
 
-Both read the same NLFT data file as NLFT itself, and see the same prompt: the X_base prompt of
-:mod:`nlft.tasks.prompts` through the chat template, tokenized exactly as :func:`nlft.train.views.tokenize_record`
-tokenizes it for NLFT. So SFT on ``outputs`` and NLFT differ only in the per-token weights of the loss.
+Both read the same NLFT data file as NLFT itself, and see the same prompt: X_base, the prompt the records'
+outputs were generated with (their provenance, :func:`nlft.train.views.training_prompt`, the rule
+:class:`nlft.NLFTTrainer` follows too; ``base_template`` sets another), tokenized exactly as
+:func:`nlft.train.views.tokenize_record` tokenizes it for NLFT. So SFT on ``outputs`` and NLFT differ only in
+the per-token weights of the loss.
 
 - SFT, ``data="outputs"``: the correct outputs NLFT trains on (the fair baseline; see the method
   spec's critique). ``data="reference"``: the gold solutions of every question (the paper's SFT).
@@ -22,7 +24,8 @@ from typing import Any
 
 import torch
 
-from nlft.tasks.prompts import BASE_TEMPLATE, plain_prompt, prompt_ids, render, uses_chat
+from nlft.tasks.prompts import plain_prompt, prompt_ids, render, uses_chat
+from nlft.train.views import training_prompt
 from nlft.utils.files import DataError
 
 SFT_DATA_MODES = ("outputs", "reference")
@@ -60,18 +63,22 @@ def sft_examples(records: Sequence[dict[str, Any]], mode: str = "outputs", *, so
 
 
 def sft_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, mode: str = "outputs",
-                base_template: str = BASE_TEMPLATE, use_chat_template: bool | None = None,
+                base_template: str | None = None, use_chat_template: bool | None = None,
                 source: str = "dataset") -> Any:
     """A pre-tokenized prompt/completion ``datasets.Dataset`` for TRL's SFTTrainer.
 
     Columns: ``input_ids`` (prompt + completion + EOS) and ``completion_mask`` (1 on completion
     tokens), so that SFTTrainer with ``completion_only_loss=True`` trains on the completion only.
-    The tokens are those of NLFT's base view (:func:`nlft.train.views.tokenize_record`).
+    The tokens are those of NLFT's base view (:func:`nlft.train.views.tokenize_record`), under
+    ``base_template`` or, when None, the prompt the records were generated with
+    (:func:`nlft.train.views.training_prompt`).
     """
     from datasets import Dataset
 
     from nlft.train.views import tokenize_record
 
+    base_template, use_chat_template = training_prompt(records, template=base_template,
+                                                      use_chat_template=use_chat_template, source=source)
     rows = []
     for ex in sft_examples(records, mode, source=source):
         tok = tokenize_record({"question": ex["question"], "reference": "", "output": ex["completion"],
@@ -85,9 +92,12 @@ def sft_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, mode: str 
 
 def make_sft_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], args: Any, *,
                      mode: str = "outputs", peft_config: Any = None, callbacks: list[Any] | None = None,
-                     base_template: str = BASE_TEMPLATE, use_chat_template: bool | None = None,
+                     base_template: str | None = None, use_chat_template: bool | None = None,
                      source: str = "dataset") -> Any:
-    """TRL ``SFTTrainer`` on :func:`sft_dataset` (completion-only loss). ``args``: a ``trl.SFTConfig``."""
+    """TRL ``SFTTrainer`` on :func:`sft_dataset` (completion-only loss). ``args``: a ``trl.SFTConfig``.
+
+    ``base_template`` None: the records' generation prompt (:func:`nlft.train.views.training_prompt`).
+    """
     from trl import SFTTrainer
 
     args.completion_only_loss = True
@@ -158,12 +168,14 @@ def reft_reward_func(completions: Sequence[Any], gold: Sequence[str], task_row: 
     return [reft_reward_of(_completion_text(c), g, r) for c, g, r in zip(completions, gold, rows, strict=True)]
 
 
-def grpo_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_template: str = BASE_TEMPLATE,
+def grpo_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_template: str | None = None,
                  use_chat_template: bool | None = None, source: str = "dataset") -> Any:
     """``prompt`` (the X_base prompt; conversational when the chat template is used) and ``gold`` columns (and
-    ``task_row`` for tasks other than numbers)."""
+    ``task_row`` for tasks other than numbers). ``base_template`` None: the records' generation prompt."""
     from datasets import Dataset
 
+    base_template, use_chat_template = training_prompt(records, template=base_template,
+                                                      use_chat_template=use_chat_template, source=source)
     use_chat = uses_chat(tokenizer, use_chat_template)
     rows = []
     for q in reft_questions(records, source=source):
@@ -175,9 +187,12 @@ def grpo_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_temp
 
 def make_grpo_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], args: Any, *,
                       peft_config: Any = None, callbacks: list[Any] | None = None,
-                      base_template: str = BASE_TEMPLATE, use_chat_template: bool | None = None,
+                      base_template: str | None = None, use_chat_template: bool | None = None,
                       source: str = "dataset") -> Any:
-    """TRL ``GRPOTrainer`` with the ReFT reward; ``args`` a ``trl.GRPOConfig`` (``beta`` is the KL coefficient)."""
+    """TRL ``GRPOTrainer`` with the ReFT reward; ``args`` a ``trl.GRPOConfig`` (``beta`` is the KL coefficient).
+
+    ``base_template`` None: the records' generation prompt (:func:`nlft.train.views.training_prompt`).
+    """
     from trl import GRPOTrainer
 
     dataset = grpo_dataset(records, tokenizer, base_template=base_template, use_chat_template=use_chat_template,
@@ -240,12 +255,13 @@ class RuleRewardModel(torch.nn.Module):
 
 def make_ppo_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], args: Any, *,
                      value_model: Any, peft_config: Any = None, callbacks: list[Any] | None = None,
-                     base_template: str = BASE_TEMPLATE, use_chat_template: bool | None = None,
+                     base_template: str | None = None, use_chat_template: bool | None = None,
                      source: str = "dataset") -> Any:
     """TRL's PPO (trl <= 1.12) with the rule-based ReFT reward; ``args`` a ``trl.experimental.ppo.PPOConfig``.
 
     ``value_model``: a sequence-classification model with one label (the critic), e.g.
-    ``AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)``.
+    ``AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)``. ``base_template`` None: the
+    records' generation prompt (:func:`nlft.train.views.training_prompt`).
     """
     try:
         from trl.experimental.ppo import PPOTrainer
@@ -256,6 +272,8 @@ def make_ppo_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any
     from datasets import Dataset
 
     questions = reft_questions(records, source=source)
+    base_template, use_chat_template = training_prompt(records, template=base_template,
+                                                      use_chat_template=use_chat_template, source=source)
     prompts = []
     for q in questions:
         text = render(base_template, question=q["question"])

@@ -109,6 +109,9 @@ class NLFTConfig(TrainingArguments, NLFTSettings):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of {', '.join(valid)}")
         self.scale_params.check()
         self.loss_params.check()
+        if self.loss_type == "cut" and self.nll_coef:
+            raise ValueError("nll_coef adds a plain NLL term to the NLFT loss; loss_type='cut' has its own likelihood "
+                             "terms: leave nll_coef at 0")
         if self.loss_type == "cut" and self.view_probs != "dynamic":
             raise ValueError("loss_type='cut' trains the output under the judgment prompt, so its view is computed "
                              "with gradients every step: view_probs must be 'dynamic'")

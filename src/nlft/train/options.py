@@ -113,8 +113,9 @@ class _Options:
                                     "on: the fair baseline) or 'reference' (gold solutions: the paper's SFT)",
                          choices=("outputs", "reference"))
     # ReFT
-    reft_algo: str = _opt("auto", "ReFT's RL algorithm: ppo (needs nlft[reft-ppo]), grpo, or auto (ppo when "
-                                  "installed)", choices=("auto", "ppo", "grpo"))
+    reft_algo: str = _opt("auto", "ReFT's RL algorithm: ppo (needs nlft[reft-ppo]), grpo, or auto: ppo where the "
+                                  "installed TRL has it (trl <= 1.12), else grpo (what auto gives on trl > 1.12); "
+                                  "the run's manifest records which", choices=("auto", "ppo", "grpo"))
     reft_warmup_epochs: float = _opt(2.0, "ReFT: SFT warm-up epochs before RL")
     reft_warmup_data: str = _opt("reference", "ReFT warm-up targets: 'reference' (gold chain-of-thought, as in the "
                                               "ReFT paper) or 'outputs' (the correct outputs)",

@@ -434,7 +434,13 @@ def _train_reft(opts: TrainOptions, tokenizer: Any, records: list[dict[str, Any]
     algo = opts.reft_algo
     if algo == "auto":
         algo = "ppo" if ppo_available() else "grpo"
+        why = ("the installed TRL has PPO" if algo == "ppo"
+               else "the installed TRL has no PPO (trl > 1.12; pip install 'nlft[reft-ppo]' for it)")
+        say(f"--reft-algo auto: {algo.upper()}, as {why}")
+    else:
+        why = "asked for"
     resolved["reft_algo"] = algo
+    recorder.manifest["reft_algo"] = {"asked": opts.reft_algo, "used": algo, "why": why}
     write_config(run_dir, resolved)
     warm_dir = run_dir / "warmup"
     warm_model = warm_dir / "model"

@@ -33,7 +33,8 @@ from typing import Any
 from trl.experimental.sdft import SDFTTrainer
 from trl.experimental.sdft.sdft_trainer import DemonstrationTeacherContextBuilder
 
-from nlft.tasks.prompts import BASE_TEMPLATE, plain_prompt, render, uses_chat
+from nlft.tasks.prompts import plain_prompt, render, uses_chat
+from nlft.train.views import training_prompt
 from nlft.utils.files import DataError
 
 # The privileged context of each question: its standard answer, in the words the teacher reads.
@@ -78,7 +79,7 @@ def read_context_template(path: str) -> str:
     return text
 
 
-def sdft_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_template: str = BASE_TEMPLATE,
+def sdft_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_template: str | None = None,
                  use_chat_template: bool | None = None, context_template: str = SDFT_CONTEXT,
                  source: str = "dataset") -> Any:
     """A ``datasets.Dataset`` in the columns TRL's SDFTTrainer reads, one row per distinct question.
@@ -87,9 +88,12 @@ def sdft_dataset(records: Sequence[dict[str, Any]], tokenizer: Any, *, base_temp
     the chat template is used, else the :func:`~nlft.tasks.prompts.plain_prompt` text (with its
     response cue); ``privileged_context``: ``context_template`` rendered with the reference;
     ``user_text``: the rendered prompt before any chat or cue is added (what the teacher's prompt is built on).
+    ``base_template`` None: the records' generation prompt (:func:`nlft.train.views.training_prompt`).
     """
     from datasets import Dataset
 
+    base_template, use_chat_template = training_prompt(records, template=base_template,
+                                                       use_chat_template=use_chat_template, source=source)
     chat = uses_chat(tokenizer, use_chat_template)
     rows = []
     for ex in sdft_examples(records, source=source):
@@ -165,7 +169,7 @@ class TimedSDFTTrainer(SDFTTrainer):
 
 def make_sdft_trainer(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], args: Any, *,
                       peft_config: Any = None, callbacks: list[Any] | None = None,
-                      base_template: str = BASE_TEMPLATE, use_chat_template: bool | None = None,
+                      base_template: str | None = None, use_chat_template: bool | None = None,
                       context_template: str = SDFT_CONTEXT, source: str = "dataset") -> TimedSDFTTrainer:
     """:class:`TimedSDFTTrainer` on :func:`sdft_dataset`; ``args`` a ``trl.experimental.sdft.SDFTConfig``."""
     dataset = sdft_dataset(records, tokenizer, base_template=base_template, use_chat_template=use_chat_template,

@@ -34,6 +34,10 @@ STD, JUDGE = 0, 1
 VIEW_CACHE_FILE = "view_probs.pt"
 # log P_base of every training row under the initial model (KL anchor, 'initial' error reference).
 INITIAL_LOGPS_FILE = "initial_logps.pt"
+# The same for the rows of the trainer's eval dataset(s): {name: per-row lists}.
+EVAL_INITIAL_LOGPS_FILE = "eval_initial_logps.pt"
+# The column of an eval dataset that holds each row's log P_base under the initial model.
+INITIAL_COLUMN = "initial_logps"
 
 
 class NLFTCollator:
@@ -48,6 +52,9 @@ class NLFTCollator:
     ``share_prefix``: the token prefix that every prompt of the batch (base and measurement views)
     starts with, if at least ``min_prefix`` tokens, is cut from them all and returned once as
     ``prefix_ids`` ``(L,)``; :func:`nlft.method.logps.view_logps` runs it once per forward.
+
+    Rows that carry their own ``initial_logps`` (evaluation rows, :meth:`NLFTTrainer.get_eval_dataloader`)
+    give ``initial_logps`` ``(B, R)`` (0 on padding).
     """
 
     def __init__(self, pad_token_id: int, views_correct: Sequence[str] = ("standard",),
@@ -88,6 +95,11 @@ class NLFTCollator:
         }
         if shared:
             batch["prefix_ids"] = torch.tensor(prefix, dtype=torch.long)
+        if INITIAL_COLUMN in features[0]:
+            initial = torch.zeros(len(features), r_max)
+            for i, f in enumerate(features):
+                initial[i, : len(f[INITIAL_COLUMN])] = torch.tensor(f[INITIAL_COLUMN], dtype=torch.float32)
+            batch[INITIAL_COLUMN] = initial
         if prompts:
             views = pad_views(prompts, view_resp, self.pad_token_id)
             batch.update(
@@ -103,7 +115,7 @@ def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int
     """P_std and P_judge of each response token from the measurement views of a collated batch.
 
     The views run in eval mode (no dropout) under ``no_grad``: they are measurements, with no graph.
-    ``prefix_kv``: the batch's shared prefix already run in eval mode (the step's one computation of it,
+    ``prefix_kv``: the batch's shared prefix already run in eval mode (by
     :meth:`NLFTTrainer.step_prefix`); without it the views run the prefix themselves.
 
     Returns:
@@ -174,6 +186,7 @@ class _InitialLogpsCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.trainer._initial_logps is None and not self.trainer._load_initial_logps_from_resume():
             self.trainer.fill_initial_logps()
+        self.trainer._attach_eval_initial_logps()
 
 
 def class_report_message(counts: dict[str, int], irrelevant: str) -> str:
@@ -214,7 +227,10 @@ class NLFTTrainer(Trainer):
         args: an :class:`NLFTConfig`.
         train_dataset: a ``datasets.Dataset`` (or list of dicts) with columns ``question``,
             ``reference``, ``output``, ``correct`` (bool) and ``judgment`` (str or None).
-        eval_dataset: the same schema, optional.
+        eval_dataset: the same schema (or a dict of such, by name), optional. Evaluation measures
+            these rows themselves: their own views (whatever ``view_probs``) and, where the loss reads
+            the initial model (``error_reference="initial"``, ``kl_coef``), their own log P_base under
+            it, measured before the first step (:meth:`get_eval_dataloader`).
         processing_class: the tokenizer (loaded from the model's path when None).
         peft_config: a PEFT config (e.g. ``LoraConfig``); None trains the model as given.
         callbacks, optimizers, ...: passed to ``transformers.Trainer``.
@@ -249,13 +265,20 @@ class NLFTTrainer(Trainer):
         self._max_length = args.max_length or self._default_max_length(model, processing_class)
         self._resolve_prompt(args, train_dataset)
         train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train_dataset")
-        if eval_dataset is not None:
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {name: self._prepare_dataset(rows, processing_class, args, f"eval_dataset[{name!r}]")
+                            for name, rows in eval_dataset.items()}
+        elif eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval_dataset")
         views_correct, views_incorrect = args.needed_views
-        if args.view_probs != "dynamic":
-            views_correct, views_incorrect = (), ()
         self._share_prefix = self._can_share_prefix(args, model)
         self._check_packing(args, model)
+        # Evaluation batches always carry the measurement views of their rows; training batches only when the
+        # views are measured at every step (the caches hold the training rows' otherwise).
+        self._eval_collator = NLFTCollator(processing_class.pad_token_id, views_correct, views_incorrect,
+                                           share_prefix=self._share_prefix)
+        if args.view_probs != "dynamic":
+            views_correct, views_incorrect = (), ()
         collator = NLFTCollator(processing_class.pad_token_id, views_correct, views_incorrect,
                                 share_prefix=self._share_prefix)
         super().__init__(
@@ -270,6 +293,8 @@ class NLFTTrainer(Trainer):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._view_cache: dict[str, torch.Tensor] | None = None
         self._initial_logps: torch.Tensor | None = None
+        self._eval_initial: dict[str, list[list[float]]] = {}  # the named eval datasets' initial log P_base
+        self._dropout: bool | None = None  # whether a training forward draws dropout (step_prefix)
         self._resume_dir: str | None = None
         self._cache_from_resume = False
         if args.view_probs != "dynamic" and args.loss_type == "nlft":
@@ -401,9 +426,12 @@ class NLFTTrainer(Trainer):
 
         Shape ``(rows, R_max)``; one no-grad pass over the data in eval mode, before the first step.
         """
+        self._initial_logps = self._base_logps(self.train_dataset)
+
+    def _base_logps(self, dataset: Any) -> torch.Tensor:
+        """log P_base ``(rows, R_max)`` of every row of a tokenized dataset under the current model (eval, no grad)."""
         args: NLFTConfig = self.args
         collate = NLFTCollator(self.processing_class.pad_token_id, (), (), share_prefix=self._share_prefix)
-        dataset = self.train_dataset
         n = len(dataset)
         cache = torch.zeros(n, max(len(r) for r in dataset["response_ids"]))
         model = self.accelerator.unwrap_model(self.model)
@@ -418,10 +446,81 @@ class NLFTTrainer(Trainer):
                     batch = {k: v.to(device) for k, v in batch.items()}
                     logps, _ = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
                                           prefix_ids=batch.get("prefix_ids"), packed=args.padding_free)
-                    cache[batch["row_idx"], : logps.shape[1]] = logps.float().cpu()
+                    cache[batch["row_idx"].cpu(), : logps.shape[1]] = logps.float().cpu()
         finally:
             model.train(was_training)
-        self._initial_logps = cache
+        return cache
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """``Trainer.get_eval_dataloader`` over the eval rows measured as themselves (see :meth:`_eval_rows`)."""
+        rows = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else (
+            eval_dataset if eval_dataset is not None else self.eval_dataset)
+        if rows is None or isinstance(rows, dict):  # the Trainer's own error, or its loop over the names
+            return super().get_eval_dataloader(eval_dataset)
+        # Trainer.evaluate() hands over the trainer's own eval dataset itself: found by identity, by its name
+        own = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"eval": self.eval_dataset}
+        name = next((key for key, value in own.items() if value is rows), None)
+        return self._eval_loader(super().get_eval_dataloader, self._eval_rows(rows, name))
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """``Trainer.get_test_dataloader`` (``predict``) over rows measured as themselves (see :meth:`_eval_rows`)."""
+        return self._eval_loader(super().get_test_dataloader, self._eval_rows(test_dataset, None))
+
+    def _eval_loader(self, make: Any, rows: Any) -> Any:
+        collator, self.data_collator = self.data_collator, self._eval_collator
+        try:
+            return make(rows)
+        finally:
+            self.data_collator = collator
+
+    def _eval_rows(self, rows: Any, name: str | None) -> Any:
+        """Rows to evaluate, tokenized, measured as themselves rather than through the training caches.
+
+        Their batches carry their own measurement views (whatever ``view_probs``: the caches hold the
+        training rows'), and, where the loss reads the initial model, an ``initial_logps`` column: log
+        P_base under the initial model, measured now if no step has been taken, else kept from before
+        the first step (the trainer's eval datasets, by ``name``; also saved in checkpoints).
+        """
+        source = "eval_dataset" if name in (None, "eval") else f"eval_dataset[{name!r}]"
+        rows = self._prepare_dataset(rows, self.processing_class, self.args, source)
+        if not self.args.needs_initial_logps or INITIAL_COLUMN in rows.column_names:
+            return rows
+        if name in self._eval_initial:
+            values = self._eval_initial[name]
+        elif self.state.global_step == 0 and not self._resume_dir:  # the model is still the initial one
+            logps = self._base_logps(rows)
+            values = [logps[i, : len(r)].tolist() for i, r in enumerate(rows["response_ids"])]
+        else:
+            raise ValueError(
+                "evaluating these rows needs their log-probabilities under the initial model (error_reference="
+                "'initial' or kl_coef), which are measured before the first training step: give them to the "
+                "trainer as eval_dataset (a dict for several sets), or evaluate them before training")
+        if name is not None:
+            self._eval_initial[name] = values
+        rows = rows.add_column(INITIAL_COLUMN, values)
+        if name is not None:
+            self._set_eval_dataset(name, rows)
+        return rows
+
+    def _set_eval_dataset(self, name: str, rows: Any) -> None:
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset[name] = rows
+        elif name == "eval":
+            self.eval_dataset = rows
+
+    def _attach_eval_initial_logps(self) -> None:
+        """Before the first step: the eval datasets' initial log P_base (reloaded from the checkpoint on resume)."""
+        if self.eval_dataset is None:
+            return
+        if self._resume_dir and (Path(self._resume_dir) / EVAL_INITIAL_LOGPS_FILE).exists():
+            self._eval_initial = torch.load(Path(self._resume_dir) / EVAL_INITIAL_LOGPS_FILE, weights_only=True)
+        names = list(self.eval_dataset) if isinstance(self.eval_dataset, dict) else ["eval"]
+        for name in names:
+            rows = self.eval_dataset[name] if isinstance(self.eval_dataset, dict) else self.eval_dataset
+            if name in self._eval_initial or not self._resume_dir:
+                self._eval_rows(rows, name)
 
     def measure_token_classes(self) -> dict[str, int]:
         """Token classes of every training row under the current model (the initial one before training).
@@ -505,7 +604,8 @@ class NLFTTrainer(Trainer):
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # The caches go into the checkpoint folder before the Trainer writes trainer_state.json, the file
         # that marks a checkpoint complete.
-        for name, cache in ((VIEW_CACHE_FILE, self._view_cache), (INITIAL_LOGPS_FILE, self._initial_logps)):
+        for name, cache in ((VIEW_CACHE_FILE, self._view_cache), (INITIAL_LOGPS_FILE, self._initial_logps),
+                            (EVAL_INITIAL_LOGPS_FILE, self._eval_initial or None)):
             if cache is None:
                 continue
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -528,25 +628,52 @@ class NLFTTrainer(Trainer):
         self._cache_from_resume = True
         return True
 
-    def step_prefix(self, model: Any, inputs: dict[str, torch.Tensor]) -> PrefixKV | None:
-        """The batch's shared prefix, run once for every view of the step that continues from it.
+    def step_prefix(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[PrefixKV | None, PrefixKV | None]:
+        """The batch's shared prefix, run for every view of the step that continues from it: ``(measured, trained)``.
 
-        It runs in eval mode (no dropout), with grad mode as it is: the measurement views (eval mode,
-        no grad) read its keys and values, and the base view (and CUT's judgment view) continue from
-        them with gradients flowing back into this one computation. None without a shared prefix, or
-        where the model's cache cannot be shared (the views then run their prefix themselves).
+        The measurement views read it as they read the rest of their rows, in eval mode (no dropout) and
+        without grad; the base view (and CUT's judgment view) continue from it with gradients flowing
+        back into its computation and, in training, with the model's dropout, as their full rows would
+        have it: the same loss and gradients in expectation over dropout (the batch's rows share one
+        draw of it at the prefix positions, where full rows draw one each), and equal to float rounding
+        without dropout. So where the model draws no dropout (eval mode, dropout 0) one computation, in
+        eval mode, serves both; where it does, the trained views get the prefix in train mode and the
+        measurement views (if the batch has any) a second, no-grad run in eval mode. ``(None, None)``
+        without a shared prefix; None where the model's cache cannot be shared (the views then run
+        their prefix themselves).
         """
         if "prefix_ids" not in inputs:
-            return None
-        return shared_prefix_kv(model, inputs["prefix_ids"], eval_mode=True)
+            return None, None
+        prefix = inputs["prefix_ids"]
+        if not (model.training and self._draws_dropout(model)):
+            kv = shared_prefix_kv(model, prefix, eval_mode=True)
+            return kv, kv
+        trained = shared_prefix_kv(model, prefix)
+        measured = None
+        if "view_input_ids" in inputs and self.args.loss_type == "nlft":  # CUT's judgment view is trained
+            with torch.no_grad():
+                measured = shared_prefix_kv(model, prefix, eval_mode=True)
+        return measured, trained
+
+    def _draws_dropout(self, model: Any) -> bool:
+        """Whether a training forward of ``model`` draws dropout (a Dropout module or a config rate above 0)."""
+        if self._dropout is None:
+            modules = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+            config = getattr(model, "config", None)
+            rates = config.to_dict().items() if hasattr(config, "to_dict") else ()
+            self._dropout = modules or any("dropout" in k and isinstance(v, float) and v > 0 for k, v in rates)
+        return self._dropout
 
     def _view_probs(self, model: Any, inputs: dict[str, torch.Tensor], prefix_kv: PrefixKV | None = None
                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if self.args.loss_type == "nll":
             return None, None
-        if self.args.view_probs == "dynamic" or self._view_cache is None:
+        if "view_input_ids" in inputs:  # a batch with its views: every step ('dynamic'), and evaluation
             return measure_views(self.accelerator.unwrap_model(model), inputs, chunk_size=self.args.view_batch_size,
                                  packed=self.args.padding_free, prefix_kv=prefix_kv)
+        if self._view_cache is None:
+            raise RuntimeError(f"view_probs={self.args.view_probs!r}: the training rows' view probabilities are "
+                               "measured when train() starts")
         rows = inputs["row_idx"].cpu()
         width = inputs["labels"].shape[1]
         device = inputs["labels"].device
@@ -590,8 +717,8 @@ class NLFTTrainer(Trainer):
         """Eq. 5 (``loss_type`` nlft or nll) with the options of :class:`NLFTConfig`; ``(loss, scales, logps)``."""
         args: NLFTConfig = self.args
         nlft = args.loss_type == "nlft"
-        prefix_kv = self.step_prefix(model, inputs)
-        p_std, p_judge = self._view_probs(model, inputs, prefix_kv)
+        measured_kv, prefix_kv = self.step_prefix(model, inputs)
+        p_std, p_judge = self._view_probs(model, inputs, measured_kv)
         want_hidden = nlft and args.phrase_rule == "cosine"
         # log(1 - P) from the logits only where unlikelihood can occur
         need_ul = nlft and bool((~correct).any())
@@ -628,7 +755,7 @@ class NLFTTrainer(Trainer):
         """CUT as published (:func:`nlft.method.loss.cut_loss`): X_base and X_judge both with gradients."""
         args: NLFTConfig = self.args
         need_ul = bool((~correct).any())
-        prefix, prefix_kv = inputs.get("prefix_ids"), self.step_prefix(model, inputs)
+        prefix, (_, prefix_kv) = inputs.get("prefix_ids"), self.step_prefix(model, inputs)
         out = view_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], complement=need_ul,
                          prefix_ids=prefix, prefix_kv=prefix_kv, packed=args.padding_free)
         logps, log1mp = out[0], (out[2] if need_ul else None)
@@ -640,12 +767,25 @@ class NLFTTrainer(Trainer):
             view_lp = torch.nn.functional.pad(view_lp, (0, logps.shape[1] - view_lp.shape[1]))
             judge = judge.index_put((inputs["view_row"],), view_lp)
         loss, selected = cut_loss(logps, log1mp, judge, correct, response_mask, num_items_in_batch,
-                                  threshold=args.cut_threshold, weight_unlike=args.unlikelihood_weight)
+                                  threshold=args.cut_threshold, weight_unlike=args.unlikelihood_weight,
+                                  per_example=args.cut_normalisation == "example")
         false = torch.zeros_like(selected)
         ts = TokenScales(response_mask.float(), selected, false, false, selected)
         return loss, ts, logps
 
+    def _get_num_items_in_batch(self, batch_samples: list, device: Any) -> Any:
+        """The items the loss is divided by: response tokens, or for CUT averaged per output the rows.
+
+        Every row has a first response token (its EOS at least), so counting the first label column of
+        each batch counts rows, with the Trainer's own sum over the accumulated batches and processes.
+        """
+        if self.args.loss_type == "cut" and self.args.cut_normalisation == "example":
+            batch_samples = [{"labels": batch["labels"][:, :1]} for batch in batch_samples]
+        return super()._get_num_items_in_batch(batch_samples, device)
+
     def _initial_logps_of(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if INITIAL_COLUMN in inputs:  # evaluation rows carry their own
+            return inputs[INITIAL_COLUMN]
         if self._initial_logps is None:
             raise RuntimeError("the initial model's log-probabilities are computed at the start of train()")
         width = inputs["labels"].shape[1]
