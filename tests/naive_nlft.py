@@ -13,8 +13,8 @@ Python loops, one token at a time:
 - incorrect output (Eq. 1, 2, 4): ``r1 = P_judge / P_base``, ``r2 = P_judge / P_std``; erroneous when
   ``r1 > r0``, ``r2 > r0`` and ``P_judge > p0_incorrect``, scale ``2 sigmoid(r1 - r0)``, loss
   ``-S log(1 - P_base)``; near-error (in the phrase of an erroneous token) 0; the rest 0 (the paper),
-  ``sqrt(P_std)`` (the reference code) or 1, with likelihood, unless the output's erroneous share is
-  above ``max_error_fraction`` (then 0);
+  ``sqrt(P_std)`` (the reference code) or 1, with likelihood; an output whose erroneous share is above
+  ``max_error_fraction`` is excluded (paper section 6.1: every scale 0, the erroneous tokens' too);
 - the options: ``error_reference="initial"`` (``r1`` against the initial model's P_base),
   ``unlikelihood_weight``, ``class_balance`` (``N / (2 N_class)`` from the training set's token
   counts), ``kl_coef`` (``exp(d) - d - 1`` with ``d = log P_initial - log P``, on the incorrect
@@ -153,8 +153,10 @@ def naive_step(model: Any, rows: list[dict[str, Any]], settings: dict[str, Any],
         for t in range(n):
             if t in erroneous:
                 counts["erroneous"] += 1
-                scale = 2 / (1 + math.exp(-(p_judge[t] / reference[t] - s["r0"]))) * s["unlikelihood_weight"]
-                total = total + scale * w_incorrect * -torch.log(1 - p_base[t])
+                scale = 0.0 if entirely_wrong else (
+                    2 / (1 + math.exp(-(p_judge[t] / reference[t] - s["r0"]))) * s["unlikelihood_weight"])
+                if scale:
+                    total = total + scale * w_incorrect * -torch.log(1 - p_base[t])
             else:
                 if t in phrase:
                     counts["near_error"] += 1
