@@ -45,9 +45,14 @@ LABELS = {"base": "base model", "sft_gold": "SFT, gold answers", "sft_outputs": 
 # Candidate NLFT settings of the preset selection (``nlft study --select``): each is trained on every
 # task of the study at N = select_size with the select seeds and scored on validation questions only.
 # The criterion, fixed before any of them ran, is in select_default (nlft.study.cells).
+# One cause changes from one candidate to the next: paper -> robust gives the incorrect outputs' unflagged tokens a
+# likelihood target and reads the error ratio against the initial model; robust -> robust_word makes a phrase the
+# token's word rather than every neighbour with hidden-state cosine >= 0.6 (about half of a short output).
 CANDIDATES: dict[str, dict[str, Any]] = {
     "paper": {"preset": "paper"},
-    "robust_v1": {"preset": "paper", "irrelevant_incorrect": "likelihood", "error_reference": "initial"},
+    "robust": {"preset": "paper", "irrelevant_incorrect": "likelihood", "error_reference": "initial"},
+    "robust_word": {"preset": "paper", "irrelevant_incorrect": "likelihood", "error_reference": "initial",
+                    "phrase_rule": "word"},
 }
 
 
