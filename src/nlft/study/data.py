@@ -57,7 +57,7 @@ def derived_rows(spec: str, split: str, limit: int, seed: int = 0) -> list[dict[
 
     form, name = spec.split(":", 1)
     entries = generate_entries(name, {}, size=limit, seed=split_seed(name, split, seed))
-    pool = generate_entries(name, {}, size=500, seed=split_seed(name, "options", 0))
+    pool = generate_entries(name, {}, size=500, seed=split_seed(name, "pool", 0))
     vocabulary = sorted({str(e["answer"]).strip() for e in pool})
     rows = []
     for i, entry in enumerate(entries):
