@@ -156,3 +156,33 @@ def test_selection_reads_validation_questions_only(study):
     assert row["tasks"][TASK]["base"] == json.loads((out / "chain_sum" / "cells" / "base" / "result.json").read_text())[
         "val_flexible"]
     assert (sel["chosen"] == "paper") == (row["complete"] and row["below_base"] == 0)
+
+
+def test_selection_criterion_and_bar_by_hand():
+    """Two tasks, base 10% and 20%, SFT on the same outputs 15% and 30%. 'a' stays above base and above SFT everywhere:
+    chosen, meets the bar. 'b' has one seed below base on task two: not eligible. 'c' stays above base (eligible) but
+    trails SFT on task two (margin -5 points): its mean margin +2.5 < a's, and it misses the bar."""
+    from nlft.study.report import select_default, selection_markdown
+
+    cfg = StudyConfig(main_task="t1", panel=("t2",), candidates=("paper", "robust", "robust_word"), select_size=50,
+                      select_seeds=(0, 1))
+    base, sft = {"t1": 0.10, "t2": 0.20}, {"t1": 0.15, "t2": 0.30}
+    last = {"paper": {"t1": (0.20, 0.20), "t2": (0.40, 0.40)}, "robust": {"t1": (0.30, 0.30), "t2": (0.19, 0.50)},
+            "robust_word": {"t1": (0.25, 0.25), "t2": (0.25, 0.25)}}
+    cells = [{"task": t, "cell": "base", "val_flexible": base[t]} for t in base]
+    for t in base:
+        for s in (0, 1):
+            cells.append({"task": t, "cell": f"sft_outputs-n50-s{s}", "last_val_flexible": sft[t]})
+            for cand, per_task in last.items():
+                cells.append({"task": t, "cell": f"cand_{cand}-n50-s{s}", "last_val_flexible": per_task[t][s],
+                              "token_classes": {"erroneous": 7, "incorrect_without_flag": 2, "incorrect_excluded": 1,
+                                                "incorrect_outputs": 40}})
+    sel = select_default(cells, cfg)
+    rows = {r["candidate"]: r for r in sel["candidates"]}
+    assert sel["chosen"] == "paper"
+    assert rows["paper"]["meets_bar"] and rows["paper"]["mean_margin"] == pytest.approx((0.05 + 0.10) / 2)
+    assert rows["robust"]["below_base"] == 1 and not rows["robust"]["meets_bar"]
+    assert rows["robust_word"]["below_base"] == 0 and not rows["robust_word"]["meets_bar"]
+    assert rows["robust_word"]["mean_margin"] == pytest.approx((0.10 - 0.05) / 2)
+    text = selection_markdown(sel)
+    assert "**paper**" in text and "7 flagged; 2/1/40" in text

@@ -56,6 +56,9 @@ def export(root: Path, cfg: StudyConfig) -> int:
     for task in cfg.tasks:
         for path in sorted((root / slug(task) / "cells").glob("*/result.json")):
             result = json.loads(path.read_text())
+            manifest = path.parent / "run" / "manifest.json"
+            if "token_classes" not in result and manifest.exists():  # what the data gave (counts before training)
+                result["token_classes"] = json.loads(manifest.read_text()).get("token_classes")
             cells.append(result)
             preds = path.parent / "heldout" / "predictions.jsonl"
             if preds.exists():
@@ -242,6 +245,10 @@ def select_default(cells: list[dict[str, Any]], cfg: StudyConfig) -> dict[str, A
     ``--keep best``) is not below the base model's; among the eligible, the one with the highest mean over tasks
     of (its mean validation accuracy - that of SFT on the same outputs, same draws) is chosen. Without an
     eligible candidate the one with the fewest such seeds, then the highest mean, is reported as the least bad.
+
+    Each candidate also says whether it meets the bar a default must meet (``meets_bar``): no seed below the base
+    model and a mean at least SFT's on the same outputs, on every task; and, per task, what its data gave
+    (``token_classes`` of its cells' first seed: flagged tokens, incorrect outputs with no flag or excluded).
     """
     by = {(c["task"], c["cell"]): c for c in cells}
     rows = []
@@ -261,9 +268,11 @@ def select_default(cells: list[dict[str, Any]], cfg: StudyConfig) -> dict[str, A
             if margin is not None:
                 margins.append(margin)
             per_task[task] = {"base": base, "last": last, "kept": [c.get("kept_val_flexible") for c in mine],
-                              "sft_outputs_last": sft_last, "margin": margin}
+                              "sft_outputs_last": sft_last, "margin": margin,
+                              "token_classes": mine[0].get("token_classes")}
         complete = all(v is not None for v in per_task.values()) and len(margins) == len(cfg.tasks)
-        rows.append({"candidate": cand, "complete": complete, "below_base": violations,
+        bar = complete and violations == 0 and all(x["margin"] >= 0 for x in per_task.values())
+        rows.append({"candidate": cand, "complete": complete, "below_base": violations, "meets_bar": bar,
                      "mean_margin": statistics.fmean(margins) if margins else None, "tasks": per_task})
     done = [r for r in rows if r["complete"]]
     eligible = [r for r in done if r["below_base"] == 0]
@@ -278,8 +287,8 @@ def select_default(cells: list[dict[str, Any]], cfg: StudyConfig) -> dict[str, A
 def selection_markdown(sel: dict[str, Any]) -> str:
     """The selection as a table: per candidate and task, last validation accuracies vs the base model and SFT."""
     tasks = list(next(iter(sel["candidates"]))["tasks"]) if sel["candidates"] else []
-    lines = ["| candidate | " + " | ".join(slug(t) for t in tasks) + " | seeds below base | mean margin over SFT |",
-             "|---|" + "---|" * (len(tasks) + 2)]
+    lines = ["| candidate | " + " | ".join(slug(t) for t in tasks)
+             + " | seeds below base | mean margin over SFT | meets the bar |", "|---|" + "---|" * (len(tasks) + 3)]
     for r in sel["candidates"]:
         cells = []
         for t in tasks:
@@ -291,7 +300,20 @@ def selection_markdown(sel: dict[str, Any]) -> str:
             sft = "/".join(f"{100 * v:.0f}" for v in x["sft_outputs_last"])
             cells.append(f"{last} (base {100 * x['base']:.0f}, SFT {sft})")
         margin = "—" if r["mean_margin"] is None else f"{100 * r['mean_margin']:+.1f}"
-        lines.append(f"| {r['candidate']} | " + " | ".join(cells) + f" | {r['below_base']} | {margin} |")
+        lines.append(f"| {r['candidate']} | " + " | ".join(cells) + f" | {r['below_base']} | {margin} | "
+                     f"{'yes' if r.get('meets_bar') else 'no'} |")
+    chosen = sel.get("chosen") or f"none (least bad: {sel.get('least_bad')})"
+    lines += ["", f"Chosen by the criterion: **{chosen}**.", "",
+              "What the data gave, per task (first select seed; counts before training: erroneous tokens, incorrect "
+              "outputs with no flagged token / excluded as entirely wrong / of all incorrect):", "",
+              "| candidate | " + " | ".join(slug(t) for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for r in sel["candidates"]:
+        cells = []
+        for t in tasks:
+            k = (r["tasks"].get(t) or {}).get("token_classes")
+            cells.append("—" if not k else f"{k['erroneous']} flagged; {k['incorrect_without_flag']}/"
+                         f"{k['incorrect_excluded']}/{k['incorrect_outputs']}")
+        lines.append(f"| {r['candidate']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
