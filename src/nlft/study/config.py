@@ -45,11 +45,13 @@ LABELS = {"base": "base model", "sft_gold": "SFT, gold answers", "sft_outputs": 
 # Candidate NLFT settings of the preset selection (``nlft study --select``): each is trained on every
 # task of the study at N = select_size with the select seeds and scored on validation questions only.
 # The criterion, fixed before any of them ran, is in select_default (nlft.study.cells).
-# One cause changes from one candidate to the next: paper -> robust gives the incorrect outputs' unflagged tokens a
-# likelihood target and reads the error ratio against the initial model; robust -> robust_word makes a phrase the
-# token's word rather than every neighbour with hidden-state cosine >= 0.6 (about half of a short output).
+# Two causes, crossed, so that each is tested alone: the phrase (paper -> paper_word and robust -> robust_word make a
+# phrase the token's word rather than every neighbour with hidden-state cosine >= 0.6, about half of a short output)
+# and the target on incorrect outputs (paper -> robust gives their unflagged tokens a likelihood target and reads the
+# error ratio against the initial model).
 CANDIDATES: dict[str, dict[str, Any]] = {
     "paper": {"preset": "paper"},
+    "paper_word": {"preset": "paper", "phrase_rule": "word"},
     "robust": {"preset": "paper", "irrelevant_incorrect": "likelihood", "error_reference": "initial"},
     "robust_word": {"preset": "paper", "irrelevant_incorrect": "likelihood", "error_reference": "initial",
                     "phrase_rule": "word"},
