@@ -84,3 +84,24 @@ def test_comma_grouped_integers_round_trip(n: int) -> None:
     assert normalize_number(f"{n:,}") == str(n)
     assert extract_answer(f"reasoning\n#### {n:,}") == str(n)
     assert is_correct(f"#### {n:,}.0", str(n))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("The numbers are:\n- 12\n- 51", "51"),             # a list's bullet, not a minus sign
+    ("Total:\n  - 51 apples", "51"),
+    ("The loss is -51 dollars.", "-51"),                 # a sign written against its number stays one
+    ("1. She has 3 bags.\n2. Each holds 4, so 3 * 4 = 12.\n3. So she has", "12"),  # step numbers are no answers
+    ("5. Add 2 + 4 = 7\n6. The total is therefore", "7"),
+    ("1) 7 + 5 = 12\n2) Half of it:", "12"),
+    ("The answer is\n6.", "6"),                          # a number alone on its line is the answer
+    ("#### 42\nThat took 3 steps and 7 minutes.", "42"),  # the '####' line first, when there is one
+    ("Step 1 gives 5.\n#### 9", "9"),
+])
+def test_flexible_skips_list_markers_and_reads_the_answer_line_first(text: str, expected: str) -> None:
+    assert extract_answer(text, "flexible") == expected
+
+
+def test_strict_still_reads_signed_and_dollar_answers() -> None:
+    assert extract_answer("#### -5", "strict") == "-5"
+    assert extract_answer("#### -$5.50", "strict") == "-5.5"
+    assert extract_answer("#### $ 18", "strict") == "18"

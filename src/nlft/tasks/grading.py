@@ -1,7 +1,9 @@
 """Answer extraction and grading: one set of pure functions for grading, evaluation and RL rewards.
 
 ``strict`` extraction reads the number after the last ``####`` (the GSM8K answer format the solve
-instruction asks for); ``flexible`` extraction reads the last number anywhere in the text. Numbers are
+instruction asks for); ``flexible`` extraction reads that number when there is one, else the last number
+anywhere in the text that is not a list marker (the step number of ``6. Add them``; the bullet of ``- 51``
+is no minus sign). Numbers are
 normalised (commas, ``$``, trailing ``.0``, simple fractions) so that "1,000", "$1000.00" and "1000"
 compare equal.
 """
@@ -14,11 +16,13 @@ from typing import Any, Literal
 
 Mode = Literal["strict", "flexible"]
 
-# A number as written in a solution: optional sign and $, digits with thousands commas, decimals,
-# or a simple fraction a/b.
-_NUMBER = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?|-?\$?\.\d+"
+# A number as written in a solution: optional sign (against the number or its $) and $, digits with thousands
+# commas, decimals, or a simple fraction a/b.
+_NUMBER = r"-?(?:\$[ \t]?)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?|-?\$?\.\d+"
 _NUMBER_RE = re.compile(_NUMBER)
 _STRICT_RE = re.compile(r"####\s*(" + _NUMBER + r")")
+# A list's step number at the start of a line, "6. " or "6) " with more text after it on that line.
+_ENUMERATOR_RE = re.compile(r"^[ \t*>-]*\d+[.)][ \t]+\S", re.M)
 _MAX_NUMBER_CHARS = 64
 _BIG_EXPONENT_RE = re.compile(r"[eE][+-]?\d{3,}")
 
@@ -59,7 +63,11 @@ def normalize_number(s: str | None) -> str | None:
 def extract_answer(text: str | None, mode: Mode = "strict") -> str | None:
     """The normalised final answer of a solution, or ``None`` when none can be read.
 
-    ``strict``: the number right after the last ``####``. ``flexible``: the last number in the text.
+    ``strict``: the number right after the last ``####``. ``flexible``: that number when there is one, else
+    the last number in the text that is not a list's step number (``6. Add them``, ``2) Half``).
+
+    >>> extract_answer("1. 3 * 4 = 12\\n2. So she has", "flexible")
+    '12'
     """
     if not text:
         return None
@@ -67,13 +75,25 @@ def extract_answer(text: str | None, mode: Mode = "strict") -> str | None:
         matches = _STRICT_RE.findall(text)
         return normalize_number(matches[-1]) if matches else None
     if mode == "flexible":
-        matches = _NUMBER_RE.findall(text)
-        for candidate in reversed(matches):
-            value = normalize_number(candidate)
+        stated = extract_answer(text, "strict")
+        if stated is not None:
+            return stated
+        markers = {m.end() - 1 for m in _ENUMERATOR_RE.finditer(text)}  # where each step number's text starts
+        for found in reversed(list(_NUMBER_RE.finditer(text))):
+            if _is_enumerator(text, found.end(), markers):
+                continue
+            value = normalize_number(found.group())
             if value is not None:
                 return value
         return None
     raise ValueError(f"unknown extraction mode {mode!r}; choose 'strict' or 'flexible'")
+
+
+def _is_enumerator(text: str, end: int, markers: set[int]) -> bool:
+    """Whether the number ending at ``end`` is a step number: ``6.`` or ``6)`` then spaces then the step's text."""
+    rest = text[end:end + 40]
+    m = re.match(r"[.)][ \t]+", rest)
+    return m is not None and end + m.end() in markers
 
 
 def gold_answer(reference: str) -> str:
