@@ -45,7 +45,8 @@ def test_read_letter_direct():
     assert read_letter("C: Rome", CHOICES) == "C"
     assert read_letter("[a]", CHOICES) == "A"
     assert read_letter("berlin", CHOICES) == "D"
-    assert read_letter("B) Rome", CHOICES) == "B"  # the letter wins over a wrong text after it
+    assert read_letter("B) It is the capital", CHOICES) == "B"  # the letter with words of its own
+    assert read_letter("B) Rome", CHOICES) is None  # the letter of one option with the text of another
     assert read_letter("", CHOICES) is None
 
 
@@ -58,7 +59,7 @@ def test_row_layout_reference_and_judgment():
     assert TASK.rule_judgment("#### B", ROW).startswith("### The response is correct")
 
 
-@pytest.mark.parametrize("answer", ["B", "b", 1, "1", "Paris", "paris"])
+@pytest.mark.parametrize("answer", ["B", "b", 1, "Paris", "paris"])
 def test_answer_as_letter_index_or_text(answer):
     assert TASK.make_row("q?", answer, row_id="x", raw={"choices": CHOICES})["gold"] == "B"
 
@@ -107,3 +108,90 @@ def test_reading_for_a_row_knows_its_options():
     assert TASK.extract_for_row("#### E", ROW) is None  # four options: E is none of them
     assert TASK.extract_for_row("#### paris", ROW) == "B"
     assert [TASK.reward(o, ROW) for o in ("#### B", "#### C", "#### E", "nothing")] == [1.0, 0.1, 0.0, 0.0]
+
+
+# ---- answer keys: the choices' own labels decide; a key that could count from 0 or 1 is refused ----------------
+
+
+@pytest.mark.parametrize("choices", [
+    [{"text": t, "label": str(i + 1)} for i, t in enumerate(CHOICES)],       # ARC's question.choices
+    {"text": CHOICES, "label": ["1", "2", "3", "4"]},                           # ARC on the Hugging Face hub
+    {"1": "London", "2": "Paris", "3": "Rome", "4": "Berlin"},
+])
+def test_numbered_labels_decide_the_key(choices):
+    """ARC numbers some questions' options 1-4 and keys them "1" for the first: gold A, not B."""
+    assert TASK.make_row("q?", "1", row_id="x", raw={"choices": choices})["gold"] == "A"
+    assert TASK.make_row("q?", "4", row_id="x", raw={"choices": choices})["gold"] == "D"
+    row = TASK.make_row("q?", "2", row_id="x", raw={"choices": choices})
+    assert row["meta"]["choices"] == CHOICES and row["question"].endswith("A) London\nB) Paris\nC) Rome\nD) Berlin")
+
+
+def test_lettered_labels_and_a_key_outside_them():
+    choices = {"text": CHOICES, "label": ["A", "B", "C", "D"]}
+    assert TASK.make_row("q?", "C", row_id="x", raw={"choices": choices})["gold"] == "C"
+    with pytest.raises(DataError, match=r"'E' is not among the 4 choices \(their labels.*A\) London; B\) Paris"):
+        TASK.make_row("q?", "E", row_id="x", raw={"choices": choices}, path="arc.jsonl", line=3)
+
+
+def test_an_ambiguous_numeric_key_names_the_row_and_the_options(tmp_path):
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"question": "q?", "choices": CHOICES, "answer": "1"}) + "\n")
+    with pytest.raises(DataError, match=r"mc\.jsonl, line 1, field 'answer': the answer '1' could count the 4 "
+                                        r"choices from 0 \(option B\) or from 1 \(option A\): A\) London; B\) Paris; "
+                                        r"C\) Rome; D\) Berlin\. Say how .*choice:index=0 or choice:index=1"):
+        load_questions(str(path), answer_type="choice")
+    assert load_questions(str(path), answer_type="choice:index=1")[0]["gold"] == "A"
+    assert load_questions(str(path), answer_type="choice:index=0")[0]["gold"] == "B"
+    assert load_questions(str(path), answer_type="choice:index=1")[0]["task"] == "choice"
+    # keys that can count only one way, and numbers (MMLU stores 0-based integers)
+    assert TASK.make_row("q?", "0", row_id="x", raw={"choices": CHOICES})["gold"] == "A"
+    assert TASK.make_row("q?", "4", row_id="x", raw={"choices": CHOICES})["gold"] == "D"
+    assert TASK.make_row("q?", 3, row_id="x", raw={"choices": CHOICES})["gold"] == "D"
+    with pytest.raises(ValueError, match="index=0 or index=1"):
+        load_questions(str(path), answer_type="choice:index=2")
+
+
+# ---- no single committed choice: a list of every option, options in turn, letter and text that disagree ---------
+
+LISTED = "Let me look at each option.\nA) London\nB) Paris\nC) Rome\nD) Berlin"
+
+
+@pytest.mark.parametrize(("output", "why"), [
+    (LISTED, "lists every option (A to D) without choosing one"),
+    ("A\nB\nC\nD", "lists every option"),
+    ("(A) London is in England.\n(B) Paris is in France.\n(C) Rome is in Italy.\n(D) Berlin is in Germany.",
+     "lists every option"),
+    ("The answer is A. Or the answer is B. Maybe the answer is C. No, the answer is D.",
+     "states every option (A to D) as its answer in turn"),
+    ("The answer is A) Paris", "writes the letter (A) with the text of option (B) Paris; the letter and the text "
+                               "disagree"),
+    ("#### A) London B) Paris C) Rome D) Berlin", "names several options ((A), (B), (C) and (D)) as its one answer"),
+])
+def test_no_single_committed_choice_is_incorrect_and_says_why(output, why):
+    for mode in ("strict", "flexible") if output.startswith("####") else ("flexible",):
+        assert TASK.extract(output, mode, CHOICES) is None
+        for gold in "ABCD":  # credited with none of the options, whichever is right
+            row = {**ROW, "gold": gold}
+            assert not TASK.is_correct(output, row, mode)
+        judgment = TASK.rule_judgment(output, ROW, mode)
+        assert why in judgment and judgment.endswith("the right option is (B) Paris.")
+        assert "####" not in judgment or mode == "strict"
+
+
+def test_a_list_then_a_stated_answer_is_that_answer():
+    assert TASK.extract(LISTED + "\nThe answer is (B).", "flexible", CHOICES) == "B"
+    assert TASK.extract(LISTED + "\n#### C", "strict", CHOICES) == "C"
+    assert TASK.extract("Option A is wrong.\nOption C is wrong.\nC) Rome", "flexible", CHOICES) == "C"
+
+
+def test_letter_and_text_that_disagree_are_not_credited_by_the_letter():
+    """'A) Enoxaparin' where Enoxaparin is option B: neither A nor B is credited, and the judgment names both."""
+    drugs = ["Heparin", "Enoxaparin", "Warfarin", "Aspirin"]
+    row = TASK.make_row("Which is a low molecular weight heparin?", "B", row_id="m", raw={"choices": drugs})
+    for output in ("A) Enoxaparin", "The answer is A) Enoxaparin.", "#### (A) Enoxaparin"):
+        assert not TASK.is_correct(output, row, "flexible")
+        assert not TASK.is_correct(output, {**row, "gold": "A"}, "flexible")
+        assert TASK.rule_judgment(output, row, "flexible") == (
+            "The response writes the letter (A) with the text of option (B) Enoxaparin; the letter and the text "
+            "disagree, so it chooses no single option; the right option is (B) Enoxaparin.")
+    assert TASK.is_correct("B) Enoxaparin", row, "flexible")

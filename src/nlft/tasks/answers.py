@@ -75,8 +75,18 @@ def boxed(text: str) -> str | None:
     return None
 
 
+def _matches(pattern: re.Pattern[str], text: str) -> list[tuple[int, str]]:
+    """``(start, group 1)`` of every match of ``pattern``, overlapping ones too: in "the answer is A, no, the
+    answer is B" the second statement is read on its own, not only as the tail of the first."""
+    out, pos = [], 0
+    while (m := pattern.search(text, pos)) is not None:
+        out.append((m.start(), m.group(1)))
+        pos = m.start() + 1
+    return out
+
+
 def _last(pattern: re.Pattern[str], text: str) -> str | None:
-    for found in reversed(pattern.findall(text)):
+    for _, found in reversed(_matches(pattern, text)):
         answer = clean(found)
         if answer:
             return answer
@@ -91,8 +101,29 @@ def _last_line(text: str) -> str | None:
     return None
 
 
-def candidates(text: str | None, mode: Mode = "strict") -> Iterator[str]:
-    """Every answer ``text`` states, most trusted first: ``####`` only when strict, every phrasing when flexible."""
+def last_line(text: str | None) -> str | None:
+    """The last non-empty line of ``text``, cleaned (the weakest reading of an answer), or ``None``."""
+    return _last_line(text) if text else None
+
+
+def statements(text: str | None, mode: Mode = "strict") -> list[str]:
+    """Every answer ``text`` states in so many words, each occurrence, in the order written: the ``####`` lines
+    (strict), and with ``flexible`` also ``\\boxed{}``, ``<answer>`` tags, "the answer is X" and ``Answer: X``
+    lines. The last line is no statement. An output that states several different answers commits to none of
+    them when they cover every option of a question (see :mod:`nlft.tasks.choice`)."""
+    if not text:
+        return []
+    patterns = [_HASH_LINE_RE] + ([_ANSWER_TAG_RE, _ANSWER_IS_RE, _ANSWER_LABEL_RE] if mode == "flexible" else [])
+    found = [match for p in patterns for match in _matches(p, text)]
+    box = boxed(text) if mode == "flexible" else None
+    if box:
+        found.append((text.rfind("\\boxed{"), box))
+    return [a[:_MAX_ANSWER_CHARS] for _, f in sorted(found) if (a := clean(f))]
+
+
+def candidates(text: str | None, mode: Mode = "strict", *, with_last_line: bool = True) -> Iterator[str]:
+    """Every answer ``text`` states, most trusted first: ``####`` only when strict, every phrasing when flexible
+    (``with_last_line``: the last line too, as the weakest)."""
     if mode not in ("strict", "flexible"):
         raise ValueError(f"unknown extraction mode {mode!r}; choose 'strict' or 'flexible'")
     if not text:
@@ -100,7 +131,7 @@ def candidates(text: str | None, mode: Mode = "strict") -> Iterator[str]:
     readers: list[Callable[[str], str | None]] = [hash_answer]
     if mode == "flexible":
         readers += [boxed, lambda t: _last(_ANSWER_TAG_RE, t), lambda t: _last(_ANSWER_IS_RE, t),
-                    lambda t: _last(_ANSWER_LABEL_RE, t), _last_line]
+                    lambda t: _last(_ANSWER_LABEL_RE, t)] + ([_last_line] if with_last_line else [])
     for read in readers:
         found = read(text)
         if found:

@@ -1,8 +1,8 @@
 """The tasks by name: :func:`get_task` (a spec -> its :class:`~nlft.tasks.base.Task`), :func:`task_of` (a row's task).
 
-Specs: ``number`` (rows without ``task``), ``math``, ``choice``, ``text[:case=true,punct=true,articles=true]``,
-``rg:NAME[:key=value,...]`` (any reasoning-gym task) and ``humaneval`` (code with tests, from
-:mod:`nlft.tasks.code`, loaded only when asked for).
+Specs: ``number`` (rows without ``task``), ``math``, ``choice[:index=0|1]``,
+``text[:case=true,punct=true,articles=true]``, ``rg:NAME[:key=value,...]`` (any reasoning-gym task) and
+``humaneval`` (code with tests, from :mod:`nlft.tasks.code`, loaded only when asked for).
 """
 
 from __future__ import annotations
@@ -44,10 +44,15 @@ def _task(spec: str) -> Task:
         from nlft.tasks.mathexpr import MathTask
 
         return MathTask()
-    if head == "choice" and not rest:
+    if head == "choice":
         from nlft.tasks.choice import ChoiceTask
+        from nlft.tasks.gym import parse_options
 
-        return ChoiceTask()
+        _, options = parse_options(spec)
+        index = options.get("index", 0)
+        if set(options) - {"index"} or isinstance(index, bool) or index not in (0, 1):
+            raise ValueError(f"the choice option is index=0 or index=1 (how numeric answer keys count), got {rest!r}")
+        return ChoiceTask(**options)
     if head == "text":
         from nlft.tasks.gym import parse_options
         from nlft.tasks.text import OPTIONS, TextTask
@@ -65,7 +70,8 @@ def _task(spec: str) -> Task:
         return GymTask(spec)
     if head == HUMANEVAL and not rest:
         return _humaneval()
-    raise ValueError(f"unknown task {spec!r}; choose number, math, choice, text[:options], rg:NAME or humaneval")
+    raise ValueError(f"unknown task {spec!r}; choose number, math, choice[:index=0|1], text[:options], rg:NAME or "
+                     "humaneval")
 
 
 def task_of(row: dict[str, Any]) -> Task:
