@@ -78,6 +78,10 @@ def test_train_killed_mid_epoch_resumes_to_the_same_adapter(tmp_path, tiny_dir, 
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
     state = json.loads((Path(last_checkpoint(killed)) / "trainer_state.json").read_text())
     assert state["global_step"] == 24
+    # the data report, measured before the first step of the first attempt, survives the resume
+    classes = json.loads((clean / "manifest.json").read_text())["token_classes"]
+    assert classes["incorrect_outputs"] > 0
+    assert json.loads((killed / "manifest.json").read_text())["token_classes"] == classes
 
 
 def test_train_refuses_to_overwrite_and_reports_bad_data(tmp_path, tiny_dir, train_data):

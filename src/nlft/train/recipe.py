@@ -13,6 +13,7 @@ as ``--config``), ``manifest.json`` (versions, seed, machine, per-epoch wall tim
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -285,8 +286,11 @@ def run_training(opts: TrainOptions) -> TrainResult:
     recorder.manifest["final"] = final
     if method in ("nlft", "cut"):
         _record_monitor(recorder, monitor)
-        if trainer.class_report is not None:
-            recorder.manifest["token_classes"] = trainer.class_report
+        from nlft.train.trainer import CLASS_REPORT_FILE
+
+        report = Path(run_dir) / CLASS_REPORT_FILE  # measured before the first step, also by an earlier attempt
+        if trainer.class_report is not None or report.exists():
+            recorder.manifest["token_classes"] = trainer.class_report or json.loads(report.read_text())
     if opts.keep == "best":
         _record_kept(recorder, trainer, run_dir, opts)
     elif recorder.manifest["epochs"]:
@@ -388,8 +392,6 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
 
 def _stopped_by_monitor(run_dir: Path) -> dict[str, Any] | None:
     """The manifest's ``stopped`` entry (with the run's ``final`` weights) when the drift monitor ended the run."""
-    import json
-
     path = run_dir / "manifest.json"
     if not path.exists():
         return None

@@ -208,6 +208,9 @@ def class_report_message(counts: dict[str, int], irrelevant: str) -> str:
     return line
 
 
+CLASS_REPORT_FILE = "token_classes.json"
+
+
 class _ClassReportCallback(TrainerCallback):
     """Before the first step: what the data gives, token classes under the initial model (not on a resumed run)."""
 
@@ -574,6 +577,10 @@ class NLFTTrainer(Trainer):
         self.class_report = counts = self.measure_token_classes()
         if self.is_world_process_zero():
             print(class_report_message(counts, self.args.irrelevant_incorrect), file=sys.stderr, flush=True)
+            if self.args.output_dir:  # a resumed run reads it back (it measures the initial model only once)
+                from nlft.utils.files import atomic_write_json
+
+                atomic_write_json(Path(self.args.output_dir) / CLASS_REPORT_FILE, counts)
         return counts
 
     def _load_initial_logps_from_resume(self) -> bool:
