@@ -75,3 +75,36 @@ def test_csv_files_take_an_answer_type(tmp_path):
     path.write_text("id,question,answer\na,Capital of Peru?,\n")
     with pytest.raises(DataError, match=r"t\.csv, line 2, field 'answer': missing or empty answer"):
         load_questions(str(path), answer_type="text")
+
+
+@pytest.mark.parametrize(("said", "gold"), [
+    ("1", "one"), ("One", "1"), ("twenty-one", "21"), ("twenty one", "21"), ("12 apostles", "twelve apostles"),
+    ("1,000", "1000"), ("zero", "0"),
+])
+def test_number_words_equal_their_digits(said, gold):
+    assert TASK.is_correct(f"#### {said}", {"gold": gold, "meta": {}})
+    assert not get_task("text:numbers=true").is_correct(f"#### {said}", {"gold": gold, "meta": {}}) or said == "1,000"
+
+
+def test_number_words_do_not_merge_other_numbers():
+    assert normalize_text("one hundred") == "1 hundred"
+    assert not TASK.is_correct("#### two", {"gold": "twenty", "meta": {}})
+    assert not TASK.is_correct("#### 3", {"gold": "one", "meta": {}})
+
+
+def test_contains_reads_the_answer_inside_a_sentence():
+    """match=contains: the accepted answer as whole words anywhere in the answer read (open-domain QA style)."""
+    row = {"gold": "James I", "meta": {"aliases": ["King James"]}}
+    said = "The first king of both England and Scotland was James I."
+    contains = get_task("text:match=contains")
+    assert contains.name == "text:match=contains"
+    assert not TASK.is_correct(said, row, "flexible")          # exact match is the default
+    assert contains.is_correct(said, row, "flexible")
+    assert contains.is_correct("#### It was King James.", row)
+    assert not contains.is_correct("#### James II", row)           # whole words only: 'i' is not 'ii'
+    assert not contains.is_correct("The answer is Jameson Island.", row, "flexible")
+    assert contains.rule_judgment("#### Charles I", row) == (
+        "The response answers 'Charles I', which does not contain the correct answer 'James I'.")
+    assert get_task("text:match=exact").name == "text"
+    with pytest.raises(ValueError, match="match=exact or match=contains"):
+        get_task("text:match=fuzzy")

@@ -1,8 +1,8 @@
 """The tasks by name: :func:`get_task` (a spec -> its :class:`~nlft.tasks.base.Task`), :func:`task_of` (a row's task).
 
 Specs: ``number`` (rows without ``task``), ``math``, ``choice[:index=0|1]``,
-``text[:case=true,punct=true,articles=true]``, ``rg:NAME[:key=value,...]`` (any reasoning-gym task) and
-``humaneval`` (code with tests, from :mod:`nlft.tasks.code`, loaded only when asked for).
+``text[:match=contains,case=true,punct=true,articles=true,numbers=true]``, ``rg:NAME[:key=value,...]`` (any
+reasoning-gym task) and ``humaneval`` (code with tests, from :mod:`nlft.tasks.code`, loaded only when asked for).
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ def _task(spec: str) -> Task:
         from nlft.tasks.text import OPTIONS, TextTask
 
         _, options = parse_options(spec)
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown or not all(isinstance(v, bool) for v in options.values()):
-            raise ValueError(f"text options are {', '.join(f'{o}=true|false' for o in OPTIONS)}, got {rest!r}")
+        unknown = sorted(set(options) - {*OPTIONS, "match"})
+        if unknown or not all(isinstance(v, bool) for k, v in options.items() if k != "match"):
+            raise ValueError(f"text options are {', '.join(f'{o}=true|false' for o in OPTIONS)} and "
+                             f"match=exact|contains, got {rest!r}")
         return TextTask(**options)
     if head == "rg":
         from nlft.tasks.gym import GymTask
