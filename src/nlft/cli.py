@@ -23,6 +23,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("judge", "nlft.commands.judge", "grade outputs and judge the incorrect ones"),
     ("prepare", "nlft.commands.prepare", "dataset -> outputs -> grades -> judgments -> NLFT jsonl"),
     ("train", "nlft.commands.train", "train with NLFT or a baseline (sft, cut, reft)"),
+    ("weights", "nlft.commands.weights", "export NLFT's per-token weights (for TRL or any trainer) as JSONL"),
     ("eval", "nlft.commands.evaluate", "accuracy of a model (and adapter) on a split"),
     ("saliency", "nlft.commands.saliency", "HTML saliency map of NLFT token scales"),
     ("compare", "nlft.commands.compare", "compare several run directories"),

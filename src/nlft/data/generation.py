@@ -17,9 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from nlft.tasks.grading import _NUMBER
+
+# What a request's body is parsed into (OpenAIChatClient.post).
+T = TypeVar("T")
 
 # The solve instruction asks for '{analysis}\n#### {answer}'. Small models then carry on with a new
 # few-shot "Question:", so generation stops once the answer line is complete.
@@ -430,8 +433,6 @@ class OpenAIChatClient:
                             max_tokens: int = 512, seed: int | None = None, top_p: float = 1.0,
                             stop: list[str] | None = None) -> tuple[str, int | None]:
         """One chat completion: ``(text, completion_tokens or None)``. A string is one user turn."""
-        import httpx
-
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         payload: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
@@ -440,7 +441,23 @@ class OpenAIChatClient:
             payload["seed"] = seed
         if stop:
             payload["stop"] = stop
-        url = f"{self.base_url}/chat/completions"
+        def parse(body: dict[str, Any]) -> tuple[str, int | None]:
+            text = body["choices"][0]["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+            return text, (body.get("usage") or {}).get("completion_tokens")
+
+        return self.post("chat/completions", payload, parse)
+
+    def post(self, path: str, payload: dict[str, Any], parse: Callable[[dict[str, Any]], T]) -> T:
+        """``POST {base_url}/{path}`` with the retries of this client; ``parse`` reads the JSON body.
+
+        A body that ``parse`` cannot read (ValueError, KeyError, IndexError, TypeError) counts as a failed
+        attempt and is retried.
+        """
+        import httpx
+
+        url = f"{self.base_url}/{path}"
         last = "no attempt made"
         for attempt in range(self.max_retries + 1):
             retry_after = None
@@ -463,18 +480,38 @@ class OpenAIChatClient:
                     raise APIError(f"{url}: HTTP {status}: {self._scrub(response.text[:500])}")
                 else:
                     try:
-                        body = response.json()
-                        text = body["choices"][0]["message"]["content"]
-                        if not isinstance(text, str):
-                            raise TypeError("content is not a string")
-                        usage = body.get("usage") or {}
-                        return text, usage.get("completion_tokens")
+                        return parse(response.json())
                     except (ValueError, KeyError, IndexError, TypeError) as err:
                         snippet = self._scrub(response.text[:200])
                         last = f"unexpected response ({type(err).__name__}): {snippet!r}"
             if attempt < self.max_retries:
                 self._sleep(attempt, retry_after)
         raise APIError(f"{url}: gave up after {self.max_retries + 1} attempts; last error: {last}")
+
+    def prompt_logprobs(self, token_ids: Sequence[int]) -> list[float | None]:
+        """log P of every token of a prompt given as token ids, under the served model (``POST /completions``).
+
+        Asks for both documented shapes: ``echo`` with ``logprobs`` (OpenAI's legacy completions,
+        llama.cpp, vLLM: ``choices[0].logprobs.token_logprobs``, the prompt's tokens first) and vLLM's
+        ``prompt_logprobs`` (``choices[0].prompt_logprobs``, per position a map from token id to
+        ``{"logprob": ...}``). Returns one value per prompt token; the first is None (it has no context).
+        """
+        ids = [int(t) for t in token_ids]
+        payload = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "echo": True,
+                   "logprobs": 0, "prompt_logprobs": 0}
+
+        def parse(body: dict[str, Any]) -> list[float | None]:
+            choice = body["choices"][0]
+            if choice.get("prompt_logprobs") is not None:
+                out = [None if pos is None else float(pos[str(t)]["logprob"])
+                       for t, pos in zip(ids, choice["prompt_logprobs"])]
+            else:
+                out = [None if v is None else float(v) for v in choice["logprobs"]["token_logprobs"][: len(ids)]]
+            if len(out) != len(ids):
+                raise ValueError(f"{len(out)} prompt log-probabilities for {len(ids)} prompt tokens")
+            return out
+
+        return self.post("completions", payload, parse)
 
     def complete(self, messages: str | list[dict[str, str]], temperature: float = 0.0, max_tokens: int = 512,
                  seed: int | None = None, top_p: float = 1.0, stop: list[str] | None = None) -> str:

@@ -149,6 +149,66 @@ def measure_views(model: Any, batch: dict[str, torch.Tensor], *, chunk_size: int
     return out[0], out[1]
 
 
+def tokenize_records(rows: Any, tokenizer: Any, args: NLFTConfig, max_length: int, *, source: str = "dataset"
+                     ) -> list[dict[str, Any]]:
+    """Validated records tokenized into the views ``args`` needs (:func:`~nlft.train.views.tokenize_record`),
+    with the length policy applied, each with its ``row_idx`` and ``length`` (base prompt + response tokens).
+
+    ``args.base_template`` must be resolved (the trainer reads it from the records' provenance).
+    """
+    views_correct, views_incorrect = args.needed_views
+    views = tuple(dict.fromkeys(views_correct + views_incorrect))
+    out = []
+    for i in range(len(rows)):
+        tokens = tokenize_record(
+            rows[i], tokenizer, base_template=args.base_template, standard_template=args.standard_template,
+            judge_template=args.judge_template, use_chat_template=args.use_chat_template, views=views,
+        )
+        tokens = check_length(tokens, i, max_length, truncation=args.truncation, source=source)
+        out.append({**tokens, "row_idx": i, "length": len(tokens["base_prompt_ids"]) + len(tokens["response_ids"])})
+    return out
+
+
+def measure_token_scales(model: Any, batch: dict[str, torch.Tensor], args: NLFTConfig, *,
+                         views: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+                         ) -> tuple[TokenScales, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Token scales of a collated batch under the current model, in eval mode without grad.
+
+    P_base (the ratio's reference too: the model measured is the one the scales are taken under), the
+    phrase spans (X_base's hidden states for the cosine rule) and, unless ``views`` gives them, P_std and
+    P_judge from the batch's measurement views. What :meth:`NLFTTrainer.measure_token_classes` counts and
+    :mod:`nlft.train.weights` writes: before training, the scales of the first step under
+    ``view_probs="cached"`` and ``error_reference="initial"``.
+
+    Args:
+        views: ``(p_std, p_judge)`` ``(B, R)`` already measured (a cache or a server), or None.
+
+    Returns:
+        ``(scales, spans)``: :class:`~nlft.method.scales.TokenScales` ``(B, R)`` and the phrase spans
+        (``(lo, hi)`` ``(B, R)``, None under the rule 'none').
+    """
+    mask = batch["labels"] != IGNORE_INDEX
+    correct = batch["correct"].to(torch.bool)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p_std, p_judge = views if views is not None else measure_views(
+                model, batch, chunk_size=args.view_batch_size, packed=args.padding_free)
+            logps, hidden = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                       return_hidden=args.phrase_rule == "cosine",
+                                       prefix_ids=batch.get("prefix_ids"), packed=args.padding_free)[:2]
+    finally:
+        model.train(was_training)
+    spans = (cosine_spans(hidden, mask, threshold=args.phrase_threshold, max_span=args.max_phrase_span)
+             if args.phrase_rule == "cosine" else word_spans(batch["word_ids"])
+             if args.phrase_rule == "word" else None)
+    p_base = logps.exp()
+    ts = batch_token_scales(p_base, p_std if p_std is not None else torch.zeros_like(p_base), p_judge,
+                            correct, mask, spans, params=args.scale_params)
+    return ts, spans
+
+
 class _ViewCacheCallback(TrainerCallback):
     """Fills the trainer's view-probability cache before training ('cached') or every epoch ('per_epoch').
 
@@ -382,21 +442,9 @@ class NLFTTrainer(Trainer):
         if isinstance(dataset, list):
             # only the fields read here: extra columns (provenance, ...) need not share one Arrow schema
             dataset = Dataset.from_list([{k: row.get(k) for k in REQUIRED_FIELDS} for row in dataset])
-        views_correct, views_incorrect = args.needed_views
-        views = tuple(dict.fromkeys(views_correct + views_incorrect))
-        max_length, truncation = self._max_length, args.truncation
-
-        def tokenize(row: dict[str, Any], idx: int) -> dict[str, Any]:
-            tokens = tokenize_record(
-                row, tokenizer, base_template=args.base_template, standard_template=args.standard_template,
-                judge_template=args.judge_template, use_chat_template=args.use_chat_template, views=views,
-            )
-            tokens = check_length(tokens, idx, max_length, truncation=truncation, source=name)
-            return {**tokens, "row_idx": idx, "length": len(tokens["base_prompt_ids"]) + len(tokens["response_ids"])}
-
-        # A list comprehension rather than Dataset.map: errors surface with their row, and nothing is cached
-        # under a fingerprint that depends on the tokenizer's pickling.
-        return Dataset.from_list([tokenize(dataset[i], i) for i in range(len(dataset))])
+        # A list rather than Dataset.map: errors surface with their row, and nothing is cached under a
+        # fingerprint that depends on the tokenizer's pickling.
+        return Dataset.from_list(tokenize_records(dataset, tokenizer, args, self._max_length, source=name))
 
     # ---- view probabilities ----------------------------------------------------------------------
 
@@ -541,34 +589,15 @@ class NLFTTrainer(Trainer):
         device = next(model.parameters()).device
         step = args.view_batch_size or args.per_device_train_batch_size
         totals: dict[str, int] = {}
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, len(dataset), step):
-                    batch = {k: v.to(device) for k, v in collate(
-                        [dataset[i] for i in range(start, min(len(dataset), start + step))]).items()}
-                    mask = batch["labels"] != IGNORE_INDEX
-                    correct = batch["correct"].to(torch.bool)
-                    if self._view_cache is not None:
-                        p_std, p_judge = self._view_probs(model, batch)
-                    else:
-                        p_std, p_judge = measure_views(model, batch, chunk_size=args.view_batch_size,
-                                                       packed=args.padding_free)
-                    logps, hidden = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                               return_hidden=args.phrase_rule == "cosine",
-                                               prefix_ids=batch.get("prefix_ids"), packed=args.padding_free)[:2]
-                    spans = (cosine_spans(hidden, mask, threshold=args.phrase_threshold, max_span=args.max_phrase_span)
-                             if args.phrase_rule == "cosine" else word_spans(batch["word_ids"])
-                             if args.phrase_rule == "word" else None)
-                    p_base = logps.exp()
-                    ts = batch_token_scales(p_base, p_std if p_std is not None else torch.zeros_like(p_base), p_judge,
-                                            correct, mask, spans, params=args.scale_params)
-                    for key, value in class_counts(ts, correct, mask, spans,
-                                                   max_error_fraction=args.max_error_fraction).items():
-                        totals[key] = totals.get(key, 0) + value
-        finally:
-            model.train(was_training)
+        for start in range(0, len(dataset), step):
+            batch = {k: v.to(device) for k, v in collate(
+                [dataset[i] for i in range(start, min(len(dataset), start + step))]).items()}
+            views = self._view_probs(model, batch) if self._view_cache is not None else None
+            ts, spans = measure_token_scales(model, batch, args, views=views)
+            mask = batch["labels"] != IGNORE_INDEX
+            for key, value in class_counts(ts, batch["correct"].to(torch.bool), mask, spans,
+                                           max_error_fraction=args.max_error_fraction).items():
+                totals[key] = totals.get(key, 0) + value
         return totals
 
     def report_token_classes(self) -> dict[str, int]:
