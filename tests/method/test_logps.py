@@ -14,6 +14,7 @@ from nlft.method.logps import (
     shared_prefix_kv,
     supports_packing,
     supports_shared_prefix,
+    unwrap_model,
     view_logps,
 )
 from nlft.train.trainer import NLFTCollator, measure_views
@@ -216,6 +217,31 @@ def test_shared_prefix_falls_back_to_full_rows_without_a_cache():
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     got.sum().backward()  # the graph is intact
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_capability_checks_read_the_model_inside_a_wrapper():
+    """A wrapper forwarding ``(*args, **kwargs)`` (DataParallel here, DDP in a run) hides nothing: logits are kept for
+    the response columns only, the prefix is shared and rows are packed, with the unwrapped model's values."""
+    model = _lora_tiny(3)
+    model.eval()
+    wrapped = torch.nn.DataParallel(model)  # on CPU it calls the module itself
+    assert unwrap_model(wrapped) is model and unwrap_model(model) is model
+    assert supports_shared_prefix(wrapped) and supports_packing(wrapped)
+    shapes = []
+    model.get_base_model().register_forward_hook(lambda m, a, kw, out: shapes.append(
+        (kw["input_ids"].shape[1], out.logits.shape[1], kw.get("cache") is not None)), with_kwargs=True)
+    prefix = list(range(10, 30))
+    batch = pad_views([[40, 41, 42], [50]], [[60, 61], [62, 63, 64]], 0)
+    with torch.no_grad():
+        want = view_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                          prefix_ids=torch.tensor(prefix), packed=True)[0]
+        shapes.clear()
+        got = view_logps(wrapped, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                         prefix_ids=torch.tensor(prefix), packed=True)[0]
+    torch.testing.assert_close(got, want)
+    # the prefix alone (20 columns, no cache), then the rows' 5 and 4 tokens packed (5 columns wide) continuing from
+    # it: logits for the 4 columns that predict a response token (2-3 in one packed row, 0-2 in the other)
+    assert shapes == [(20, 20, False), (5, 4, True)]
 
 
 def test_pack_rows_first_fit_decreasing_by_hand():

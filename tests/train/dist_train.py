@@ -3,7 +3,10 @@
 Usage: python tests/dist_train.py OUT.json PER_DEVICE_BATCH  (under accelerate launch for 2 processes)
 
 Each process also writes the NLFT metrics of its own batches to ``OUT.json.rankN``; the trainer logs
-the means gathered over all processes (``nlft.train.progress.gather_metric_means``).
+the means gathered over all processes (``nlft.train.progress.gather_metric_means``). With them, what the
+forward passes of the causal LM inside every wrapper received: how many took a shared prefix's
+key/value cache, a packed block-causal (4D) mask, and returned logits for fewer columns than they ran
+(``logits_to_keep``), so that a test sees the step's fast path run under DDP as it does in one process.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ class GatheringTrainer(NLFTTrainer):
     """NLFTTrainer whose ``log`` gathers the metrics of every process (the change proposed for NLFTTrainer.log)."""
 
     local: dict[str, list[float]] | None = None
+    in_step = False  # inside compute_loss: the training step's forwards (not the passes before training)
+
+    def compute_loss(self, *args: object, **kwargs: object) -> object:
+        self.in_step = True
+        try:
+            return super().compute_loss(*args, **kwargs)
+        finally:
+            self.in_step = False
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
@@ -52,12 +63,25 @@ def main() -> None:
                       task_type="CAUSAL_LM", init_lora_weights="gaussian")
     trainer = GatheringTrainer(make_tiny_model(len(tokenizer)), args, train_dataset=sample_records(),
                           processing_class=tokenizer, peft_config=lora)
+    forwards = {"calls": 0, "prefix_cache": 0, "packed": 0, "logits_to_keep": 0}
+
+    def count(module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        if not trainer.in_step:
+            return
+        forwards["calls"] += 1
+        forwards["prefix_cache"] += kwargs.get("cache", kwargs.get("past_key_values")) is not None
+        mask = kwargs.get("attention_mask")
+        forwards["packed"] += mask is not None and mask.dim() == 4
+        forwards["logits_to_keep"] += output.logits.shape[1] < kwargs["input_ids"].shape[1]
+
+    trainer.model.get_base_model().register_forward_hook(count, with_kwargs=True)
     trainer.train()
-    Path(f"{out}.rank{trainer.accelerator.process_index}").write_text(json.dumps(trainer.local or {}))
+    Path(f"{out}.rank{trainer.accelerator.process_index}").write_text(
+        json.dumps({"metrics": trainer.local or {}, "forwards": forwards}))
     if trainer.is_world_process_zero():
         state = {k: v.detach().double().sum().item() for k, v in trainer.model.named_parameters() if "lora_" in k}
         payload = {"loss": trainer.state.log_history[0]["loss"], "lora": state, "logged": trainer.state.log_history[0],
-                   "world_size": trainer.accelerator.num_processes}
+                   "world_size": trainer.accelerator.num_processes, "forwards": forwards}
         Path(out).write_text(json.dumps(payload))
 
 

@@ -33,8 +33,14 @@ def test_two_processes_match_one(tmp_path):
     assert a["lora"].keys() == b["lora"].keys()
     for k in a["lora"]:
         assert b["lora"][k] == pytest.approx(a["lora"][k], rel=1e-4, abs=1e-6), k
+    # The step's fast path runs under DDP as in one process: the step's forwards inside the DDP wrapper take the
+    # shared prefix's cache, packed rows and logits_to_keep, as many times per process as the one process's do.
+    ranks_out = [json.loads((tmp_path / f"two.json.rank{r}").read_text()) for r in (0, 1)]
+    assert a["forwards"]["prefix_cache"] > 0 and a["forwards"]["packed"] > 0 and a["forwards"]["logits_to_keep"] > 0
+    for rank in ranks_out:
+        assert rank["forwards"] == a["forwards"]
     # The NLFT metrics logged by process 0 are the means over both processes' batches, not process 0's own.
-    ranks = [json.loads((tmp_path / f"two.json.rank{r}").read_text()) for r in (0, 1)]
+    ranks = [r["metrics"] for r in ranks_out]
     assert ranks[0]["nlft/nll"] != pytest.approx(ranks[1]["nlft/nll"])
     for key in ("nlft/nll", "nlft/mean_scale", "nlft/weighted_nll"):
         values = ranks[0][key] + ranks[1][key]

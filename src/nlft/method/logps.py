@@ -74,8 +74,27 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, compleme
 _CACHE_ARGS = frozenset({"cache", "past_key_values"})  # how a forward takes a key/value cache
 
 
+def unwrap_model(model: Any) -> Any:
+    """The model inside distributed and compile wrappers (DDP, DataParallel, FSDP1, DeepSpeed, ``torch.compile``).
+
+    Such wrappers forward ``(*args, **kwargs)``: their own signature and attributes say nothing of the
+    model's (``logits_to_keep``, a key/value cache, ``config``), so every capability check reads the
+    model inside them, as ``accelerate``'s ``unwrap_model`` does; forward passes still go through the
+    wrapper (DDP's gradient hooks, FSDP's gathering of shards). FSDP2 (``fully_shard``) and PEFT keep
+    the model's own class and are returned as they are.
+    """
+    while True:
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
 def _forward_params(model: Any) -> set[str]:
-    """Names of the keyword arguments of the model's forward (of the wrapped model, for PEFT)."""
+    """Names of the keyword arguments of the model's forward (inside any wrapper; of the base model, for PEFT)."""
+    model = unwrap_model(model)
     forward = getattr(model, "forward", None)
     base = getattr(model, "get_base_model", None)
     if base is not None:  # PEFT passes keyword arguments through to the wrapped model
@@ -170,7 +189,7 @@ def supports_packing(model: Any) -> bool:
 
     Not with sliding-window attention: one 4D mask would stand for the sliding layers' too.
     """
-    config = getattr(model, "config", None)
+    config = getattr(unwrap_model(model), "config", None)
     sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
     return getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and not sliding
 
@@ -323,6 +342,7 @@ def common_prefix(prompts: list[list[int]], *, min_tokens: int = 16) -> int:
 
 def _checkpointing(model: Any) -> bool:
     """Whether activation (gradient) checkpointing is on: the model then returns no cache in training."""
+    model = unwrap_model(model)
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
         for obj in (model, getattr(model, "get_base_model", lambda: None)()):
             if obj is not None and name in dir(type(obj)):

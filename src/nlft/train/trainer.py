@@ -21,6 +21,7 @@ from nlft.method.logps import (
     shared_prefix_kv,
     supports_packing,
     supports_shared_prefix,
+    unwrap_model,
     view_logps,
 )
 from nlft.method.loss import cut_loss, kl_penalty, nlft_loss, token_mean
@@ -681,6 +682,10 @@ class NLFTTrainer(Trainer):
         if "prefix_ids" not in inputs:
             return None, None
         prefix = inputs["prefix_ids"]
+        # Outside a DDP wrapper, whose every forward may broadcast buffers (a collective each process must call
+        # as often as the others, whatever its batch): the base view's forward through the wrapper prepares the
+        # gradient reduction for its whole graph, the prefix's computation included.
+        model = unwrap_model(model)
         if not (model.training and self._draws_dropout(model)):
             kv = shared_prefix_kv(model, prefix, eval_mode=True)
             return kv, kv
@@ -694,6 +699,7 @@ class NLFTTrainer(Trainer):
     def _draws_dropout(self, model: Any) -> bool:
         """Whether a training forward of ``model`` draws dropout (a Dropout module or a config rate above 0)."""
         if self._dropout is None:
+            model = unwrap_model(model)
             modules = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
             config = getattr(model, "config", None)
             rates = config.to_dict().items() if hasattr(config, "to_dict") else ()
