@@ -128,18 +128,22 @@ def test_judge_cli_calculator(tmp_path: Path) -> None:
         ("a", True, "72"), ("b", False, "70"), ("c", False, None)]
     assert records[0]["judgment"] is None
     assert records[1]["judgment"].startswith("Step 2 computes 48+24 = 70, but 48+24 = 72.")
-    assert records[2]["judgment"].startswith("The response gives no final answer")
+    assert records[2]["judgment"].startswith("The response states no final answer")  # flexible: no '####' talk
     for r in records:
         assert set(r) >= {"id", "question", "reference", "output", "correct", "judgment", "gold", "extracted",
                           "provenance"}
-        assert r["provenance"]["judge"] == {"kind": "calculator", "grading": "strict"}
+        assert r["provenance"]["judge"] == {"kind": "calculator", "grading": "flexible"}
+    assert "grading: flexible: the '####' line, else the phrasings" in proc.stdout
+    assert "an answer was read from 2 of 3 outputs" in proc.stdout and "WARNING" not in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert {k: summary[k] for k in ("rows", "correct", "incorrect", "judged", "mean_output_tokens")} == {
-        "rows": 3, "correct": 1, "incorrect": 2, "judged": 2, "mean_output_tokens": 15.0}
+    assert {k: summary[k] for k in ("rows", "correct", "incorrect", "judged", "mean_output_tokens", "grading",
+                                    "answered")} == {
+        "rows": 3, "correct": 1, "incorrect": 2, "judged": 2, "mean_output_tokens": 15.0, "grading": "flexible",
+        "answered": 2}
     # Rerun with a different grading mode into the same directory: refused, nothing mixed.
-    proc = _nlft("judge", "--input", str(inp), "--out", str(out), "--grading", "flexible", "--no-progress")
+    proc = _nlft("judge", "--input", str(inp), "--out", str(out), "--grading", "strict", "--no-progress")
     assert proc.returncode == 2
-    assert "different arguments (grading: 'strict' -> 'flexible')" in proc.stderr
+    assert "different arguments (grading: 'flexible' -> 'strict')" in proc.stderr
     assert len(_lines(out / "nlft.jsonl")) == 3
 
 
@@ -265,7 +269,27 @@ def test_a_file_is_never_extended_with_other_judge_settings(tmp_path: Path) -> N
     judge_outputs(rows[:2], out, judge=JudgeSpec(batch_size=1), progress=False)
     with pytest.raises(DataError, match=r"nlft\.jsonl, line 1, field 'provenance': this file was written "
                                         r"with other judge settings"):
-        judge_outputs(rows, out, judge=JudgeSpec(grading="flexible"), progress=False)
+        judge_outputs(rows, out, judge=JudgeSpec(grading="strict"), progress=False)
     records = judge_outputs(rows, out, judge=JudgeSpec(batch_size=1), progress=False)
     assert [r["id"] for r in records] == ["a", "b", "c"]
     assert len(_lines(out)) == 3
+
+
+def test_grading_that_reads_no_answer_is_said_loudly(tmp_path: Path) -> None:
+    """A chat model that never writes '#### N': strict grading calls every right answer wrong. The default grading
+    (flexible) reads them, and strict grading warns with the count."""
+    rows = [{"id": str(i), "question": "q", "reference": f"#### {i}", "gold": str(i), "output": f"So it is {i}."}
+            for i in range(4)]
+    inp = tmp_path / "outputs.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = _nlft("judge", "--input", str(inp), "--out", str(tmp_path / "flex"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "correct: 4  incorrect: 0" in proc.stdout and "WARNING" not in proc.stderr
+    proc = _nlft("judge", "--input", str(inp), "--out", str(tmp_path / "strict"), "--grading", "strict",
+                 "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "correct: 0  incorrect: 4" in proc.stdout
+    assert "grading: strict: only the '####' answer line the prompt asks for; an answer was read from 0 of 4" \
+        in proc.stdout
+    assert "WARNING: only 0 of 4 outputs carry the '#### <answer>' line that strict grading reads" in proc.stderr
+    assert "--grading flexible (the default)" in proc.stderr

@@ -60,9 +60,10 @@ def test_prepare_train_eval(family, tmp_path, tiny_dir, capsys):
     want = task.template("brief") if prompt else task.solve_template
     assert records[0]["provenance"]["template"]["text"] == want
     assert records[0]["provenance"]["judge"]["kind"] == "rule"
+    assert records[0]["provenance"]["judge"]["grading"] == "flexible"  # the default: it reads what models write
     for r in records:
-        assert r["correct"] == task.is_correct(r["output"], r)
-        assert r["correct"] or r["judgment"] == task.rule_judgment(r["output"], r)
+        assert r["correct"] == task.is_correct(r["output"], r, "flexible")
+        assert r["correct"] or r["judgment"] == task.rule_judgment(r["output"], r, "flexible")
     assert json.loads((data / "args.json").read_text())["judge"] == "rule"
 
     run = tmp_path / "run"
@@ -123,7 +124,7 @@ def test_right_and_wrong_answers_from_a_server_and_the_llm_judge(family, tmp_pat
     assert main(["judge", "--input", str(tmp_path / "g" / "outputs.jsonl"), "--judge", "rule",
                  "--out", str(tmp_path / "r"), "--no-progress"]) == 0
     ruled = [json.loads(line) for line in (tmp_path / "r" / "nlft.jsonl").read_text().splitlines()]
-    assert ruled[1]["judgment"] == task.rule_judgment(ruled[1]["output"], ruled[1])
+    assert ruled[1]["judgment"] == task.rule_judgment(ruled[1]["output"], ruled[1], "flexible")
     assert main(["judge", "--input", str(tmp_path / "g" / "outputs.jsonl"), "--judge", "calculator",
                  "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     assert "--judge calculator checks arithmetic" in capsys.readouterr().err

@@ -108,7 +108,7 @@ def test_number_runs_store_the_arguments_they_always_have():
         "answer_field": "answer", "backend": "hf", "model": "smollm2", "adapter": None, "no_chat_template": False,
         "base_url": None, "model_name": None, "api_key_env": "OPENAI_API_KEY", "template": None, "num_samples": 1,
         "max_new_tokens": 256, "temperature": 0.0, "top_p": 1.0, "seed": 0, "batch_size": 8, "judge": "calculator",
-        "judge_model": None, "judge_max_new_tokens": 256, "grading": "strict", "judge_base_url": None,
+        "judge_model": None, "judge_max_new_tokens": 256, "grading": "flexible", "judge_base_url": None,
         "judge_model_name": None, "verbose": False}
     args = build_parser().parse_args(["prepare", "--dataset", "rg:spell_backward", "--out", "x"])
     judge_spec(args, load_questions("rg:spell_backward", limit=1))

@@ -282,7 +282,9 @@ class JudgeSpec:
     backend: BackendSpec | None = None
     max_new_tokens: int = 256
     batch_size: int = 8
-    grading: Mode = "strict"
+    # flexible: the answer line, else the phrasings models write instead (a chat model rarely writes '#### X';
+    # strict grading would call its right answers wrong and train them away).
+    grading: Mode = "flexible"
     template: str | None = None
 
     def __post_init__(self) -> None:
@@ -377,10 +379,16 @@ def judge_outputs(rows: list[dict[str, Any]], out_path: str | Path, *, judge: Ju
                          desc="judge")
 
 
+GRADINGS = {"strict": "strict: only the '####' answer line the prompt asks for",
+            "flexible": "flexible: the '####' line, else the phrasings models write instead (numbers: the last number)"}
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of an NLFT file: rows, correct/incorrect, judged, mean output tokens."""
+    """Counts of an NLFT file: rows, correct/incorrect, judged, mean output tokens, the grading used and the
+    outputs it read an answer from (``answered``)."""
     correct = sum(1 for r in records if r["correct"])
     tokens = [r["output_tokens"] for r in records if isinstance(r.get("output_tokens"), int)]
+    gradings = {((r.get("provenance") or {}).get("judge") or {}).get("grading") for r in records} - {None}
     return {
         "rows": len(records),
         "questions": len({r.get("question_id", r["id"]) for r in records}),
@@ -389,15 +397,41 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "judged": sum(1 for r in records if not r["correct"] and r.get("judgment")),
         "accuracy": round(correct / len(records), 4) if records else 0.0,
         "mean_output_tokens": round(statistics.fmean(tokens), 1) if tokens else None,
+        "grading": gradings.pop() if len(gradings) == 1 else None,
+        "answered": sum(1 for r in records if r.get("extracted") is not None),
     }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a few human-readable lines."""
-    return (f"rows: {summary['rows']} ({summary['questions']} questions)\n"
-            f"correct: {summary['correct']}  incorrect: {summary['incorrect']}  "
-            f"judged: {summary['judged']}  accuracy: {summary['accuracy']:.2%}\n"
-            f"mean output tokens: {summary['mean_output_tokens']}")
+    lines = [f"rows: {summary['rows']} ({summary['questions']} questions)",
+             f"correct: {summary['correct']}  incorrect: {summary['incorrect']}  "
+             f"judged: {summary['judged']}  accuracy: {summary['accuracy']:.2%}",
+             f"mean output tokens: {summary['mean_output_tokens']}"]
+    if summary.get("grading") in GRADINGS:
+        lines.append(f"grading: {GRADINGS[summary['grading']]}; an answer was read from "
+                     f"{summary.get('answered', 0)} of {summary['rows']} outputs")
+    return "\n".join(lines)
+
+
+def grading_warning(summary: dict[str, Any]) -> str | None:
+    """A warning when the grading read an answer from no output (strict: from fewer than half), else None.
+
+    Such outputs are all graded incorrect whatever they say, and NLFT would train their content away.
+    """
+    rows, answered, grading = summary["rows"], summary.get("answered"), summary.get("grading")
+    if not rows or answered is None or grading not in GRADINGS:
+        return None
+    if grading == "strict" and answered < rows / 2:
+        return (f"WARNING: only {answered} of {rows} outputs carry the '#### <answer>' line that strict grading "
+                f"reads; the other {rows - answered} are graded incorrect whatever they answer, and their judgments "
+                "are about the missing line. Grade with --grading flexible (the default) unless the model writes "
+                "that line.")
+    if answered == 0:
+        return (f"WARNING: no answer could be read from any of the {rows} outputs ({grading} grading), so all are "
+                "graded incorrect. Look at outputs.jsonl: the prompt (--prompt, --template) or --max-new-tokens "
+                "may keep the model from stating an answer.")
+    return None
 
 
 def spec_dict(*specs: Any) -> dict[str, Any]:
