@@ -186,3 +186,15 @@ def test_selection_criterion_and_bar_by_hand():
     assert rows["robust_word"]["mean_margin"] == pytest.approx((0.10 - 0.05) / 2)
     text = selection_markdown(sel)
     assert "**paper**" in text and "7 flagged; 2/1/40" in text
+
+
+def test_a_candidate_and_the_table_arm_with_its_settings_share_one_run():
+    """``cand:robust`` (the paper preset plus two settings) and ``nlft_robust`` (the robust preset) train alike: their
+    train keys differ only in the preset's name, so the table reuses the candidate's run."""
+    from nlft.study.cells import _effective, _train_key
+
+    cfg = StudyConfig()
+    robust, cand = _train_key(cfg, "nlft_robust", "sha", 50, 0), _train_key(cfg, "cand:robust", "sha", 50, 0)
+    assert robust != cand and _effective(robust) == _effective(cand)
+    assert _effective(_train_key(cfg, "cand:robust_word", "sha", 50, 0)) != _effective(robust)
+    assert _effective(_train_key(cfg, "nlft_robust", "other", 50, 0)) != _effective(robust)

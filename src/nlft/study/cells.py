@@ -108,10 +108,18 @@ def _train_key(cfg: StudyConfig, arm_name: str, train_sha: str, n: int, seed: in
             "budget": budget(n, cfg), "eval_every": eval_every(n, cfg), "protocol_sha": protocol_sha(cfg)}
 
 
+def _effective(key: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A train key without the preset's name: ``nlft_robust`` and the candidate with the same settings train alike."""
+    if not key or not key.get("settings"):
+        return key
+    return {**key, "settings": {k: v for k, v in key["settings"].items() if k != "preset"}}
+
+
 def _same_run(root: Path, task: str, key: dict[str, Any], here: Path) -> Path | None:
-    """A finished cell of ``task`` whose run has the same :func:`_train_key`, other than ``here``."""
+    """A finished cell of ``task`` whose run has the same :func:`_train_key` (up to the preset's name), other than
+    ``here``."""
     for path in sorted((root / slug(task) / "cells").glob(f"*/{RESULT}")):
-        if path.parent != here and json.loads(path.read_text()).get("train_key") == key and \
+        if path.parent != here and _effective(json.loads(path.read_text()).get("train_key")) == _effective(key) and \
                 (path.parent / "run" / "adapter").is_dir():
             return path.parent
     return None
