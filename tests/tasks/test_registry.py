@@ -45,7 +45,7 @@ def test_unknown_specs_and_prompts(tmp_path):
     template.write_text("Q: {question}\n####")
     assert resolve_prompt(str(template), get_task("choice")) == "Q: {question}\n####"
     with pytest.raises(ValueError, match="unknown answer type"):
-        load_questions("x.jsonl", answer_type="code")
+        load_questions("x.jsonl", answer_type="cobol")
     with pytest.raises(ValueError, match="mix tasks"):
         common_task([{"task": "math"}, {}])
 

@@ -18,11 +18,59 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                    help="gsm8k, gsm_symbolic, chain_sum, basic_arithmetic, rg:NAME[:key=value,...] (any "
                         "reasoning-gym task), humaneval, a .jsonl/.csv file, or hf:NAME[:CONFIG] (see nlft tasks)")
     g.add_argument("--data-dir", default=None, help="folder with {split}.jsonl for gsm8k (default $NLFT_GSM8K_DIR)")
-    g.add_argument("--split", default="train")
+    g.add_argument("--split", default=None,
+                   help="the split to read (default: train; test for humaneval, its only split); of a file split by "
+                        "--split-fractions: train, validation or test")
     g.add_argument("--limit", type=at_least_one, default=None, help="keep the first N questions")
-    g.add_argument("--question-field", default="question")
-    g.add_argument("--answer-field", default="answer")
+    add_file_arguments(g)
     add_answer_type_argument(g)
+
+
+def add_file_arguments(parser: Any) -> None:
+    """Where a question file's fields are (``--question-field`` ... ``--fields``) and its held-out part
+    (``--offset``, ``--split-fractions``, ``--split-seed``); see docs/data.md."""
+    parser.add_argument("--question-field", default="question",
+                        help="the question's field: a name, a path (question.stem) or a template of several fields "
+                             "('{Body} {Question}', 'Premise: {sentence1}\\nHypothesis: {sentence2}')")
+    parser.add_argument("--answer-field", default="answer", help="the answer's field or path (answerKey, answer.value)")
+    parser.add_argument("--choices-field", default=None,
+                        help="choice: the options' field or path (default choices; question.choices, items with "
+                             "their own labels as ARC stores them)")
+    parser.add_argument("--labels", default=None,
+                        help="choice: a label set as every row's options, e.g. entailment,neutral,contradiction; "
+                             "rows whose label is missing or none of them are dropped and counted")
+    parser.add_argument("--id-field", default=None, help="the row id's field (default id, else task_id)")
+    parser.add_argument("--fields", default=None, metavar="FILE",
+                        help="a YAML/JSON file with question, answer, choices, labels, id (the flags above win)")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N questions of a file (before --limit)")
+    parser.add_argument("--split-fractions", default=None, metavar="TRAIN,VAL,TEST",
+                        help="split a file into train, validation and test (held-out) parts, e.g. 0.8,0.1,0.1, "
+                             "by a shuffle seeded by --split-seed; --split picks the part")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of --split-fractions (default 0)")
+
+
+def file_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`nlft.tasks.sources.load_questions` for a file from
+    :func:`add_file_arguments`' flags."""
+    from nlft.tasks.layout import FieldMap
+
+    fields = FieldMap.from_file(args.fields) if getattr(args, "fields", None) else FieldMap()
+    defaults = {"question_field": "question", "answer_field": "answer"}
+    given = {k: getattr(args, k, None) for k in ("question_field", "answer_field", "choices_field", "id_field")}
+    if args.fields:  # the file's fields unless a flag names another
+        given = {k: v for k, v in given.items() if v != defaults.get(k)}
+    fields = fields.with_options(question=given.get("question_field"), answer=given.get("answer_field"),
+                                 choices=given.get("choices_field"), id=given.get("id_field"), labels=args.labels)
+    fractions = None
+    if args.split_fractions:
+        try:
+            fractions = tuple(float(x) for x in args.split_fractions.split(","))
+        except ValueError:
+            raise ValueError(f"--split-fractions takes numbers such as 0.8,0.1,0.1, got {args.split_fractions!r}"
+                             ) from None
+    if args.offset < 0:
+        raise ValueError(f"--offset must be 0 or more, got {args.offset}")
+    return {"fields": fields, "offset": args.offset, "fractions": fractions, "split_seed": args.split_seed}
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,19 +176,26 @@ def generation_settings(args: argparse.Namespace, rows: list[dict[str, Any]]) ->
 def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nlft.tasks.sources import load_questions
 
-    return load_questions(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit,
-                          seed=args.seed, question_field=args.question_field, answer_field=args.answer_field,
-                          answer_type=args.answer_type)
+    options = file_options(args)
+    if options["fields"].labels and args.answer_type == "number":
+        args.answer_type = "choice"  # a label set is a choice among the labels
+    rows = load_questions(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed,
+                          answer_type=args.answer_type, **options)
+    return rows
 
 
 def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that decide a run's results, for :func:`nlft.utils.resume.check_run_args`."""
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}
+    if "split" in values and values["split"] is None:  # the split read by default
+        values["split"] = "test" if values.get("dataset") == "humaneval" else "train"
     # Options newer than some run folders are left out at their defaults, so that those folders resume.
-    for key, default in (("answer_type", "number"), ("prompt", None)):
+    for key, default in (("answer_type", "number"), ("prompt", None), ("choices_field", None), ("labels", None),
+                         ("id_field", None), ("fields", None), ("offset", 0), ("split_fractions", None),
+                         ("split_seed", 0)):
         if key in values and values[key] == default:
             del values[key]
-    for key in ("data_dir", "template", "input", "adapter", "prompt"):
+    for key in ("data_dir", "template", "input", "adapter", "prompt", "fields"):
         if values.get(key) and (key != "prompt" or Path(values[key]).is_file()):
             values[key] = str(Path(values[key]).resolve())
     return values

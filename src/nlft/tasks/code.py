@@ -82,8 +82,12 @@ def _text_field(raw: dict[str, Any], name: str, *, path: Path | str, line: int, 
     return value
 
 
-def code_row(raw: dict[str, Any], *, row_id: str, path: Path | str, line: int) -> dict[str, Any]:
-    """One problem (``prompt``, ``test``, ``entry_point``, optional ``canonical_solution``) as a task row."""
+def code_row(raw: dict[str, Any], *, row_id: str, path: Path | str, line: int | None) -> dict[str, Any]:
+    """One problem as a task row: HumanEval's layout (``prompt``, ``test``, ``entry_point``, optional
+    ``canonical_solution``) or MBPP's (``text`` or ``prompt``, ``test_list``, optional ``test_imports``,
+    ``test_setup_code`` and ``code``: :func:`mbpp_row`)."""
+    if "test_list" in raw:
+        return mbpp_row(raw, row_id=row_id, path=path, line=line)
     prompt = _text_field(raw, "prompt", path=path, line=line)
     test = _text_field(raw, "test", path=path, line=line)
     entry_point = _text_field(raw, "entry_point", path=path, line=line).strip()
@@ -92,6 +96,62 @@ def code_row(raw: dict[str, Any], *, row_id: str, path: Path | str, line: int) -
     solution = _text_field(raw, "canonical_solution", path=path, line=line, required=False)
     return {"id": row_id, "question": prompt, "reference": prompt + solution if solution else "",
             "gold": solution, "task": TASK_NAME, "meta": {"entry_point": entry_point, "test": test, "prompt": prompt}}
+
+
+def _called_names(tests: list[str]) -> list[str]:
+    """The names of the functions the tests call, in order of first call (builtins left out)."""
+    import builtins
+
+    names: list[str] = []
+    for test in tests:
+        tree = _parses(test)
+        for node in ast.walk(tree) if tree is not None else ():
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in names
+                    and not hasattr(builtins, node.func.id)):
+                names.append(node.func.id)
+    return names
+
+
+def mbpp_row(raw: dict[str, Any], *, row_id: str, path: Path | str, line: int | None) -> dict[str, Any]:
+    """One MBPP-style problem as a task row.
+
+    The row holds the task in ``text`` (MBPP) or ``prompt`` (MBPP sanitized), its asserts in ``test_list``, and
+    optionally ``test_imports`` (a list of import lines), ``test_setup_code`` and the reference ``code``. The
+    question is the task and its asserts in a docstring (as the MBPP paper shows them); the function under test
+    (``entry_point``) is the first function the asserts call that the reference defines (without a reference:
+    the first they call). The imports and setup code run before the model's code, the asserts after it.
+    """
+    def where(field: str) -> dict[str, Any]:
+        return {"path": path, "line": line, "field": field}
+
+    text = raw.get("text") if isinstance(raw.get("text"), str) and raw["text"].strip() else raw.get("prompt")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError("missing or empty task text", **where("text"))
+    tests = raw.get("test_list")
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+        raise DataError("must be a non-empty list of assert statements", **where("test_list"))
+    imports = raw.get("test_imports") or []
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(imports, list) or not all(isinstance(x, str) for x in imports):
+        raise DataError("must be a list of import lines", **where("test_imports"))
+    setup = raw.get("test_setup_code") or ""
+    if not isinstance(setup, str):
+        raise DataError("must be a string", **where("test_setup_code"))
+    code = raw.get("code") or ""
+    if not isinstance(code, str):
+        raise DataError("must be a string", **where("code"))
+    called = _called_names(tests)
+    tree = _parses(code)
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} if tree else set()
+    entry_point = next((n for n in called if n in defined), called[0] if called else None)
+    if entry_point is None:
+        raise DataError("the asserts call no function to test", **where("test_list"))
+    head = "".join(x.strip() + "\n" for x in imports if x.strip()) + (setup.strip() + "\n" if setup.strip() else "")
+    shown = "\n".join(tests)
+    question = f'{head}"""\n{text.strip()}\nYour code should pass these tests:\n\n{shown}\n"""\n'
+    return {"id": row_id, "question": question, "reference": code.strip(), "gold": code.strip(), "task": TASK_NAME,
+            "meta": {"entry_point": entry_point, "test": shown, "prompt": head}}
 
 
 def _read_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -313,7 +373,10 @@ def build_program(code: str, row: dict[str, Any]) -> Program:
     tail = "\n\n\n" + test.strip("\n") + "\n"
     test_start = code_end + 3
     if re.search(r"^def check\(", test, re.M):
-        tail += f"\n\ncheck({entry_point})\n"
+        if entry_point == "check":  # the problem's own function is called check: the harness's takes another name
+            tail = re.sub(r"^def check\(", "def _check_candidate(", tail, flags=re.M) + "\n\n_check_candidate(check)\n"
+        else:
+            tail += f"\n\ncheck({entry_point})\n"
     source = head + body + tail
     return Program(source, (1, code_end), (test_start, source.count("\n")), defines)
 

@@ -2,7 +2,8 @@
 
 Specs: ``number`` (rows without ``task``), ``math``, ``choice[:index=0|1]``,
 ``text[:match=contains,case=true,punct=true,articles=true,numbers=true]``, ``rg:NAME[:key=value,...]`` (any
-reasoning-gym task) and ``humaneval`` (code with tests, from :mod:`nlft.tasks.code`, loaded only when asked for).
+reasoning-gym task) and ``humaneval`` (code with tests, from :mod:`nlft.tasks.code`, loaded only when asked for;
+``code``, the answer type of a file of such problems, gives the same task).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from nlft.tasks.base import Task
 
 NUMBER = "number"
 # The answer types of a question file (``--answer-type``).
-ANSWER_TYPES = ("number", "math", "choice", "text")
+ANSWER_TYPES = ("number", "math", "choice", "text", "code")
 HUMANEVAL = "humaneval"
 
 
@@ -69,7 +70,7 @@ def _task(spec: str) -> Task:
         if not rest:
             raise ValueError("write a reasoning-gym task as rg:NAME (see nlft tasks)")
         return GymTask(spec)
-    if head == HUMANEVAL and not rest:
+    if head in (HUMANEVAL, "code") and not rest:  # code: a file of problems with their own tests, HumanEval's task
         return _humaneval()
     raise ValueError(f"unknown task {spec!r}; choose number, math, choice[:index=0|1], text[:options], rg:NAME or "
                      "humaneval")

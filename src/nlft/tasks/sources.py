@@ -9,27 +9,36 @@ from __future__ import annotations
 
 import csv
 import os
+import random
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from nlft.tasks.grading import gold_answer, normalize_number
 from nlft.tasks.gym import PREFIX as GYM_PREFIX
-from nlft.tasks.gym import generate_entries, split_seed
+from nlft.tasks.gym import generate_entries
 from nlft.tasks.gym import parse_options as parse_task
+from nlft.tasks.gym import split_seed as gym_split_seed
+from nlft.tasks.layout import FieldMap, Record, iter_records, map_record
 from nlft.tasks.registry import ANSWER_TYPES, HUMANEVAL, get_task
-from nlft.utils.files import DataError, iter_jsonl
+from nlft.utils.files import DataError
 
-__all__ = ["file_row", "load_questions", "make_row", "parse_task"]
+__all__ = ["SPLITS", "file_row", "load_questions", "make_row", "parse_task", "split_rows"]
 
 # Offline, seeded generators of reasoning-gym: arithmetic word problems and plain arithmetic.
 REASONING_GYM_TASKS = ("gsm_symbolic", "chain_sum", "basic_arithmetic")
 GSM8K_HUB_NAME = "openai/gsm8k"
 GSM8K_ENV = "NLFT_GSM8K_DIR"
+# The parts of a file split by ``fractions``, in order (``heldout`` is another name of ``test``).
+SPLITS = ("train", "validation", "test")
 
 
-def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = None, split: str = "train",
+def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = None, split: str | None = "train",
                    limit: int | None = None, seed: int = 0, question_field: str = "question",
-                   answer_field: str = "answer", answer_type: str = "number") -> list[dict[str, Any]]:
+                   answer_field: str = "answer", answer_type: str = "number", fields: FieldMap | None = None,
+                   offset: int = 0, fractions: tuple[float, ...] | None = None,
+                   split_seed: int = 0) -> list[dict[str, Any]]:
     """Load questions with their standard answers.
 
     ``name_or_path``:
@@ -39,15 +48,21 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
     - ``gsm_symbolic``, ``chain_sum``, ``basic_arithmetic``: reasoning-gym generators, offline and
       seeded by ``seed`` (``split="test"`` draws from a different seed than ``train``), with the
       generator's options after a colon: ``chain_sum:max_terms=3,max_digits=2``;
-    - a ``.jsonl``/``.json`` or ``.csv`` file with ``question_field`` and ``answer_field`` columns;
+    - a ``.jsonl`` file, a ``.json`` array or a ``.csv`` file: ``fields`` (:class:`~nlft.tasks.layout.FieldMap`,
+      default: ``question_field`` and ``answer_field``) says where each row's question, answer and choices are;
+      ``messages`` rows are read as chats; ``offset`` skips the first rows; ``fractions`` (train, validation,
+      test, summing to 1) splits the rows by a shuffle seeded by ``split_seed`` and ``split`` picks the part;
     - ``hf:NAME`` (or ``hf:NAME:CONFIG``): a Hugging Face dataset with those columns;
     - ``rg:NAME[:key=value,...]``: any reasoning-gym task, scored by its ``score_answer``
       (:mod:`nlft.tasks.gym`), seeded like the arithmetic ones;
-    - ``humaneval``: HumanEval's problems (:mod:`nlft.tasks.code`), ``split`` ``test``.
+    - ``humaneval``: HumanEval's problems (:mod:`nlft.tasks.code`), ``split`` ``test`` (``split=None``: the
+      default split of each source: ``test`` for HumanEval, said in one line on stderr; ``train`` elsewhere).
 
     ``answer_type`` (files and ``hf:``): ``number`` (default): the answer column holds a full
     solution ending in ``#### N`` or just the final number; ``math``, ``choice`` (rows with
-    ``choices``), ``text`` (or ``text:case=true,...``): see those tasks. A JSONL row that names its
+    ``choices``), ``text`` (or ``text:case=true,...``): see those tasks; ``code``: Python problems with
+    their own tests (MBPP's ``test_list``, or HumanEval's ``test`` and ``entry_point``: :mod:`nlft.tasks.code`).
+    A JSONL row that names its
     ``task`` (rows nlft wrote) is read as that task's row whatever ``answer_type`` says.
     ``limit`` keeps the first ``limit`` rows (file order, so a run is repeatable).
 
@@ -56,9 +71,13 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     if answer_type.partition(":")[0] not in ANSWER_TYPES:
         raise ValueError(f"unknown answer type {answer_type!r}; choose one of {', '.join(ANSWER_TYPES)}")
     get_task(answer_type)  # its options are checked before any file is read
+    if split is None and name_or_path != HUMANEVAL:
+        split = "train"
     if name_or_path.startswith(GYM_PREFIX):
         rows = get_task(name_or_path).rows(split, limit if limit is not None else 100, seed)  # type: ignore[attr-defined]
     elif name_or_path == HUMANEVAL:
@@ -66,6 +85,9 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
             from nlft.tasks.code import load_humaneval
         except ImportError as err:
             raise ValueError(f"the humaneval dataset is not available in this build (nlft.tasks.code: {err})") from None
+        if split is None:
+            print("nlft: humaneval has one split, 'test': reading it", file=sys.stderr)
+            split = "test"
         rows = load_humaneval(limit=limit, split=split)
     elif name_or_path == "gsm8k":
         folder = data_dir or os.environ.get(GSM8K_ENV)
@@ -73,7 +95,7 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
             path = Path(folder) / f"{split}.jsonl"
             if not path.exists():
                 raise FileNotFoundError(f"GSM8K split file not found: {path} (check --data-dir)")
-            rows = _from_jsonl(path, "question", "answer", limit, id_prefix=f"gsm8k-{split}", answer_type="number")
+            rows = _from_file(path, FieldMap(), limit, "number", id_prefix=f"gsm8k-{split}")
         else:
             rows = _from_hub(GSM8K_HUB_NAME, "main", split, "question", "answer", limit,
                              id_prefix=f"gsm8k-{split}")
@@ -91,11 +113,12 @@ def load_questions(name_or_path: str, *, data_dir: str | os.PathLike | None = No
                 f"dataset {name_or_path!r} is neither a known name (gsm8k, "
                 f"{', '.join(REASONING_GYM_TASKS)}, rg:NAME, humaneval, hf:NAME) nor an existing file"
             )
-        if path.suffix.lower() == ".csv":
-            rows = _from_csv(path, question_field, answer_field, limit, answer_type)
-        else:
-            rows = _from_jsonl(path, question_field, answer_field, limit, id_prefix=path.stem,
-                               answer_type=answer_type)
+        fmap = fields or FieldMap(question=question_field, answer=answer_field)
+        stop = None if fractions or limit is None else offset + limit
+        rows = _from_file(path, fmap, stop, answer_type, id_prefix=path.stem)
+        if fractions:
+            rows = split_rows(rows, fractions, split_seed)[_split_name(split)]
+        rows = rows[offset:None if limit is None else offset + limit]
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -147,20 +170,82 @@ def file_row(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "question": row["question"], "answer": row["reference"]}
 
 
-def _from_jsonl(path: Path, qf: str, af: str, limit: int | None, id_prefix: str,
-                answer_type: str = "number") -> list[dict[str, Any]]:
+def _from_file(path: Path, fmap: FieldMap, stop: int | None, answer_type: str, id_prefix: str) -> list[dict[str, Any]]:
+    """The rows of a JSONL, JSON-array or CSV file through ``fmap``, the first ``stop`` of them; the rows that a
+    label set drops are counted in one line on stderr."""
+    records = _csv_records(path, fmap) if path.suffix.lower() == ".csv" else iter_records(path)
     rows: list[dict[str, Any]] = []
-    for number, raw in iter_jsonl(path):
-        if limit is not None and len(rows) >= limit:
+    dropped: list[str] = []
+    for rec in records:
+        if stop is not None and len(rows) >= stop:
             break
-        row_id = raw.get("id")
-        row_id = str(row_id) if row_id is not None else f"{id_prefix}-{len(rows)}"
-        if raw.get("task"):
-            rows.append(_task_row(raw, row_id, path, number))
-            continue
-        rows.append(make_row(raw.get(qf), raw.get(af), row_id=row_id, path=path, line=number,
-                             question_field=qf, answer_field=af, answer_type=answer_type, raw=raw))
+        raw = rec.raw
+        row_id = raw.get(fmap.id) if fmap.id else raw.get("id", raw.get("task_id"))
+        if fmap.id and row_id is None:
+            raise rec.error("missing id", path, fmap.id)
+        row_id = str(row_id) if row_id is not None else f"{id_prefix}-{len(rows) + len(dropped)}"
+        try:
+            if raw.get("task"):
+                rows.append(_task_row(raw, row_id, path, rec.line))
+                continue
+            if answer_type == "code":
+                from nlft.tasks.code import code_row
+
+                rows.append(code_row(raw, row_id=row_id, path=path, line=rec.line))
+                continue
+            mapped = map_record(fmap, rec, path=path, answer_type=answer_type)
+            if mapped is None:
+                dropped.append(f"line {rec.line}" if rec.line is not None else f"row {rec.row}")
+                continue
+            question, answer, raw = mapped
+            rows.append(make_row(question, answer, row_id=row_id, path=path, line=rec.line,
+                                 question_field=fmap.question, answer_field=fmap.answer, answer_type=answer_type,
+                                 raw=raw))
+        except DataError as err:
+            if rec.row is None:
+                raise
+            raise DataError(err.message, path=path, row=rec.row, field=err.field) from None
+    if dropped:
+        shown = ", ".join(dropped[:5]) + (", ..." if len(dropped) > 5 else "")
+        print(f"nlft: {path}: dropped {len(dropped)} rows whose label is missing or not one of "
+              f"{', '.join(fmap.labels or ())} ({shown})", file=sys.stderr)
     return rows
+
+
+def _csv_records(path: Path, fmap: FieldMap) -> Iterator[Record]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for name in (fmap.question, fmap.answer):
+            if "{" not in name and (reader.fieldnames is None or name not in reader.fieldnames):
+                raise DataError(f"no column {name!r} (columns: {reader.fieldnames})", path=path, line=1,
+                                field=name)
+        for raw in reader:
+            yield Record(raw, reader.line_num, None)
+
+
+def _split_name(split: str | None) -> str:
+    name = "test" if split in ("heldout", "held-out") else (split or "train")
+    if name not in SPLITS:
+        raise ValueError(f"a file split by --split-fractions has the parts {', '.join(SPLITS)} (or heldout), "
+                         f"not {split!r}")
+    return name
+
+
+def split_rows(rows: list[dict[str, Any]], fractions: tuple[float, ...],
+               seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """``rows`` split into ``train``, ``validation`` and ``test`` by ``fractions`` (three numbers >= 0 summing to 1;
+    two: train and test), after a shuffle seeded by ``seed``; each part keeps the file's order, and the same rows,
+    fractions and seed give the same parts."""
+    if len(fractions) == 2:
+        fractions = (fractions[0], 0.0, fractions[1])
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions are train,validation,test (or train,test) summing to 1, got {fractions}")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_train = round(fractions[0] * len(rows))
+    n_val = round(fractions[1] * len(rows))
+    parts = {"train": order[:n_train], "validation": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    return {name: [rows[i] for i in sorted(part)] for name, part in parts.items()}
 
 
 def _task_row(raw: dict[str, Any], row_id: str, path: Path, line: int) -> dict[str, Any]:
@@ -179,28 +264,22 @@ def _task_row(raw: dict[str, Any], row_id: str, path: Path, line: int) -> dict[s
             "gold": task.gold_of(raw, source=path, line=line), "task": task.name, "meta": meta}
 
 
-def _from_csv(path: Path, qf: str, af: str, limit: int | None, answer_type: str = "number") -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for name in (qf, af):
-            if reader.fieldnames is None or name not in reader.fieldnames:
-                raise DataError(f"no column {name!r} (columns: {reader.fieldnames})", path=path, line=1,
-                                field=name)
-        for raw in reader:
-            if limit is not None and len(rows) >= limit:
-                break
-            row_id = raw.get("id") or f"{path.stem}-{len(rows)}"
-            rows.append(make_row(raw.get(qf), raw.get(af), row_id=row_id, path=path, line=reader.line_num,
-                                 question_field=qf, answer_field=af, answer_type=answer_type, raw=raw))
-    return rows
-
-
 def _from_hub(name: str, config: str | None, split: str, qf: str, af: str, limit: int | None,
               id_prefix: str, answer_type: str = "number") -> list[dict[str, Any]]:
+    if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the cache only: no minute of retries before the same error
+    from datasets import config as datasets_config
     from datasets import load_dataset
+    from huggingface_hub import constants
 
-    ds = load_dataset(name, config, split=split)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # when the libraries were imported before it was set
+        constants.HF_HUB_OFFLINE = datasets_config.HF_HUB_OFFLINE = True
+    try:
+        ds = load_dataset(name, config, split=split)
+    except (ConnectionError, OSError, ValueError) as err:  # offline, unknown name or split, no such config
+        reason = " ".join(str(err).split())[:200]
+        raise DataError(f"cannot load the Hugging Face dataset ({reason}); offline, download it once online or "
+                        "give a local file", path=f"hf:{name}" + (f":{config}" if config else "")) from None
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     rows = []
@@ -211,10 +290,21 @@ def _from_hub(name: str, config: str | None, split: str, qf: str, af: str, limit
     return rows
 
 
+def _hub_reachable(host: str = "huggingface.co") -> bool:
+    """Whether the Hub's name resolves (a machine without network fails at once)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def _from_reasoning_gym(task: str, split: str, size: int, seed: int,
                         options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     # Train and test draw from different seeds so that they do not share questions by construction.
-    entries = generate_entries(task, options or {}, size=size, seed=split_seed(task, split, seed))
+    entries = generate_entries(task, options or {}, size=size, seed=gym_split_seed(task, split, seed))
     rows = []
     for index, entry in enumerate(entries):
         gold = normalize_number(str(entry["answer"]))

@@ -11,19 +11,21 @@ from typing import Any
 
 
 class DataError(ValueError):
-    """Bad input data. The message names the file, the line (1-based) and the field."""
+    """Bad input data. The message names the file, the line (1-based) or the row of a JSON array, and the field."""
 
     def __init__(self, message: str, *, path: str | os.PathLike | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, row: int | None = None) -> None:
         where = []
         if path is not None:
             where.append(str(path))
         if line is not None:
             where.append(f"line {line}")
+        if row is not None:
+            where.append(f"row {row}")
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
-        self.path, self.line, self.field = path, line, field
+        self.message, self.path, self.line, self.field, self.row = message, path, line, field, row
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
