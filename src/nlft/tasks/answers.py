@@ -95,7 +95,7 @@ def _last(pattern: re.Pattern[str], text: str) -> str | None:
 
 def _last_line(text: str) -> str | None:
     for line in reversed(text.strip().splitlines()):
-        answer = clean(line)
+        answer = clean(line.lstrip("# \t"))  # a bare '####' (or a heading's marks) is no answer
         if answer:
             return answer
     return None
