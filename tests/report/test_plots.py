@@ -48,8 +48,9 @@ def test_plot_run_reads_a_run_cut_off_mid_write(tmp_path):
 def test_summarize_run_reads_every_source(tmp_path):
     full = summarize_run(write_run(tmp_path / "nlft-run"))
     assert full == {"run": "nlft-run", "method": "nlft", "final_loss": 0.9, "accuracy": 0.55,
-                    "ci95_strict": None, "ci95_flexible": None, "wall_time_s": 125.0,
-                    "peak_memory_bytes": 3 * 2**30, "drift": None, "kept": None}
+                    "accuracy_strict": 0.55, "accuracy_flexible": None, "ci95_strict": None, "ci95_flexible": None,
+                    "grading": None, "wall_time_s": 125.0, "peak_memory_bytes": 3 * 2**30, "drift": None,
+                    "kept": None}
     # Without manifest and metrics: accuracy from the last evaluation, wall time from the trainer's log.
     bare = summarize_run(write_run(tmp_path / "bare", with_manifest=False, with_metrics=False))
     assert (bare["method"], bare["accuracy"], bare["wall_time_s"], bare["peak_memory_bytes"]) == (None, 0.5, 33.0, None)
@@ -61,7 +62,8 @@ def test_summarize_run_reads_every_source(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert summarize_run(empty) == {"run": "empty", "method": None, "final_loss": None, "accuracy": None,
-                                    "ci95_strict": None, "ci95_flexible": None, "wall_time_s": None,
+                                    "accuracy_strict": None, "accuracy_flexible": None, "ci95_strict": None,
+                                    "ci95_flexible": None, "grading": None, "wall_time_s": None,
                                     "peak_memory_bytes": None, "drift": None, "kept": None}
 
 
@@ -100,9 +102,14 @@ def test_format_table():
             {"run": "sft", "method": None, "final_loss": None, "accuracy": None, "wall_time_s": 59.5,
              "peak_memory_bytes": None, "drift": {"fired": False, "max_nll_ratio": 1.1},
              "kept": {"keep": "last", "epoch": 3.0}}]
+    rows[0].update(accuracy_flexible=0.625, ci95_flexible=[0.5, 0.75], grading="flexible")
     assert format_table(rows).splitlines() == [
-        "run  method  final loss  accuracy      95% CI  wall time  peak memory  drift                 kept",
-        "---  ------  ----------  --------  ----------  ---------  -----------  --------------------  ---------",
-        "a    nlft        0.9123    50.00%  40.0-60.0%    2.1 min     3.00 GiB  stopped e2.4 (2.31x)  e2 (best)",
-        "sft  -                -         -           -     59.5 s            -  ok (1.10x)            e3 (last)",
+        "run  method  data graded  final loss  strict      95% CI  flexible      95% CI  wall time  peak memory  "
+        "drift                 kept",
+        "---  ------  -----------  ----------  ------  ----------  --------  ----------  ---------  -----------  "
+        "--------------------  ---------",
+        "a    nlft    flexible         0.9123  50.00%  40.0-60.0%    62.50%  50.0-75.0%    2.1 min     3.00 GiB  "
+        "stopped e2.4 (2.31x)  e2 (best)",
+        "sft  -       -                     -       -           -         -           -     59.5 s            -  "
+        "ok (1.10x)            e3 (last)",
     ]

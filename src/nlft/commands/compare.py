@@ -1,7 +1,9 @@
 """Compare run directories: a table of final loss, accuracy, wall time and peak memory, and one PNG.
 
-The table also shows the strict accuracy's 95% interval (``ci95_strict``, or the single ``ci95`` of
-older files), whether the drift monitor fired or stopped the run, and which epoch was kept (``--keep
+The table shows the strict accuracy (the ``#### answer`` line only) and the flexible one (the phrasings
+models write instead), each with its 95% interval (``ci95_strict``, or the single ``ci95`` of older
+files; ``ci95_flexible``), how each run's training outputs were graded ("data graded": strict or
+flexible), whether the drift monitor fired or stopped the run, and which epoch was kept (``--keep
 best`` or the last). Reads each run's ``manifest.json``, ``metrics.json``, ``log_history.jsonl`` and
 ``eval_history.jsonl``; missing pieces show as "-". The PNG overlays the training loss and the
 accuracy per epoch of every run (e.g. NLFT against SFT and CUT on the same outputs).

@@ -168,10 +168,12 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
 
     Returns a dict with ``run`` (folder name), ``method``, ``final_loss`` (last logged training loss),
     ``accuracy`` (strict accuracy of ``metrics.json`` or ``eval/metrics.json``, else the manifest's
-    metrics, else the last ``eval_history.jsonl`` entry), ``ci95_strict`` and ``ci95_flexible`` (the
-    intervals of ``metrics.json``, old single-``ci95`` files included), ``wall_time_s`` (training wall
-    time), ``peak_memory_bytes`` (the largest per-epoch peak), ``drift`` (the manifest's drift monitor
-    entry: fired, stopped, epoch, max_nll_ratio ...) and ``kept`` (the epoch ``--keep best`` kept).
+    metrics, else the last ``eval_history.jsonl`` entry), ``accuracy_strict`` and ``accuracy_flexible``
+    (from the same place), ``ci95_strict`` and ``ci95_flexible`` (the intervals of ``metrics.json``, old
+    single-``ci95`` files included), ``grading`` (how the training data's outputs were graded: the
+    manifest's, else the data file's first record's), ``wall_time_s`` (training wall time),
+    ``peak_memory_bytes`` (the largest per-epoch peak), ``drift`` (the manifest's drift monitor entry:
+    fired, stopped, epoch, max_nll_ratio ...) and ``kept`` (the epoch ``--keep best`` kept).
     """
     run = Path(run_dir)
     manifest = _read_json(run / "manifest.json")
@@ -196,12 +198,16 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         final_loss = next((_number(r.get("train_loss")) for r in reversed(log) if _number(r.get("train_loss"))), None)
 
     accuracy = None
+    scores: dict[str, float | None] = {"accuracy_strict": None, "accuracy_flexible": None}
     for source in (metrics, manifest.get("metrics") or {}):
         accuracy = next((_number(source.get(k)) for k in ACCURACY_KEYS if _number(source.get(k)) is not None), None)
         if accuracy is not None:
+            scores = {k: _number(source.get(k)) if k in source else _number(source.get(f"eval_{k}"))
+                      for k in scores}
             break
     if accuracy is None and (key := _accuracy_key(evals)):
         accuracy = series(evals, key, x="epoch")[1][-1]
+        scores = {k: _number(evals[-1].get(k)) for k in scores}
 
     epochs = [e for e in manifest.get("epochs") or [] if isinstance(e, dict)]
     wall = _number(manifest.get("train_wall_time_s"))
@@ -214,9 +220,27 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     from nlft.eval.accuracy import intervals
 
     ci = intervals(metrics) if metrics else {"ci95_strict": None, "ci95_flexible": None}
-    return {"run": run.name, "method": method, "final_loss": final_loss, "accuracy": accuracy, **ci,
-            "wall_time_s": wall, "peak_memory_bytes": max(peaks) if peaks else None,
+    return {"run": run.name, "method": method, "final_loss": final_loss, "accuracy": accuracy, **scores, **ci,
+            "grading": _data_grading(manifest), "wall_time_s": wall, "peak_memory_bytes": max(peaks) if peaks else None,
             "drift": manifest.get("drift_monitor"), "kept": manifest.get("kept")}
+
+
+def _data_grading(manifest: dict[str, Any]) -> str | None:
+    """How a run's training outputs were graded (strict or flexible): the manifest's ``data.grading``, else the
+    provenance of the data file's first record; None when neither says."""
+    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    if data.get("grading"):
+        return str(data["grading"])
+    path = Path(str(data.get("path") or ""))
+    if not data.get("path") or not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = json.loads(fh.readline() or "{}")
+    except (OSError, ValueError):
+        return None
+    judge = ((first.get("provenance") or {}).get("judge") or {}) if isinstance(first, dict) else {}
+    return judge.get("grading") if isinstance(judge, dict) else None
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -227,13 +251,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             return "-"
         if key == "final_loss":
             return f"{value:.4f}"
-        if key == "accuracy":
+        if key.startswith("accuracy"):
             return f"{100 * value:.2f}%"
         if key == "wall_time_s":
             return f"{value / 60:.1f} min" if value >= 120 else f"{value:.1f} s"
         if key == "peak_memory_bytes":
             return f"{value / 2**30:.2f} GiB"
-        if key == "ci95_strict":
+        if key.startswith("ci95"):
             return f"{100 * value[0]:.1f}-{100 * value[1]:.1f}%"
         if key == "drift":
             if not value.get("fired"):
@@ -244,13 +268,16 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             return f"e{value['epoch']:g} ({value.get('keep', 'last')})" if value.get("epoch") is not None else "-"
         return str(value)
 
-    columns = (("run", "run"), ("method", "method"), ("final_loss", "final loss"), ("accuracy", "accuracy"),
-               ("ci95_strict", "95% CI"), ("wall_time_s", "wall time"), ("peak_memory_bytes", "peak memory"),
+    columns = (("run", "run"), ("method", "method"), ("grading", "data graded"), ("final_loss", "final loss"),
+               ("accuracy_strict", "strict"), ("ci95_strict", "95% CI"), ("accuracy_flexible", "flexible"),
+               ("ci95_flexible", "95% CI"), ("wall_time_s", "wall time"), ("peak_memory_bytes", "peak memory"),
                ("drift", "drift"), ("kept", "kept"))
-    body = [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
+    # rows of older callers carry only "accuracy" (the strict one)
+    body = [[cell(k, r.get(k) if k != "accuracy_strict" or r.get(k) is not None else r.get("accuracy"))
+             for k, _ in columns] for r in rows]
     header = [title for _, title in columns]
     widths = [max(len(x) for x in col) for col in zip(header, *body)]
-    numeric = {2, 3, 4, 5, 6}
+    numeric = {3, 4, 5, 6, 7, 8, 9}
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)

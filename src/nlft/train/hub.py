@@ -45,10 +45,13 @@ CITATION = """@article{liu2024nlft,
 
 
 def data_summary(path: str | os.PathLike, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{"path" (absolute), "rows", "correct", "incorrect"}`` of a training data file, for the manifest."""
+    """``{"path" (absolute), "rows", "correct", "incorrect", "grading"}`` of a training data file, for the manifest
+    (``grading``: how its outputs were graded, strict or flexible, when the records' provenance says one)."""
     correct = sum(1 for r in rows if r.get("correct") is True)
+    gradings = {((r.get("provenance") or {}).get("judge") or {}).get("grading") for r in rows} - {None}
     return {"path": str(Path(path).resolve()), "rows": len(rows), "correct": correct,
-            "incorrect": sum(1 for r in rows if r.get("correct") is False)}
+            "incorrect": sum(1 for r in rows if r.get("correct") is False),
+            "grading": gradings.pop() if len(gradings) == 1 else None}
 
 
 def hub_model_id(model: str | None) -> str | None:
