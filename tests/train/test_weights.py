@@ -153,3 +153,25 @@ def test_views_measured_on_a_server_give_the_local_weights(tmp_path, tokenizer, 
         assert main(["weights", "--data", str(data), "--model", str(tiny_dir), "--backend", "openai", "--base-url",
                      server.url, "--phrase-rule", "word", "--no-progress", "--out", str(tmp_path / "cli.jsonl")]) == 0
     assert len(read_weights(tmp_path / "cli.jsonl")[1]) == 4
+
+
+def test_nlft_train_from_weights(tmp_path, tiny_dir, capsys):
+    data = write_records(tmp_path / "nlft.jsonl", sample_records())
+    weights, run = tmp_path / "w.jsonl", tmp_path / "run"
+    assert main(["weights", "--data", str(data), "--model", str(tiny_dir), "--preset", "robust", "--r0", "1",
+                 "--p0-incorrect", "0", "--no-progress", "--out", str(weights)]) == 0
+    assert main(["train", "--from-weights", str(weights), "--model", str(tiny_dir), "--out", str(run), "--epochs", "1",
+                 "--batch-size", "2", "--lr", "1e-3", "--no-progress"]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["weights"]["error_reference"] == "initial"
+    assert manifest["weights"]["settings"]["irrelevant_incorrect"] == "likelihood"
+    assert manifest["data"]["rows"] == 4 and manifest["data"]["incorrect"] == 2
+    assert "drift_monitor" in manifest
+    assert (run / "adapter" / "adapter_config.json").exists()
+    logged = [json.loads(line) for line in (run / "log_history.jsonl").read_text().splitlines()]
+    steps = [h for h in logged if "loss" in h and "nlft/nll" in h]
+    assert len(steps) == 2 and all(h["nlft/nll"] > 0 and 0 < h["nlft/mean_scale"] < 2 for h in steps)
+    capsys.readouterr()
+    assert main(["train", "--method", "sft", "--from-weights", str(weights), "--model", str(tiny_dir), "--out",
+                 str(tmp_path / "sft")]) == 2
+    assert "--method nlft" in capsys.readouterr().err

@@ -74,8 +74,8 @@ class WeightsCollator:
 
 
 def weighted_token_loss(logits: torch.Tensor, labels: torch.Tensor, token_weights: torch.Tensor,
-                        unlikelihood: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
-                        ) -> torch.Tensor:
+                        unlikelihood: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None, *,
+                        return_logps: bool = False) -> Any:
     """NLFT's loss from a causal LM's logits and per-token weights (:func:`nlft.method.loss.nlft_loss`).
 
     Args:
@@ -84,14 +84,16 @@ def weighted_token_loss(logits: torch.Tensor, labels: torch.Tensor, token_weight
         token_weights: ``(B, T)`` each token's scale (aligned with ``labels``).
         unlikelihood: ``(B, T)`` bool, the tokens trained with ``-log(1 - P)``.
         num_items_in_batch: the response tokens of the whole accumulated batch (None: this batch's).
+        return_logps: also return ``log P`` ``(B, T - 1)`` of the predicted tokens and their mask.
 
     Returns:
-        The scalar loss.
+        The scalar loss; with ``return_logps``, ``(loss, logps, mask)``.
     """
     labels, weights, ul = labels[:, 1:], token_weights[:, 1:], unlikelihood[:, 1:]
     mask = labels != IGNORE_INDEX
     logps, log1mp = selective_log_softmax(logits[:, :-1], labels.clamp(min=0), complement=True)
-    return nlft_loss(logps, weights, ul & mask, mask, num_items_in_batch, log1mp)
+    loss = nlft_loss(logps, weights, ul & mask, mask, num_items_in_batch, log1mp)
+    return (loss, logps, mask) if return_logps else loss
 
 
 class NLFTWeightsTrainer(SFTTrainer):
@@ -130,12 +132,29 @@ class NLFTWeightsTrainer(SFTTrainer):
         # The loss divides by the accumulated batch's response tokens itself (num_items_in_batch).
         self.model_accepts_loss_kwargs = True
 
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``SFTTrainer.train``; then, if a :class:`~nlft.train.monitor.DriftMonitor` among the callbacks fired with
+        ``action="restore"``, the checkpoint it chose is loaded (as :class:`~nlft.NLFTTrainer` does)."""
+        from nlft.train.monitor import restore_before_drift
+
+        result = super().train(*args, **kwargs)
+        restore_before_drift(self)
+        return result
+
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        loss = weighted_token_loss(outputs.logits, inputs["labels"], inputs["token_weights"], inputs["unlikelihood"],
-                                   num_items_in_batch)
+        weights = inputs["token_weights"]
+        loss, logps, mask = weighted_token_loss(outputs.logits, inputs["labels"], weights, inputs["unlikelihood"],
+                                                num_items_in_batch, return_logps=True)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch counts the tokens of every process; DDP averages gradients over processes.
             loss = loss * self.accelerator.num_processes
+        # NLFTTrainer's metrics: the plain NLL of the outputs (what the drift monitor watches) and the scales
+        n = mask.sum().clamp(min=1).item()
+        nll = -(logps.detach() * mask)
+        metrics = self._metrics["train" if model.training else "eval"]
+        metrics["nlft/nll"].append(nll.sum().item() / n)
+        metrics["nlft/weighted_nll"].append((nll * weights[:, 1:]).sum().item() / n)
+        metrics["nlft/mean_scale"].append((weights[:, 1:] * mask).sum().item() / n)
         return (loss, outputs) if return_outputs else loss

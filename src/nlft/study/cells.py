@@ -104,7 +104,8 @@ def _train_key(cfg: StudyConfig, arm_name: str, train_sha: str, n: int, seed: in
     serves the table's arm with the same settings)."""
     arm = arm_of(arm_name)
     return {"method": arm.method, "sft_data": arm.sft_data, "correct_only": arm.correct_only,
-            "settings": resolved_settings(arm_name), "train_ids_sha": train_sha, "n": n, "seed": seed,
+            **({"static_weights": True} if arm.static_weights else {}), "settings": resolved_settings(arm_name),
+            "train_ids_sha": train_sha, "n": n, "seed": seed,
             "budget": budget(n, cfg), "eval_every": eval_every(n, cfg), "protocol_sha": protocol_sha(cfg)}
 
 
@@ -190,8 +191,14 @@ def _train(cfg: StudyConfig, task: str, root: Path, arm_name: str, train: list[d
     if not finished:
         _log(f"{slug(task)}/{cell.name}: training {arm_name} for {budget(n, cfg)} steps")
         settings = resolved_settings(arm_name) or {}
+        inputs: dict[str, Any] = {"data": str(data)}
+        if arm.static_weights:
+            export_start = time.perf_counter()
+            inputs = {"from_weights": str(_export_weights(cfg, train, settings, cell))}
+            _log(f"{slug(task)}/{cell.name}: weights exported in {time.perf_counter() - export_start:.0f} s")
+            settings = {}
         opts = TrainOptions(
-            method=arm.method, data=str(data), out=str(run_dir), model=cfg.model, lr=cfg.lr,
+            method=arm.method, **inputs, out=str(run_dir), model=cfg.model, lr=cfg.lr,
             batch_size=cfg.batch_size, seed=seed, sft_data=arm.sft_data or "outputs", max_steps=budget(n, cfg),
             epochs=1000.0, save_total_limit=1, resume=run_dir.exists() and any(run_dir.glob("checkpoint-*")),
             logging_steps=5, no_progress=True, eval_steps=eval_every(n, cfg),
@@ -212,6 +219,19 @@ def _train(cfg: StudyConfig, task: str, root: Path, arm_name: str, train: list[d
             "drift": {"fired": bool(drift.get("fired")), "step": drift.get("step"), "restored": drift.get("restored")}
             if drift else None, "train_s": (manifest.get("metrics") or {}).get("train/train_runtime")
             or time.perf_counter() - start}
+
+
+def _export_weights(cfg: StudyConfig, train: list[dict[str, Any]], settings: dict[str, Any], cell: Path) -> Path:
+    """``nlft weights`` of a cell's training rows with the initial model (resumed if interrupted)."""
+    from nlft.train.weights import weights_config, write_weights
+    from nlft.utils.models import load_model, load_tokenizer
+
+    settings = dict(settings)
+    config = weights_config(settings.pop("preset"), **settings)
+    out = cell / "weights.jsonl"
+    write_weights(train, out, tokenizer=load_tokenizer(cfg.model), model=load_model(cfg.model), model_name=cfg.model,
+                  config=config, batch_size=cfg.batch_size, source=str(cell / "train.jsonl"), progress=False)
+    return out
 
 
 def cells_of(cfg: StudyConfig) -> list[tuple[str, str, int, int]]:

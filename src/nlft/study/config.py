@@ -14,32 +14,38 @@ from typing import Any, NamedTuple
 
 
 class Arm(NamedTuple):
-    """One trained arm: the ``nlft train`` method, its SFT targets, its NLFT preset and settings on top of it, and
-    whether it trains on the correct outputs only."""
+    """One trained arm: the ``nlft train`` method, its SFT targets, its NLFT preset and settings on top of it,
+    whether it trains on the correct outputs only, and whether it trains NLFT's weights exported once with the
+    initial model (``nlft weights``, then ``nlft train --from-weights``: TRL's SFTTrainer) rather than measured
+    as it trains."""
 
     method: str
     sft_data: str | None = None
     preset: str | None = None
     settings: dict[str, Any] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
     correct_only: bool = False
+    static_weights: bool = False
 
 
 # Every arm the study knows. "nlft" is the published method; "nlft_robust" the robust preset as
 # nlft.train.config.PRESETS defines it today (chosen on validation questions: docs/method.md, "Defaults
 # across tasks"); "nlft_correct_only" the default preset on the correct outputs alone (what the incorrect
-# outputs and their judgments add).
+# outputs and their judgments add); "nlft_robust_weights" the robust preset's weights exported once with the
+# initial model and trained with TRL's SFTTrainer (what measuring the views as the model trains adds).
 ARMS: dict[str, Arm] = {
     "sft_gold": Arm("sft", "reference"),
     "sft_outputs": Arm("sft", "outputs"),
     "dft": Arm("dft", "outputs"),
     "nlft": Arm("nlft", preset="paper"),
     "nlft_robust": Arm("nlft", preset="robust"),
+    "nlft_robust_weights": Arm("nlft", preset="robust", static_weights=True),
     "nlft_correct_only": Arm("nlft", preset="default", correct_only=True),
     "sdft": Arm("sdft"),
     "cut": Arm("cut"),
 }
 LABELS = {"base": "base model", "sft_gold": "SFT, gold answers", "sft_outputs": "SFT, same outputs",
           "dft": "DFT, same outputs", "nlft": "NLFT (paper)", "nlft_robust": "NLFT (robust)",
+          "nlft_robust_weights": "NLFT (robust), exported weights",
           "nlft_correct_only": "NLFT, correct outputs only", "sdft": "SDFT (TRL)", "cut": "CUT"}
 
 # Candidate NLFT settings of the preset selection (``nlft study --select``): each is trained on every

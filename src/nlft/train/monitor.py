@@ -178,6 +178,19 @@ class DriftMonitor(TrainerCallback):
                 "restored": restored}
 
 
+def restore_before_drift(trainer: Any) -> None:
+    """After ``trainer.train()``: load the checkpoint its :class:`DriftMonitor` chose to restore, if it fired.
+
+    The Trainer's own best-model loader reads it (adapters, sharded and full weights).
+    """
+    from pathlib import Path
+
+    monitor = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DriftMonitor)), None)
+    if monitor is not None and monitor.restore_checkpoint and Path(monitor.restore_checkpoint).is_dir():
+        trainer.state.best_model_checkpoint = monitor.restore_checkpoint
+        trainer._load_best_model()
+
+
 def _restore_target(args: Any, state: Any, step: int | None) -> str | None:
     """The checkpoint to go back to: the best one where ``--keep best`` tracks one, else the last saved before ``step``.
 

@@ -46,6 +46,9 @@ class _Options:
     preset: str | None = _opt(None, "NLFT settings by name: 'paper' (the published method, the defaults) or "
                                     "'robust' (safe on mostly-wrong data); explicit options override it")
     data: str | None = _opt(None, "NLFT data file (JSONL with question, reference, output, correct, judgment)")
+    from_weights: str | None = _opt(
+        None, "train NLFT on an `nlft weights` file (its scales and losses, measured once with the initial model) "
+              "with TRL's SFTTrainer, instead of measuring the views here; replaces --data and the NLFT settings")
     out: str | None = _opt(None, "run directory")
     # model
     model: str = _opt("smollm2", "base model name or path")
@@ -247,7 +250,7 @@ def options_from(config: str | None = None, flags: dict[str, Any] | None = None)
         if valid and getattr(opts, f.name) not in valid:
             raise DataError(f"{getattr(opts, f.name)!r} is not valid; choose one of {', '.join(valid)}",
                             path=config, field=f.name)
-    if not opts.data:
+    if not opts.data and not opts.from_weights:
         raise DataError("no training data: give --data FILE (or 'data:' in the config)", field="data")
     if not opts.out:
         raise DataError("no run directory: give --out DIR (or 'out:' in the config)", field="out")

@@ -201,15 +201,27 @@ def run_training(opts: TrainOptions) -> TrainResult:
             "--drift-action warn")
         final = stopped.pop("final") or {}
         return TrainResult(run_dir, opts.method, final, stopped=stopped, trained=False)
-    records = _load_records(opts.data)
-    if opts.method in ("nlft", "cut"):
-        from nlft.train.views import validate_records
+    weights_meta = None
+    if opts.from_weights:
+        from nlft.train.weights import read_weights
 
-        # Here, where the file is known, so that a bad row is reported by file name.
-        validate_records(records, source=opts.data, needs_judgment=True)
-    if opts.method == "sdft":
-        sdft_context = _check_sdft(opts, records)
-    template, chat = training_prompt(records, opts)
+        if opts.method != "nlft":
+            raise DataError(f"--from-weights trains NLFT's exported weights: use --method nlft, not {opts.method}",
+                            field="from_weights")
+        weights_meta, records = read_weights(opts.from_weights)
+        template, chat = weights_meta["prompts"]["base_template"], weights_meta["prompts"]["use_chat_template"]
+        if weights_meta["model"] != opts.model:
+            say(f"the weights in {opts.from_weights} were measured with {weights_meta['model']}; training {opts.model}")
+    else:
+        records = _load_records(opts.data)
+        if opts.method in ("nlft", "cut"):
+            from nlft.train.views import validate_records
+
+            # Here, where the file is known, so that a bad row is reported by file name.
+            validate_records(records, source=opts.data, needs_judgment=True)
+        if opts.method == "sdft":
+            sdft_context = _check_sdft(opts, records)
+        template, chat = training_prompt(records, opts)
     if chat != opts.use_chat_template:  # None follows the records' provenance
         opts = replace(opts, use_chat_template=chat)
     lock_dir(run_dir)  # created only now that the checks passed; a second process is refused
@@ -224,7 +236,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
     recorder = RunRecorder(run_dir, method=opts.method, seed=opts.seed)
     recorder.manifest["prompt"] = {"template": template, "chat_template": opts.use_chat_template}
     callbacks.append(recorder)
-    recorder.manifest["data"] = data_summary(opts.data, records)
+    recorder.manifest["data"] = data_summary(opts.from_weights or opts.data, records)
     if opts.evaluates:
         from nlft.tasks.sources import load_questions
 
@@ -253,7 +265,11 @@ def run_training(opts: TrainOptions) -> TrainResult:
             path, dtype=opts.dtype)
 
     method = opts.method
-    if method in ("nlft", "cut"):
+    monitor = None
+    if weights_meta is not None:
+        final, monitor, trainer = _train_from_weights(opts, tokenizer, run_dir, callbacks, fresh_model(opts.model),
+                                                      resolved, recorder, checkpoint, base_model, weights_meta)
+    elif method in ("nlft", "cut"):
         from nlft.train.config import DEFAULT_PRESET, NLFTConfig
         from nlft.train.monitor import DriftMonitor
         from nlft.train.trainer import NLFTTrainer
@@ -284,8 +300,9 @@ def run_training(opts: TrainOptions) -> TrainResult:
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     recorder.manifest["final"] = final
-    if method in ("nlft", "cut"):
+    if monitor is not None:
         _record_monitor(recorder, monitor)
+    if method in ("nlft", "cut") and weights_meta is None:
         from nlft.train.trainer import CLASS_REPORT_FILE
 
         report = Path(run_dir) / CLASS_REPORT_FILE  # measured before the first step, also by an earlier attempt
@@ -303,6 +320,29 @@ def run_training(opts: TrainOptions) -> TrainResult:
     return TrainResult(run_dir, method, final, stopped=recorder.manifest.get("stopped"),
                        kept=recorder.manifest.get("kept"), card=card)
 
+
+
+def _train_from_weights(opts: TrainOptions, tokenizer: Any, run_dir: Path, callbacks: list[Any], model: Any,
+                        resolved: dict[str, Any], recorder: Any, checkpoint: str | None, base_model: str,
+                        meta: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """``--from-weights``: TRL's SFTTrainer with NLFT's loss on the exported weights
+    (:class:`nlft.integrations.trl.NLFTWeightsTrainer`), the drift monitor watching it as it watches NLFTTrainer.
+    Returns ``(final weights, monitor, trainer)``."""
+    from trl import SFTConfig
+
+    from nlft.integrations.trl import NLFTWeightsTrainer, weights_dataset
+    from nlft.train.monitor import DriftMonitor
+
+    monitor = DriftMonitor(opts.drift_factor, opts.drift_action)
+    callbacks.append(monitor)
+    cfg = SFTConfig(**common_args(opts, run_dir), packing=False)
+    model, peft_config = peft_setup(model, opts)
+    trainer = NLFTWeightsTrainer(model, cfg, train_dataset=weights_dataset(opts.from_weights),
+                                 processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    resolved.update(meta["settings"])
+    recorder.manifest["weights"] = {"file": str(Path(opts.from_weights).resolve()), **{
+        k: meta[k] for k in ("model", "backend", "view_probs", "error_reference", "settings")}}
+    return _run_trainer(trainer, tokenizer, run_dir, opts, base_model, resolved, recorder, checkpoint), monitor, trainer
 
 
 def training_prompt(records: list[dict[str, Any]], opts: TrainOptions) -> tuple[str, bool | None]:

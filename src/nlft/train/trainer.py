@@ -630,12 +630,9 @@ class NLFTTrainer(Trainer):
             else:
                 self._resume_dir = str(resume_from_checkpoint)
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        from nlft.train.monitor import DriftMonitor
+        from nlft.train.monitor import restore_before_drift
 
-        monitor = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, DriftMonitor)), None)
-        if monitor is not None and monitor.restore_checkpoint and Path(monitor.restore_checkpoint).is_dir():
-            self.state.best_model_checkpoint = monitor.restore_checkpoint
-            self._load_best_model()  # the Trainer's own loader (adapters, sharded and full weights)
+        restore_before_drift(self)
         return result
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
