@@ -152,7 +152,8 @@ def test_eval_cli_on_tiny_model(tmp_path, tiny_dir, question_file, capsys):
     assert metrics["n"] == 3
     assert set(metrics) >= {"accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "model"}
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
-    assert '"n": 3' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "n=3 ->" in printed and "{" not in printed  # the summary line, no raw dict before it
     # rerun: nothing left to generate
     assert main(argv) == 0
     assert json.loads((out / "metrics.json").read_text())["generated_now"] == 0

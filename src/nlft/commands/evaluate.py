@@ -3,9 +3,17 @@
 Writes ``metrics.json`` (accuracy strict and flexible, n, Wilson 95% interval) and
 ``predictions.jsonl`` into ``--out``. Interrupted runs resume: rerun the same command.
 
+With an adapter (``--run`` or ``--adapter``), the accuracy is compared with the base model's on the
+same questions when its predictions made with the same settings are found (``base-OUT`` next to
+``--out``, ``RUN/base-eval``, or the quickstart's ``base-eval`` next to the run): the paired change,
+strict and flexible, with the questions gained and lost and McNemar's exact p-value, printed and kept
+in ``metrics.json`` under ``vs_base``. ``--vs-base`` evaluates the base model first when they are not
+there (into ``base-OUT``).
+
 Examples::
 
     nlft eval --run runs/nlft --limit 50        # the run's model and adapter, into runs/nlft/eval
+    nlft eval --run runs/nlft --limit 50 --vs-base   # and the base model, into runs/nlft/base-eval, paired
     nlft eval --model smollm2 --adapter runs/nlft/adapter --limit 50 --out runs/nlft/eval
     nlft eval --dataset gsm8k --split test --temperature 0.6 --max-new-tokens 512 --seed 1 --out eval-sampled
 """
@@ -13,9 +21,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
+from typing import Any
 
 from nlft.commands._types import OldName, add_answer_type_argument, at_least_one
+from nlft.tasks.base import PROMPT_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,21 +50,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and reasoning-gym seed)")
     parser.add_argument("--prompt", default=None,
-                        help="'solve' (the paper's A.2 instruction), 'base' (the short solve prompt) or a file "
-                             "holding a template with {question}; default: the run's training prompt with --run, "
-                             "else 'solve'. Tasks other than numbers have one solve prompt of their own, which "
-                             "every name gives")
+                        help=f"a built-in prompt by name, {', '.join(PROMPT_NAMES)} (for numbers: the paper's A.2 "
+                             "instruction with worked examples, the short solve prompt, the one-line prompt; another "
+                             "task: its own solve prompt, which 'solve' and 'base' give, and its brief one), or a "
+                             "file holding a template with {question}; default: the run's training prompt with "
+                             "--run, else 'solve'")
     parser.add_argument("--no-chat-template", action="store_true", help="use plain prompts")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16 or auto")
     parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
                         help="auto: vLLM when installed and a GPU is present, else Hugging Face generate")
+    parser.add_argument("--vs-base", action="store_true",
+                        help="with --run or --adapter: also evaluate the base model (without the adapter) on the "
+                             "same questions and settings, into base-OUT next to --out, unless its predictions are "
+                             "there; the paired change against it is printed whenever they are")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate (:func:`nlft.eval.accuracy.evaluate_model`); write metrics.json; print the accuracy."""
-    from pathlib import Path
-
+    """Evaluate (:func:`nlft.eval.accuracy.evaluate_model`); write metrics.json; print the accuracy (and the change
+    against the base model when its predictions are found)."""
     from nlft.eval.accuracy import METRICS, evaluate_model
     from nlft.tasks.registry import common_task, dataset_task, resolve_prompt
     from nlft.tasks.sources import load_questions
@@ -80,21 +94,98 @@ def run(args: argparse.Namespace) -> int:
         from nlft.train.selection import check_not_validation
 
         check_not_validation(args.run, rows)
+    base_model = args.model if args.adapter else run_base_model(args.run) if args.run else None
+    if args.vs_base and base_model is None:
+        raise DataError("--vs-base compares a model with its base model: give --run RUN or --adapter DIR")
     lock_dir(args.out)
-    metrics = evaluate_model(
-        args.model, rows, adapter=args.adapter, backend=args.backend, dtype=args.dtype, out_dir=args.out,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed, limit=args.limit, template=template,
-        use_chat_template=False if args.no_chat_template else None, progress=not args.no_progress, source=args.data)
+    settings = {"backend": args.backend, "dtype": args.dtype, "batch_size": args.batch_size,
+                "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                "seed": args.seed, "limit": args.limit, "template": template,
+                "use_chat_template": False if args.no_chat_template else None, "progress": not args.no_progress,
+                "source": args.data}
+    metrics = evaluate_model(args.model, rows, adapter=args.adapter, out_dir=args.out, **settings)
     metrics.update(data=args.data, split=args.split)
+    note = None
+    if base_model is not None:
+        if args.vs_base:
+            lock_dir(base_folder(args.out))
+            evaluate_model(base_model, rows, adapter=None, out_dir=base_folder(args.out), **settings)
+        metrics["vs_base"], note = vs_base(metrics, args.out, args.run)
     atomic_write_json(Path(args.out) / METRICS, metrics)
     if args.run and Path(args.out).resolve() == (Path(args.run) / "eval").resolve():
         from nlft.train.hub import write_model_card
 
         write_model_card(args.run)  # the card now carries the accuracy
-    keys = ("accuracy_strict", "ci95_strict", "accuracy_flexible", "ci95_flexible", "n")
-    print(json.dumps({k: metrics[k] for k in keys}))
     (slo, shi), (flo, fhi) = metrics["ci95_strict"], metrics["ci95_flexible"]
     print(f"accuracy strict {metrics['accuracy_strict']:.2%} (95% CI {slo:.2%}-{shi:.2%}), flexible "
           f"{metrics['accuracy_flexible']:.2%} (95% CI {flo:.2%}-{fhi:.2%}), n={metrics['n']} -> {args.out}")
+    if metrics.get("vs_base"):
+        print(format_vs_base(metrics["vs_base"]))
+    elif note:
+        print(note)
     return 0
+
+
+def run_base_model(run: str) -> str | None:
+    """The model a run without an adapter started from (its manifest's ``config.model``), or None."""
+    import json
+
+    from nlft.train.rundir import MANIFEST
+
+    manifest = json.loads((Path(run) / MANIFEST).read_text(encoding="utf-8"))
+    return (manifest.get("config") or {}).get("model")
+
+
+def base_folder(out: str) -> Path:
+    """Where ``--vs-base`` writes the base model's predictions: ``base-NAME`` next to the ``--out`` folder NAME."""
+    path = Path(out)
+    return path.parent / f"base-{path.name}"
+
+
+def vs_base(metrics: dict[str, Any], out: str, run: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The paired change against the base model's predictions found next to ``out`` (or the run's), or None and
+    a one-line note saying what is missing.
+
+    A folder counts when its ``eval_settings.json`` equals these predictions' settings and it holds a prediction
+    for every question evaluated. Returns ``{"folder", "strict": paired, "flexible": paired}`` with
+    :func:`nlft.eval.accuracy.paired_change`'s dicts.
+    """
+    import json
+
+    from nlft.eval.accuracy import PREDICTIONS, SETTINGS, paired_change
+    from nlft.utils.files import read_jsonl
+
+    folders = [base_folder(out)] + ([Path(run) / "base-eval", Path(run).parent / "base-eval"] if run else [])
+    after = list(read_jsonl(Path(out) / PREDICTIONS))
+    ids = {p["id"] for p in after}
+    seen = []
+    for folder in dict.fromkeys(f.resolve() for f in folders):
+        if not (folder / PREDICTIONS).is_file() or not (folder / SETTINGS).is_file():
+            continue
+        settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
+        before = {p["id"]: p for p in read_jsonl(folder / PREDICTIONS)}
+        if settings != metrics["settings"]:
+            changed = sorted(k for k in set(settings) | set(metrics["settings"])
+                             if settings.get(k) != metrics["settings"].get(k))
+            seen.append(f"{folder} was made with other settings ({', '.join(changed)} differ)")
+        elif not ids <= set(before):
+            seen.append(f"{folder} holds {len(ids & set(before))} of these {len(ids)} questions")
+        else:
+            pairs = [before[p["id"]] for p in after]
+            return {"folder": str(folder), "strict": paired_change(pairs, after, key="correct"),
+                    "flexible": paired_change(pairs, after, key="correct_flexible")}, None
+    why = "; ".join(seen) if seen else f"no base-model predictions in {base_folder(out)}"
+    return None, f"change against the base model: not measured ({why}); --vs-base evaluates the base model too"
+
+
+def format_vs_base(change: dict[str, Any]) -> str:
+    """``against the base model (FOLDER): flexible 16.5% -> 31.0% (+14.5 points: 30 gained, 1 lost, p=3e-08);
+    strict ...``."""
+
+    def one(grading: str) -> str:
+        c = change[grading]
+        return (f"{grading} {c['before']:.1%} -> {c['after']:.1%} ({100 * c['change']:+.1f} points: {c['gained']} "
+                f"gained, {c['lost']} lost, exact paired p={c['p_value']:.2g})")
+
+    return f"against the base model ({change['folder']}, n={change['flexible']['n']}): {one('flexible')}; " \
+           f"{one('strict')}"
