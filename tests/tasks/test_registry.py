@@ -90,7 +90,7 @@ def test_nlft_tasks_lists_every_task_and_the_gym_names(capsys):
     lines = out.splitlines()
     for spec in ("number", "math", "choice", "text", "rg:NAME[:key=value,...]", "humaneval"):
         assert any(line.startswith(spec + " ") for line in lines), spec
-    assert "--answer-type number|math|choice|text" in out
+    assert "--answer-type number|math|choice[:index=0|1]|text[:match=contains," in out
     assert "spell_backward" in out and "word_sorting" in out
     assert main(["tasks", "--no-gym"]) == 0
     assert "spell_backward" not in capsys.readouterr().out
