@@ -78,8 +78,9 @@ def test_prepare_train_eval(family, tmp_path, tiny_dir, capsys):
     (epoch_dir,) = (run / "eval").iterdir()
     assert json.loads((epoch_dir / "metrics.json").read_text())["settings"]["task"] == spec
     eval_flags = [*flags[:2], "--split", "train"] if family == "rg" else flags  # files have one split
+    # the questions it trained on: refused unless told (tests/tasks/test_file_end_to_end.py evaluates held-out ones)
     assert main(["eval", "--run", str(run), *eval_flags, "--limit", "4", "--max-new-tokens", "8", "--batch-size",
-                 "4", "--no-progress"]) == 0
+                 "4", "--no-progress", "--allow-trained"]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 4 and metrics["settings"]["task"] == spec
     predictions = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]

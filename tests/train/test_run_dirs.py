@@ -88,7 +88,7 @@ def test_eval_run_from_another_folder_writes_run_eval(tmp_path, tiny_dir, data_f
                                  for r in sample_records()))
     capsys.readouterr()
     assert main(["eval", "--run", str(run), "--dataset", str(questions), "--limit", "2", "--max-new-tokens", "4",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--allow-trained"]) == 0  # the questions it trained on, as told
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 2 and metrics["adapter"] == str(run / "adapter")
     assert f"-> {run / 'eval'}" in capsys.readouterr().out

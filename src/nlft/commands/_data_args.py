@@ -51,7 +51,7 @@ def add_file_arguments(parser: Any) -> None:
 
 def file_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`nlft.tasks.sources.load_questions` for a file from
-    :func:`add_file_arguments`' flags."""
+    :func:`add_file_arguments`' flags (a label set makes ``args.answer_type`` choice)."""
     from nlft.tasks.layout import FieldMap
 
     fields = FieldMap.from_file(args.fields) if getattr(args, "fields", None) else FieldMap()
@@ -70,6 +70,8 @@ def file_options(args: argparse.Namespace) -> dict[str, Any]:
                              ) from None
     if args.offset < 0:
         raise ValueError(f"--offset must be 0 or more, got {args.offset}")
+    if fields.labels and args.answer_type in (None, "number"):
+        args.answer_type = "choice"  # a label set is a choice among the labels
     return {"fields": fields, "offset": args.offset, "fractions": fractions, "split_seed": args.split_seed}
 
 
@@ -173,12 +175,48 @@ def generation_settings(args: argparse.Namespace, rows: list[dict[str, Any]]) ->
             "progress": not args.no_progress}
 
 
+def questions_of_run(args: argparse.Namespace) -> None:
+    """``nlft eval --run``: the answer type the run's questions had when ``--answer-type`` is not given, and without
+    ``--dataset`` the held-out part of those questions (the test part of a file split by ``--split-fractions``, the
+    rows after the ``--limit`` that was trained on, the test split of a named dataset); DataError saying what is
+    missing otherwise."""
+    import sys
+
+    from nlft.train.selection import data_source
+    from nlft.utils.files import DataError
+
+    source = data_source(args.run) or {}
+    if args.answer_type is None:
+        args.answer_type = source.get("answer_type", "number")
+    if args.data is not None:
+        return
+    if not source:
+        raise DataError("the run does not record the questions it trained on (no args.json of `nlft prepare` beside "
+                        "its training data): give --dataset", path=args.run)
+    args.data, args.data_dir = source["dataset"], args.data_dir or source.get("data_dir")
+    for key in ("question_field", "answer_field", "choices_field", "labels", "id_field", "fields", "split_seed"):
+        setattr(args, key, source.get(key, getattr(args, key)))
+    if source.get("split_fractions"):
+        args.split_fractions, args.split = source["split_fractions"], "test"
+        held = f"the test part of {args.data} (--split-fractions {args.split_fractions})"
+    elif Path(args.data).is_file():
+        if not source.get("limit"):
+            raise DataError(f"the run trained on every question of {args.data}: none is held out; give --dataset "
+                            "(prepare with --split-fractions or --limit to hold questions out)", path=args.run)
+        args.offset = int(source.get("offset") or 0) + int(source["limit"])
+        held = f"{args.data} after the {args.offset} questions trained on"
+    elif source.get("split") == "test":
+        raise DataError(f"the run trained on the test split of {args.data}: give --dataset", path=args.run)
+    else:
+        args.split = "test"
+        held = f"the test split of {args.data}"
+    print(f"nlft eval: evaluating the run's held-out questions: {held}", file=sys.stderr)
+
+
 def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nlft.tasks.sources import load_questions
 
     options = file_options(args)
-    if options["fields"].labels and args.answer_type == "number":
-        args.answer_type = "choice"  # a label set is a choice among the labels
     rows = load_questions(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed,
                           answer_type=args.answer_type, **options)
     return rows

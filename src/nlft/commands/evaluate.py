@@ -24,6 +24,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nlft.commands._data_args import add_file_arguments, file_options, questions_of_run
 from nlft.commands._types import OldName, add_answer_type_argument, at_least_one
 from nlft.tasks.base import PROMPT_NAMES
 
@@ -33,12 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder to apply on the model")
     parser.add_argument("--run", default=None,
                         help="a run directory of `nlft train`: evaluate its final model and adapter")
-    parser.add_argument("--dataset", dest="data", default="gsm8k",
+    parser.add_argument("--dataset", dest="data", default=None,
                         help="the questions: gsm8k, a reasoning-gym task (chain_sum, rg:NAME, ...), humaneval, or a "
-                             "JSONL/CSV file (default: gsm8k; see nlft tasks)")
+                             "JSONL/JSON/CSV file (default: with --run the held-out part of the run's own questions, "
+                             "else gsm8k; see nlft tasks)")
     parser.add_argument("--data", dest="data", action=OldName, new="--dataset")  # its name before 0.2
     parser.add_argument("--data-dir", default=None, help="GSM8K folder (default: $NLFT_GSM8K_DIR)")
     add_answer_type_argument(parser)
+    parser.set_defaults(answer_type=None)  # None: the run's, else number
+    add_file_arguments(parser)
+    parser.add_argument("--allow-trained", action="store_true",
+                        help="with --run: evaluate questions the run trained on too (refused by default)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--limit", type=at_least_one, default=None, help="evaluate the first N questions only")
     parser.add_argument("--out", default=None,
@@ -75,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from nlft.train.rundir import run_final, run_prompt
     from nlft.utils.files import DataError, atomic_write_json, lock_dir
 
+    if args.run:
+        questions_of_run(args)
+    args.data, args.answer_type = args.data or "gsm8k", args.answer_type or "number"
     if args.prompt:  # a bad --prompt fails before any question is read
         resolve_prompt(args.prompt, dataset_task(args.data, args.answer_type))
     if args.out is None:
@@ -86,14 +95,17 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter and not Path(args.adapter).is_dir():
         raise DataError("adapter folder not found (--adapter)", path=args.adapter)
     args.model = args.model or "smollm2"
+    options = file_options(args)
     rows = load_questions(args.data, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed,
-                          answer_type=args.answer_type)
+                          answer_type=args.answer_type, **options)
     template = resolve_prompt(args.prompt, common_task(rows)) if args.prompt else (
         run_prompt(args.run) if args.run else None) or resolve_prompt(None, common_task(rows))
     if args.run:
-        from nlft.train.selection import check_not_validation
+        from nlft.train.selection import check_not_trained, check_not_validation
 
         check_not_validation(args.run, rows)
+        if not args.allow_trained:
+            check_not_trained(args.run, rows, source=args.data)
     base_model = args.model if args.adapter else run_base_model(args.run) if args.run else None
     if args.vs_base and base_model is None:
         raise DataError("--vs-base compares a model with its base model: give --run RUN or --adapter DIR")

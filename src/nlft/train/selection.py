@@ -107,6 +107,57 @@ def check_not_validation(run_dir: str | os.PathLike, rows: list[dict[str, Any]])
             f"on other questions (e.g. the test split)", path=run_dir)
 
 
+def _run_data(run_dir: str | os.PathLike) -> Path | None:
+    """The training data file a run's manifest names, where it still exists."""
+    import json
+
+    from nlft.train.rundir import MANIFEST
+
+    path = Path(run_dir) / MANIFEST
+    try:
+        data = (json.loads(path.read_text(encoding="utf-8")).get("data") or {}).get("path")
+    except (OSError, ValueError):
+        return None
+    return Path(data) if data and Path(data).is_file() else None
+
+
+def check_not_trained(run_dir: str | os.PathLike, rows: list[dict[str, Any]], source: str | None = None) -> None:
+    """Raise DataError when evaluation questions include questions the run trained on (the training data its
+    manifest names), matched by question text, and by question id when ``source`` (the evaluation's dataset) is the
+    dataset the training questions were read from (ids such as ``questions-3`` only mean one question there)."""
+    data = _run_data(run_dir)
+    if data is None:
+        return
+    trained = read_jsonl(data)
+    texts = {str(r.get("question", "")).strip() for r in trained}
+    ids: set[str] = set()
+    origin = (data_source(run_dir) or {}).get("dataset")
+    if source is not None and origin is not None and (
+            source == origin or (Path(source).is_file() and Path(source).resolve() == Path(origin).resolve())):
+        ids = {str(r.get("question_id", r.get("id"))) for r in trained}
+    shared = [r for r in rows if str(r.get("id")) in ids or str(r.get("question", "")).strip() in texts]
+    if shared:
+        raise DataError(f"{len(shared)} of these {len(rows)} questions were trained on ({data}; the first: "
+                        f"{shared[0]['id']}); evaluate held-out questions (--split test, --offset, --split-fractions) "
+                        "or give --allow-trained", path=run_dir)
+
+
+def data_source(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings ``nlft prepare`` read the run's training questions with (``args.json`` beside the training
+    data the manifest names), or None when the run does not say."""
+    import json
+
+    data = _run_data(run_dir)
+    args = data.parent / "args.json" if data is not None else None
+    if args is None or not args.is_file():
+        return None
+    try:
+        values = json.loads(args.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return values if isinstance(values, dict) and values.get("dataset") else None
+
+
 def announce(kept: dict[str, Any], last: dict[str, Any] | None) -> str:
     """The end-of-run line about the kept epoch."""
     line = (f"kept epoch {kept['epoch']:g} (step {kept['global_step']}): validation {kept['metric']} "
