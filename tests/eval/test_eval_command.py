@@ -49,8 +49,8 @@ def test_eval_run_vs_base_prints_the_paired_change_and_no_raw_dict(tmp_path, tin
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"id": f"q{i}", "question": r["question"], "answer": r["reference"]})
                                  + "\n" for i, r in enumerate(sample_records())))
-    flags = ["--dataset", str(questions), "--limit", "3", "--max-new-tokens", "4", "--batch-size", "3",
-             "--no-progress"]
+    flags = ["--dataset", str(questions), "--allow-trained", "--limit", "3", "--max-new-tokens", "4",
+             "--batch-size", "3", "--no-progress"]  # the questions the run trained on, as told
     capsys.readouterr()
     assert main(["eval", "--run", str(run), *flags, "--vs-base"]) == 0
     out = capsys.readouterr().out.splitlines()

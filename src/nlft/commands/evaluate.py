@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from nlft.utils.files import DataError, atomic_write_json, lock_dir
 
     if args.run:
+        run_final(args.run)  # a folder that is no run fails first
         questions_of_run(args)
     args.data, args.answer_type = args.data or "gsm8k", args.answer_type or "number"
     if args.prompt:  # a bad --prompt fails before any question is read
