@@ -32,9 +32,10 @@ SHORT = {
     "prepare": ["--limit", "4", "--max-new-tokens", "8", "--batch-size", "4", "--temperature", "1", "--no-progress"],
     "saliency": [],
     "compare": [],
+    "weights": ["--limit", "4", "--no-progress"],
 }
 # What a command needs to exist before it runs.
-INPUT_FLAGS = ("--data", "--dataset", "--adapter", "--run", "--input")
+INPUT_FLAGS = ("--data", "--dataset", "--adapter", "--run", "--input", "--from-weights")
 
 
 def readme_commands(text: str) -> list[str]:
@@ -103,5 +104,16 @@ def test_readme_commands_run_as_written(tmp_path, tiny_dir, tokenizer, monkeypat
     code = (code.replace('"smollm2"', repr(str(tiny_dir))).replace("num_train_epochs=3", "max_steps=1")
             .replace('"runs/nlft"', repr(str(tmp_path / "library"))))
     scope = {"records": [dict(r, id=f"r{i}") for i, r in enumerate(sample_records())]}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["trainer"].state.global_step == 1
+
+    # The TRL example, on the weights file the README's `nlft weights` line wrote.
+    (code,) = [c for c in readme_python(text) if "NLFTWeightsTrainer" in c]
+    code = code.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(tiny_dir)))
+    code = code.replace('train_dataset="runs/w/weights.jsonl"', 'train_dataset="runs/w/weights.jsonl", args=args')
+    from trl import SFTConfig
+
+    scope = {"args": SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=1, use_cpu=True, bf16=False,
+                               report_to="none", save_strategy="no")}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["trainer"].state.global_step == 1
