@@ -60,6 +60,10 @@ def test_prepare_train_eval_from_a_published_file(family, tmp_path, tiny_dir, ca
     records = [json.loads(x) for x in (tmp_path / "data" / "nlft.jsonl").read_text().splitlines()]
     assert len(records) == (4 if family == "chat" else 2) and all(r.get("task") == spec for r in records)
     trained = {r["question"] for r in records}
+    if family == "chat":  # the ids of each part are recorded
+        split = json.loads((tmp_path / "data" / "split.json").read_text())
+        assert split["read"] == "train" and sorted(split["ids"]["train"]) == sorted(r["question_id"] for r in records)
+        assert len(split["ids"]["test"]) == 4 and split["fractions"] == [0.5, 0.0, 0.5]
     capsys.readouterr()
 
     assert _eval(run) == 0  # no --dataset, no --answer-type: the run's held-out questions, as the run read them

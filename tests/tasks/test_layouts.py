@@ -289,3 +289,30 @@ def test_humaneval_reads_its_one_split(capsys):
     rows = _prepare_rows("--dataset", "humaneval", "--limit", "3")
     assert len(rows) == 3 and rows[0]["id"] == "HumanEval/0"
     assert "humaneval has one split, 'test': reading it" in capsys.readouterr().err
+
+
+DOC_FILES = {"ARC-Challenge-Test.jsonl": (ARC, ["C", "D", "A"]), "mmlu.jsonl": (MMLU, ["B", "D"]),
+             "medqa.jsonl": (MEDQA, ["B"]), "snli_1.0_dev.jsonl": (SNLI, ["B", "A", "C"]),
+             "mnli.jsonl": (MNLI_HF, ["B", "A"]), "trivia.jsonl": (TRIVIAQA, ["Sunset Boulevard", "David Seville"]),
+             "nq.jsonl": (NQ_OPEN, ["Fernie Alpine Resort", "Timothy B. Schmit"]), "mbpp.jsonl": (MBPP, None),
+             "SVAMP.json": (SVAMP, ["51", "1"]), "chat.jsonl": (CHAT, ["7", "42"])}
+
+
+def test_docs_commands_read_their_layouts(tmp_path, monkeypatch):
+    """Every `nlft prepare` command of docs/data.md's table reads a few rows of its layout as the test above does."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(c) for c in re.sub(r"\\\n\s*", "", block).strip().splitlines()]
+    assert sorted(c[c.index("--dataset") + 1] for c in commands) == sorted(DOC_FILES)
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        name = command[command.index("--dataset") + 1]
+        rows, golds = DOC_FILES[name]
+        Path(name).write_text(json.dumps(rows) if name.endswith(".json") else
+                              "".join(json.dumps(r) + "\n" for r in rows))
+        read = _prepare_rows(*command[2:command.index("--out")])
+        assert golds is None or [r["gold"] for r in read] == golds, name
+        assert golds is not None or [r["meta"]["entry_point"] for r in read] == ["similar_elements", "is_not_prime"]

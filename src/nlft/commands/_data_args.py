@@ -222,6 +222,22 @@ def load_dataset_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def record_split(args: argparse.Namespace, out: str) -> None:
+    """``OUT/split.json``: the ids of every part of a file split by ``--split-fractions`` (which part was read, the
+    fractions and the seed), so that which questions were held out can be read without rerunning the split."""
+    from nlft.tasks.sources import load_questions, split_rows
+    from nlft.utils.files import atomic_write_json
+
+    options = file_options(args)
+    fractions, seed = options.pop("fractions"), options.pop("split_seed")
+    options.pop("offset")
+    rows = load_questions(args.dataset, answer_type=args.answer_type, **options)
+    parts = split_rows(rows, fractions, seed)
+    atomic_write_json(Path(out) / "split.json", {
+        "dataset": args.dataset, "fractions": list(fractions), "seed": seed, "read": args.split or "train",
+        "ids": {name: [r["id"] for r in part] for name, part in parts.items()}})
+
+
 def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that decide a run's results, for :func:`nlft.utils.resume.check_run_args`."""
     values = {k: v for k, v in vars(args).items() if k not in NON_RESULT_OPTIONS and not callable(v)}

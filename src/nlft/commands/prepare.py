@@ -6,7 +6,8 @@ Example (offline, no judge model)::
         --judge calculator --out runs/p
 
 Writes ``outputs.jsonl`` (generation), ``nlft.jsonl`` (the trainer's input), ``summary.json`` and
-``args.json``. Every stage is resumable: rerun the same command after an interruption.
+``args.json`` (and ``split.json``, the ids of each part, for a file split by ``--split-fractions``).
+Every stage is resumable: rerun the same command after an interruption.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nlft.commands._data_args import (
     judge_spec,
     load_dataset_from_args,
     print_summary,
+    record_split,
 )
 from nlft.commands._types import add_output_arguments
 
@@ -42,4 +44,6 @@ def run(args: argparse.Namespace) -> int:
     rows = load_dataset_from_args(args)
     judge = judge_spec(args, rows)  # first: it names the rule judge in args.json
     print_summary(prepare(rows, args.out, judge=judge, **generation_settings(args, rows)))
+    if args.split_fractions:
+        record_split(args, args.out)
     return 0
