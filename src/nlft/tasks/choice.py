@@ -118,6 +118,14 @@ def read_letter(text: str | None, choices: list[str]) -> str | None:
     return _read(text, choices).letter
 
 
+def _listed(output: str, choices: list[str]) -> set[str]:
+    """The options ``output`` lists: by their letter at the start of a line (``A) ...``, ``(B)``, ``C.``, a lone
+    ``D``), or as a line that is an option's text (``- Portuguese``)."""
+    texts = {_norm(c): x for x, c in zip(LETTERS, choices) if _norm(c)}
+    by_text = {texts[t] for line in output.splitlines() if (t := _norm(line)) in texts}
+    return set(_LISTED_RE.findall(output)) | by_text
+
+
 def read_choice(output: str | None, mode: Mode, choices: list[str]) -> Reading:
     """The option ``output`` chooses among ``choices`` as ``mode`` reads it, or why it chooses none.
 
@@ -127,17 +135,17 @@ def read_choice(output: str | None, mode: Mode, choices: list[str]) -> Reading:
     its last line, its last ``B) ...`` line and its last "option 2" are read, in that order.
     """
     letters = LETTERS[:len(choices)]
+    stated = {_read(x, choices).letter for x in answers.statements(output, mode)}
+    if len(letters) >= 3 and stated >= set(letters):
+        return Reading(None, f"states every option ({letters[0]} to {letters[-1]}) as its answer in turn, so it "
+                             "commits to none of them")
     for found in answers.candidates(output, mode, with_last_line=False):
         reading = _read(found, choices)
         if reading.letter or reading.problem:
-            stated = {_read(x, choices).letter for x in answers.statements(output, mode)}
-            if len(letters) >= 3 and stated >= set(letters):
-                return Reading(None, f"states every option ({letters[0]} to {letters[-1]}) as its answer in "
-                                     "turn, so it commits to none of them")
             return reading
     if mode == "strict" or not output:
         return Reading(None)
-    if len(letters) >= 2 and set(_LISTED_RE.findall(output)) >= set(letters):
+    if len(letters) >= 2 and _listed(output, choices) >= set(letters):
         return Reading(None, f"lists every option ({letters[0]} to {letters[-1]}) without choosing one of them")
     lines = [m.group(0) for m in _OPTION_LINE_RE.finditer(output) if m.group(1) in letters]
     for reading in (_read(answers.last_line(output), choices), *(_read(line, choices) for line in lines[-1:])):
