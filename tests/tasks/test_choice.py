@@ -169,6 +169,8 @@ LISTED = "Let me look at each option.\nA) London\nB) Paris\nC) Rome\nD) Berlin"
     ("A) London\n\nStep 1: The answer is A.\n\nStep 2: The answer is B.\n\nStep 3: The answer is C.\n\nStep 4: The "
      "answer is D.\n\nStep 5: The answer is E.", "states every option (A to D) as its answer in turn"),
     ("Step 3: Determine the main language\n- London\n- Paris\n- Rome\n- Berlin", "lists every option"),
+    ("Step 3: Determine the main language\n- London\n- Paris\n- Rome", "lists several options ((A), (B) and (C))"),
+    ("A) London is in England.\nC) Rome is in Italy.", "lists several options ((A) and (C)) without choosing"),
     ("The answer is A) Paris", "writes the letter (A) with the text of option (B) Paris; the letter and the text "
                                "disagree"),
     ("#### A) London B) Paris C) Rome D) Berlin", "names several options ((A), (B), (C) and (D)) as its one answer"),

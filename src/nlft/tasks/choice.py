@@ -130,9 +130,10 @@ def read_choice(output: str | None, mode: Mode, choices: list[str]) -> Reading:
     """The option ``output`` chooses among ``choices`` as ``mode`` reads it, or why it chooses none.
 
     Stated answers first (``####``; flexible: ``\\boxed{}``, "the answer is", ``Answer:``), most trusted
-    first; the first that names an option, or names no single one, decides. With flexible reading, an
-    output whose stated answers, or whose lines, go through every option commits to none of them; else
-    its last line, its last ``B) ...`` line and its last "option 2" are read, in that order.
+    first; the first that names an option, or names no single one, decides. An output whose stated
+    answers go through every option commits to none of them. Without a stated answer, flexible reading
+    takes an output that lists two or more options (at the start of lines, by letter or text) to choose
+    none; else its last line, its last ``B) ...`` line and its last "option 2" are read, in that order.
     """
     letters = LETTERS[:len(choices)]
     stated = {_read(x, choices).letter for x in answers.statements(output, mode)}
@@ -145,8 +146,11 @@ def read_choice(output: str | None, mode: Mode, choices: list[str]) -> Reading:
             return reading
     if mode == "strict" or not output:
         return Reading(None)
-    if len(letters) >= 2 and _listed(output, choices) >= set(letters):
+    listed = _listed(output, choices) & set(letters)
+    if len(letters) >= 2 and listed == set(letters):
         return Reading(None, f"lists every option ({letters[0]} to {letters[-1]}) without choosing one of them")
+    if len(listed) >= 2:  # without a stated answer, the last of a list is its position, not a choice
+        return Reading(None, f"lists several options ({_several(sorted(listed))}) without choosing one of them")
     lines = [m.group(0) for m in _OPTION_LINE_RE.finditer(output) if m.group(1) in letters]
     for reading in (_read(answers.last_line(output), choices), *(_read(line, choices) for line in lines[-1:])):
         if reading.letter or reading.problem:
