@@ -15,8 +15,8 @@ An output names an option by its letter (``#### B``, ``(B)``, ``B) Paris``, ``An
 number counted from 1 (``option 2``), or by its text. Strict reading takes the ``####`` line only.
 An output commits to no single option, and is graded incorrect with a judgment that says why, when
 the letter and the text it writes are two different options (``A) Paris`` where Paris is B), when
-its answer names several options, or when it lists (or states in turn) every option without one
-stated answer: the last of a list is its position, not a choice.
+its answer names several options, when it states every option in turn as its answer, or when it lists
+two or more options without a stated answer: the last of a list is its position, not a choice.
 """
 
 from __future__ import annotations
