@@ -7,7 +7,7 @@ import json
 from support import sample_records
 
 from nlft.cli import build_parser, main
-from nlft.commands.evaluate import format_vs_base, vs_base
+from nlft.eval.against_base import format_vs_base, vs_base
 from nlft.tasks.base import PROMPT_NAMES
 
 

@@ -116,10 +116,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, with_backend_default
     g.add_argument("--judge-model", default=None, help="hf judge: model name or folder (default: --model or smollm2)")
     g.add_argument("--judge-max-new-tokens", type=int, default=256)
     g.add_argument("--grading", choices=("strict", "flexible"), default="flexible",
-                   help="flexible (default): the '####' answer line, else the phrasings models write instead "
-                        "('the answer is X', the last line; numbers: the last number); strict: only the '####' line "
-                        "the prompt asks for, for a model that writes it. The summary says which, and warns when "
-                        "the grading reads no answer")
+                   help="flexible (default): the '####' line, else the phrasings models write (numbers: the last "
+                        "number); strict: only the '####' line, for a model that writes it (the summary says which)")
     if with_backend_defaults:
         g.add_argument("--judge-base-url", default=None, help="openai judge server (default: --base-url)")
         g.add_argument("--judge-model-name", default=None, help="openai judge model name (default: --model-name)")
@@ -256,13 +254,12 @@ def result_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_summary(result: Any) -> None:
-    """Print the summary of an NLFT file (:class:`nlft.data.build.DataResult`) and the file's path, and on stderr
-    the warning of a grading that read no answer (:func:`nlft.data.build.grading_warning`)."""
+    """Print the summary of an NLFT file (:class:`nlft.data.build.DataResult`), its path, and on stderr the warning
+    of a grading that read no answer (:func:`nlft.data.build.grading_warning`)."""
     import sys
 
     from nlft.data.build import format_summary, grading_warning
 
     print(f"{format_summary(result.summary)}\nNLFT data: {result.nlft_file}")
-    warning = grading_warning(result.summary)
-    if warning:
+    if warning := grading_warning(result.summary):
         print(f"\n{warning}\n", file=sys.stderr)

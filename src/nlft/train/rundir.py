@@ -266,6 +266,12 @@ def run_final(run_dir: str | os.PathLike, model: str | None = None, adapter: str
             adapter or resolve_run_path(final.get("adapter"), run_dir))
 
 
+def run_base_model(run: str) -> str | None:
+    """The model a run without an adapter started from (its manifest's ``config.model``), or None."""
+    manifest = json.loads((Path(run) / MANIFEST).read_text(encoding="utf-8"))
+    return (manifest.get("config") or {}).get("model")
+
+
 def last_checkpoint(run_dir: str | os.PathLike) -> str | None:
     """The newest *complete* ``checkpoint-N`` folder of a run directory, or None.
 
