@@ -22,7 +22,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("generate", "nlft.commands.generate", "generate chain-of-thought outputs for questions"),
     ("judge", "nlft.commands.judge", "grade outputs and judge the incorrect ones"),
     ("prepare", "nlft.commands.prepare", "dataset -> outputs -> grades -> judgments -> NLFT jsonl"),
-    ("train", "nlft.commands.train", "train with NLFT or a baseline (sft, cut, reft)"),
+    ("train", "nlft.commands.train", "train with NLFT or a baseline (sft, dft, cut, reft, sdft)"),
     ("weights", "nlft.commands.weights", "export NLFT's per-token weights (for TRL or any trainer) as JSONL"),
     ("eval", "nlft.commands.evaluate", "accuracy of a model (and adapter) on a split"),
     ("saliency", "nlft.commands.saliency", "HTML saliency map of NLFT token scales"),
@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name != module_name:
                 raise
             continue  # a command not shipped in this build
-        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        # the docstring's line breaks and indented example blocks are kept as written
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(cmd)
         cmd.add_argument("--verbose", action="store_true",
                          help="show the libraries' own output: loading bars, log dicts, warnings")
@@ -95,8 +97,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nlft {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"nlft {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"nlft {args.command}: interrupted; {resume_note(args)}", file=sys.stderr)
         return 130
+
+
+def resume_note(args: argparse.Namespace) -> str:
+    """Where an interrupted command resumes from, in words: a training's last complete checkpoint (with
+    ``--resume``), or the rows each stage has already written to its folder."""
+    out = getattr(args, "out", None)
+    if args.command == "train":
+        from nlft.train.rundir import last_checkpoint
+
+        checkpoint = last_checkpoint(out) if out and os.path.isdir(out) else None
+        if checkpoint is None:
+            return "no checkpoint was saved yet: the same command with --resume starts it again"
+        return f"the same command with --resume continues from {checkpoint}"
+    if out:
+        return f"rerun the same command to resume (the finished rows are kept in {out})"
+    return "rerun the same command to resume"
 
 
 if __name__ == "__main__":

@@ -273,9 +273,9 @@ def test_offset_and_seeded_split(tmp_path):
 
 def test_hub_dataset_offline_is_one_line(tmp_path, capsys, monkeypatch):
     from nlft.cli import main
-    from nlft.tasks import sources
+    from nlft.utils import models
 
-    monkeypatch.setattr(sources, "_hub_reachable", lambda host="huggingface.co": False)
+    monkeypatch.setattr(models, "hub_reachable", lambda host="huggingface.co": False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     out = tmp_path / "p"
     assert main(["prepare", "--dataset", "hf:no-such-owner/no-such-set", "--out", str(out)]) == 2

@@ -132,9 +132,11 @@ def _openai_backend(args: argparse.Namespace, model: str, base_url: str | None) 
 
 def backend_spec(args: argparse.Namespace) -> Any:
     from nlft.data.build import BackendSpec
+    from nlft.utils.models import check_model
 
     if args.backend == "openai":
         return _openai_backend(args, args.model_name or "default", args.base_url)
+    check_model(args.model)  # a mistyped --model: one line, before the output folder is written
     return BackendSpec(backend="hf", model=args.model, adapter=args.adapter, chat_template=not args.no_chat_template)
 
 
@@ -146,6 +148,9 @@ def judge_spec(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Any:
     backend = None
     if args.judge == "hf":
         model = args.judge_model or getattr(args, "model", None) or "smollm2"
+        from nlft.utils.models import check_model
+
+        check_model(model)
         backend = BackendSpec(backend="hf", model=model, chat_template=not getattr(args, "no_chat_template", False))
     elif args.judge == "openai":
         base_url = getattr(args, "judge_base_url", None) or args.base_url

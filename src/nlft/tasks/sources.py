@@ -266,7 +266,9 @@ def _task_row(raw: dict[str, Any], row_id: str, path: Path, line: int) -> dict[s
 
 def _from_hub(name: str, config: str | None, split: str, qf: str, af: str, limit: int | None,
               id_prefix: str, answer_type: str = "number") -> list[dict[str, Any]]:
-    if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
+    from nlft.utils.models import hub_reachable
+
+    if not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
         os.environ["HF_HUB_OFFLINE"] = "1"  # the cache only: no minute of retries before the same error
     from datasets import config as datasets_config
     from datasets import load_dataset
@@ -288,17 +290,6 @@ def _from_hub(name: str, config: str | None, split: str, qf: str, af: str, limit
                              line=index + 1, question_field=qf, answer_field=af, answer_type=answer_type,
                              raw=dict(raw)))
     return rows
-
-
-def _hub_reachable(host: str = "huggingface.co") -> bool:
-    """Whether the Hub's name resolves (a machine without network fails at once)."""
-    import socket
-
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
 
 
 def _from_reasoning_gym(task: str, split: str, size: int, seed: int,

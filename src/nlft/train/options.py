@@ -250,6 +250,9 @@ def options_from(config: str | None = None, flags: dict[str, Any] | None = None)
         if valid and getattr(opts, f.name) not in valid:
             raise DataError(f"{getattr(opts, f.name)!r} is not valid; choose one of {', '.join(valid)}",
                             path=config, field=f.name)
+    if opts.epochs <= 0 and opts.max_steps <= 0:  # the Trainer would train nothing and report the run done
+        raise DataError(f"epochs must be more than 0, got {opts.epochs:g} (or give --max-steps)", path=config,
+                        field="epochs")
     if not opts.data and not opts.from_weights:
         raise DataError("no training data: give --data FILE (or 'data:' in the config)", field="data")
     if not opts.out:

@@ -33,7 +33,7 @@ class TrainResult:
     stopped: dict[str, Any] | None = None  # the drift monitor ended the run: by, reason, step, epoch
     kept: dict[str, Any] | None = None  # the epoch whose weights were kept (keep, epoch, ...)
     card: Path | None = None  # the model card written next to the weights
-    trained: bool = True  # False when a resumed run had been stopped by the drift monitor: nothing to do
+    trained: bool = True  # False when a resumed run had finished or been stopped by the drift monitor: nothing to do
 
     @property
     def weights(self) -> Path:
@@ -201,6 +201,10 @@ def run_training(opts: TrainOptions) -> TrainResult:
             "--drift-action warn")
         final = stopped.pop("final") or {}
         return TrainResult(run_dir, opts.method, final, stopped=stopped, trained=False)
+    if opts.resume and (final := _finished(run_dir)):
+        say(f"{run_dir} has finished (its weights: {final.get('adapter') or final.get('model')}); it is left as it is: "
+            "nothing to resume. To train again, choose another --out")
+        return TrainResult(run_dir, opts.method, final, trained=False)
     weights_meta = None
     if opts.from_weights:
         from nlft.train.weights import read_weights
@@ -224,6 +228,9 @@ def run_training(opts: TrainOptions) -> TrainResult:
         template, chat = training_prompt(records, opts)
     if chat != opts.use_chat_template:  # None follows the records' provenance
         opts = replace(opts, use_chat_template=chat)
+    from nlft.utils.models import check_model
+
+    check_model(opts.model)  # a mistyped name: one line, before the run directory exists
     lock_dir(run_dir)  # created only now that the checks passed; a second process is refused
     tokenizer = load_tokenizer(opts.model)
     base_model = resolve_model_path(opts.model)
@@ -428,6 +435,15 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
 
         load_best(trainer)
     return _save_final(trainer, tokenizer, run_dir, opts, base_model)
+
+
+def _finished(run_dir: Path) -> dict[str, Any] | None:
+    """The manifest's ``final`` weights when the run finished (training done, weights saved), else None."""
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        return None
+    final = json.loads(path.read_text(encoding="utf-8")).get("final")
+    return final if isinstance(final, dict) and final else None
 
 
 def _stopped_by_monitor(run_dir: Path) -> dict[str, Any] | None:

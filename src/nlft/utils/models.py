@@ -67,6 +67,42 @@ def resolve_model_path(name_or_path: str | None) -> str:
     return name_or_path
 
 
+def hub_reachable(host: str = "huggingface.co") -> bool:
+    """Whether the Hub's name resolves: a machine without network says so at once, before any retry."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+def check_model(name_or_path: str | None) -> None:
+    """Raise DataError (one line) when ``name_or_path`` can be no model here: a folder that does not exist, or a
+    name that is no alias, not in the Hub cache and not reachable on the Hub. Called before anything is written, so
+    that a mistyped ``--model`` leaves nothing behind that would block the corrected rerun."""
+    from nlft.utils.files import DataError
+
+    if name_or_path is None or name_or_path in SMOLLM2_ALIASES or Path(name_or_path).is_dir():
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name_or_path, SMOLLM2_ALIASES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists():
+        raise DataError(f"model folder not found{hint}", path=name_or_path, field="model")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
+    except Exception:  # not a valid repository id
+        cached = False
+    if not cached and (os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable()):
+        raise DataError(f"model {name_or_path!r} is not a folder, an alias (smollm2) or a model in the Hub cache, and "
+                        f"the Hub cannot be reached{hint}", field="model")
+
+
 def ensure_pad_token(tokenizer: Any) -> Any:
     """The one pad-token rule: a tokenizer without a pad token pads with its EOS token. Returns the tokenizer."""
     if tokenizer.pad_token is None:
