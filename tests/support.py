@@ -23,6 +23,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_DIR = Path(os.environ.get("NLFT_GSM8K_DIR", REPO.parent / "shared" / "data" / "gsm8k"))
+# The benchmarks' workload (benchmarks/workload.py) is built from GSM8K's train split: without it, skip and say why.
+needs_gsm8k = pytest.mark.skipif(not (GSM8K_DIR / "train.jsonl").exists(),
+                                 reason=f"GSM8K not found in {GSM8K_DIR} (set NLFT_GSM8K_DIR): the benchmarks' "
+                                        "workload is built from its train split")
 ITEM_RE = re.compile(r"ITEM(\d+)")
 SECRET = "sk-test-THIS-KEY-MUST-NEVER-BE-WRITTEN-0123456789"
 

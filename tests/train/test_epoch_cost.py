@@ -6,11 +6,12 @@ import json
 import sys
 
 import pytest
-from support import REPO
+from support import REPO, needs_gsm8k
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
+@needs_gsm8k
 @pytest.mark.slow  # two configurations trained for two epochs
 def test_epoch_cost_reads_shorter_runs_at_epoch_ends(tmp_path, tokenizer):
     import epoch_cost

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from support import REPO, make_tiny_model, sample_records
+from support import REPO, make_tiny_model, needs_gsm8k, sample_records
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -322,6 +322,7 @@ def test_step_cost_long_prompt_keys_and_shared_targets():
     assert t["shared_dynamic_vs_sft_shared_peak"]["ok"] is False  # 1100 / 1000 > 1.05
 
 
+@needs_gsm8k
 @pytest.mark.slow
 def test_step_cost_bench_steps_every_configuration(smollm2_tokenizer, tmp_path):
     """Every benchmark configuration builds and takes real optimizer steps that change the LoRA weights
@@ -347,6 +348,7 @@ def test_step_cost_bench_steps_every_configuration(smollm2_tokenizer, tmp_path):
     assert bench.batches["mixed"][0]["input_ids"].shape[0] == 3
 
 
+@needs_gsm8k
 @pytest.mark.slow
 def test_step_cost_reports_a_step_that_does_not_fit(smollm2_path):
     """Under a memory limit the reference-style long-prompt step is a result ("error"), not a killed benchmark."""
