@@ -21,7 +21,7 @@ LAYERS = {
     "data": 2,
     "eval": 3,
     "train": 4,
-    "report": 5,
+    "report": 5, "integrations": 5,
     "study": 6, "quickstart": 6,
     "cli": 7, "commands": 7,
     "__main__": 8,

@@ -337,8 +337,8 @@ def _train_from_weights(opts: TrainOptions, tokenizer: Any, run_dir: Path, callb
     Returns ``(final weights, monitor, trainer)``."""
     from trl import SFTConfig
 
-    from nlft.integrations.trl import NLFTWeightsTrainer, weights_dataset
     from nlft.train.monitor import DriftMonitor
+    from nlft.train.weights_trainer import NLFTWeightsTrainer, weights_dataset
 
     monitor = DriftMonitor(opts.drift_factor, opts.drift_action)
     callbacks.append(monitor)
