@@ -119,3 +119,36 @@ def test_reft_card_points_at_the_warm_up_model(tmp_path):
     _, text = model_card(tmp_path)
     assert "applies to the warm-up model, `warmup/model` in the run directory" in text
     assert 'AutoModelForCausalLM.from_pretrained("warmup/model")' in text and "`reft_algo` grpo" in text
+
+
+def test_model_card_names_the_questions_and_the_base_model(tmp_path):
+    """The heading names the method and the base model, not the folder; the card says which questions the accuracy
+    was measured on, gives the base model's on the same ones, and train_runtime's unit."""
+    import json
+
+    from nlft.train.hub import model_card
+    from nlft.train.rundir import write_config
+
+    run = tmp_path / "run"
+    write_config(run, {"method": "nlft", "model": "smollm2"})
+    (run / "manifest.json").write_text(json.dumps({"method": "nlft", "metrics": {"train/train_loss": 0.61,
+                                                                                  "train/train_runtime": 83.4567}}))
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.0, "accuracy_flexible": 0.31, "n": 200,
+                                                           "data": "held-out.jsonl", "split": "test"}))
+    (tmp_path / "base-eval").mkdir()
+    (tmp_path / "base-eval" / "metrics.json").write_text(json.dumps({"accuracy_strict": 0.0, "accuracy_flexible": 0.165,
+                                                                     "n": 200, "data": "held-out.jsonl"}))
+    _, text = model_card(run)
+    assert text.startswith("# NLFT (Natural Language Fine-Tuning) LoRA adapter of "
+                           "HuggingFaceTB/SmolLM2-135M-Instruct\n")
+    assert "# run" not in text
+    assert "| train_runtime (s) | 83.5 |" in text
+    assert "Accuracy on 200 questions of `held-out.jsonl`, split test: flexible 31.0%" in text
+    assert "The base model on the same questions: flexible 16.5%, strict 0.0%." in text
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics["vs_base"] = {"folder": "b", "flexible": {"before": 0.165, "after": 0.31, "change": 0.145, "gained": 30,
+                                                      "lost": 1, "p_value": 3e-08, "n": 200}}
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    _, text = model_card(run)
+    assert "flexible 16.5% -> 31.0% (+14.5 points: 30 gained, 1 lost, exact paired p=3e-08)" in text

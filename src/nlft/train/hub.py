@@ -105,8 +105,8 @@ def model_card(run_dir: str | os.PathLike) -> tuple[dict[str, Any], str]:
     if base_id:
         meta = {"base_model": base_id, **meta}
 
-    lines = [f"# {run.resolve().name}: {METHOD_NAMES.get(method, method)} of {base_id or base}", ""]
     kind = "full fine-tune" if full else "LoRA adapter"
+    lines = [f"# {METHOD_NAMES.get(method, method)} {kind} of {base_id or base}", ""]
     paper = f"Liu et al. 2024, [arXiv {ARXIV_ID}]({PAPER})"
     how = (f"NLFT (Natural Language Fine-Tuning, {paper})" if method == "nlft"
            else f"{METHOD_NAMES.get(method, method)}, a baseline of NLFT ({paper}),")
@@ -135,8 +135,12 @@ def model_card(run_dir: str | os.PathLike) -> tuple[dict[str, Any], str]:
         lines.append(f"- optimiser steps: {manifest['global_step']}, seed {manifest.get('seed')}")
     lines.append("")
 
-    metrics = {k.removeprefix("train/"): v for k, v in (manifest.get("metrics") or {}).items()
-               if k in ("train/train_loss", "train/train_runtime")}
+    trained = manifest.get("metrics") or {}
+    metrics: dict[str, Any] = {}
+    if "train/train_loss" in trained:
+        metrics["train_loss"] = trained["train/train_loss"]
+    if "train/train_runtime" in trained:
+        metrics["train_runtime (s)"] = round(float(trained["train/train_runtime"]), 1)
     evaluation = _read_json(run / "metrics.json") or _read_json(run / "eval" / "metrics.json")
     for key in ("accuracy_strict", "accuracy_flexible", "n"):
         if key in evaluation:
@@ -146,11 +150,39 @@ def model_card(run_dir: str | os.PathLike) -> tuple[dict[str, Any], str]:
     if metrics:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()] + [""]
+    lines += _evaluation_lines(run, evaluation)
     packages = {k: v for k, v in (manifest.get("packages") or {}).items() if v}
     if packages:
         lines += ["## Framework versions", ""] + [f"- {k} {v}" for k, v in packages.items()] + [""]
     lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
     return meta, "\n".join(lines)
+
+
+def _evaluation_lines(run: Path, evaluation: dict[str, Any]) -> list[str]:
+    """The card's words on the accuracy: which questions it was measured on, and the base model on the same ones
+    (the paired change ``nlft eval`` recorded, else a base model's ``base-eval/metrics.json`` on the same data)."""
+    if "accuracy_flexible" not in evaluation:
+        return []
+    data = evaluation.get("data") or "a question set the metrics do not name"
+    split = f", split {evaluation['split']}" if evaluation.get("split") else ""
+    lines = ["## Evaluation", "",
+             f"Accuracy on {evaluation.get('n', '?')} questions of `{data}`{split}: flexible "
+             f"{evaluation['accuracy_flexible']:.1%} (the answer read wherever the output states it), strict "
+             f"{evaluation.get('accuracy_strict', 0.0):.1%} (only a '####' answer line)."]
+    change = evaluation.get("vs_base")
+    if isinstance(change, dict) and isinstance(change.get("flexible"), dict):
+        c = change["flexible"]
+        lines.append(f"The base model on the same questions: flexible {c['before']:.1%} -> {c['after']:.1%} "
+                     f"({100 * c['change']:+.1f} points: {c['gained']} gained, {c['lost']} lost, exact paired "
+                     f"p={c['p_value']:.2g}).")
+    else:
+        base = next((m for m in (_read_json(f / "metrics.json") for f in (run / "base-eval", run.parent / "base-eval"))
+                     if m.get("data") == evaluation.get("data") and m.get("n") == evaluation.get("n")
+                     and "accuracy_flexible" in m), None)
+        lines.append(f"The base model on the same questions: flexible {base['accuracy_flexible']:.1%}, strict "
+                     f"{base.get('accuracy_strict', 0.0):.1%}." if base else
+                     "The base model was not evaluated on these questions (`nlft eval --run RUN --vs-base` does).")
+    return [*lines, ""]
 
 
 def write_model_card(run_dir: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path | None:
