@@ -113,3 +113,40 @@ def test_format_table():
         "sft  -       -                     -       -           -         -           -     59.5 s            -  "
         "ok (1.10x)            e3 (last)",
     ]
+
+
+def test_run_figures_name_the_run_show_every_class_and_break_at_gaps(tmp_path):
+    """Titles name the method and data, not the folder; the token-class plot has all five classes, with a gap where
+    a step had no correct output; strict accuracy is not the bold line, and the epochs are marked."""
+    import math
+
+    from nlft.report.plots import class_series, run_figures
+
+    run = write_run(tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["data"] = {"path": "/data/p/nlft-train.jsonl", "rows": 48}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    log = [json.loads(x) for x in (run / "log_history.jsonl").read_text().splitlines()]
+    del log[1]["nlft/saliency_share"], log[1]["nlft/sub_saliency_share"]  # step 2: no correct output in its batch
+    (run / "log_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+
+    figures = run_figures(run)
+    loss_ax = figures[LOSS_PNG].axes[0]
+    assert loss_ax.get_title() == "Training loss: NLFT on nlft-train.jsonl, 48 rows"
+    classes_ax = figures[SCALES_PNG].axes[1]
+    labels = [line.get_label() for line in classes_ax.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["saliency (correct)", "sub-saliency (correct)", "other tokens (correct)",
+                      "erroneous (incorrect)", "other tokens (incorrect)"]
+    steps, classes = class_series(log)
+    assert steps == [1, 2, 3, 4]
+    saliency = dict(classes)["saliency (correct)"]
+    assert math.isnan(saliency[1]) and saliency[2] == pytest.approx(0.2)  # a gap, not a line across step 2
+    assert dict(classes)["other tokens (correct)"][2] == pytest.approx(1 - 0.2 - 0.05)
+    assert dict(classes)["other tokens (incorrect)"][0] == pytest.approx(0.98)
+    acc_ax = figures[ACCURACY_PNG].axes[0]
+    lines = {line.get_label(): line for line in acc_ax.get_lines() if not line.get_label().startswith("_")}
+    assert lines["accuracy flexible"].get_linewidth() > lines["accuracy strict"].get_linewidth()
+    assert lines["accuracy strict"].get_color() != "#9ca3af"
+    marks = [line.get_xdata()[0] for line in acc_ax.get_lines() if line.get_label().startswith("_")]
+    assert sorted(marks) == [1, 2]  # a dotted line at each epoch
+    assert acc_ax.get_title().startswith("Accuracy: NLFT on nlft-train.jsonl")

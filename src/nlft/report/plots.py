@@ -85,23 +85,53 @@ def _epoch_marks(ax: Any, log: Sequence[dict[str, Any]]) -> None:
             ax.axvline(step, color="0.6", lw=0.8, ls=":", zorder=0)
 
 
-def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """PNG plots of one run: training loss, mean scale and token-class shares per step, accuracy per epoch.
+def run_title(run: Path, manifest: dict[str, Any] | None = None) -> str:
+    """What a run is, for a plot's title: its method and training data (``NLFT on nlft-train.jsonl, 48 rows``), the
+    folder's name only where the manifest does not say."""
+    manifest = _read_json(run / "manifest.json") if manifest is None else manifest
+    method = manifest.get("method")
+    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    if not method:
+        return run.name
+    what = str(method).upper()
+    if data.get("path"):
+        rows = f", {data['rows']} rows" if data.get("rows") is not None else ""
+        what += f" on {Path(str(data['path'])).name}{rows}"
+    return what
 
-    Args:
-        run_dir: the run directory (reads ``log_history.jsonl`` and ``eval_history.jsonl``).
-        out_dir: where the PNGs go (default: ``run_dir``).
 
-    Returns:
-        The written files, among ``plot_loss.png``, ``plot_token_classes.png`` and
-        ``plot_accuracy.png``; a plot without data is not written.
+def class_series(log: Sequence[dict[str, Any]]) -> tuple[list[float], list[tuple[str, list[float]]]]:
+    """The steps of the training log and, per token class, its share of the response tokens at each step (NaN at a
+    step whose batches had no output of that kind, so that a line breaks there instead of joining its neighbours).
+
+    The five classes: saliency, sub-saliency and the other tokens of correct outputs (shares of their tokens);
+    erroneous and the other tokens of incorrect outputs (shares of theirs).
     """
+    rows = [r for r in log if _number(r.get("step")) is not None
+            and any(_number(r.get(k)) is not None for k in ("nlft/mean_scale", *(k for k, _ in SHARES)))]
+    steps = [float(r["step"]) for r in rows]
+
+    def value(row: dict[str, Any], key: str) -> float:
+        v = _number(row.get(key))
+        return math.nan if v is None else v
+
+    sal = [value(r, "nlft/saliency_share") for r in rows]
+    sub = [value(r, "nlft/sub_saliency_share") for r in rows]
+    err = [value(r, "nlft/erroneous_share") for r in rows]
+    classes = [("saliency (correct)", sal), ("sub-saliency (correct)", sub),
+               ("other tokens (correct)", [1 - a - b for a, b in zip(sal, sub)]),
+               ("erroneous (incorrect)", err), ("other tokens (incorrect)", [1 - e for e in err])]
+    return steps, [(label, ys) for label, ys in classes if any(not math.isnan(y) for y in ys)]
+
+
+def run_figures(run_dir: str | Path) -> dict[str, Any]:
+    """The figures of one run by file name (``plot_loss.png``, ``plot_token_classes.png``, ``plot_accuracy.png``),
+    each only where the run has its data. Titles name the method and the data (:func:`run_title`)."""
     run = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run
-    out.mkdir(parents=True, exist_ok=True)
     log = _read_jsonl(run / "log_history.jsonl")
     evals = _read_jsonl(run / "eval_history.jsonl")
-    written: list[Path] = []
+    title = run_title(run)
+    figures: dict[str, Any] = {}
 
     xs, ys = series(log, "loss")
     if xs:
@@ -111,43 +141,70 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         if ex:
             ax.plot(ex, ey, color="#dc2626", lw=1.6, marker="o", label="evaluation loss")
         _epoch_marks(ax, log)
-        ax.set(xlabel="step", ylabel="loss", title=f"Loss: {run.name}")
+        ax.set(xlabel="step (dotted: a new epoch)", ylabel="loss", title=f"Training loss: {title}")
         ax.legend(frameon=False)
-        written.append(_save(fig, out / LOSS_PNG))
+        figures[LOSS_PNG] = fig
 
     mean = series(log, "nlft/mean_scale")
-    shares = [(label, series(log, key)) for key, label in SHARES]
-    if mean[0] or any(s[0] for _, s in shares):
+    steps, classes = class_series(log)
+    if mean[0] or classes:
         fig, (ax1, ax2) = _figure(2, width=5.2)
         if mean[0]:
             ax1.plot(*mean, color="#7c3aed", lw=1.6, marker="." if len(mean[0]) < 60 else None)
         ax1.set(xlabel="step", ylabel="mean token scale S", title="Mean NLFT scale")
-        for (label, (sx, sy)), colour in zip(shares, ("#16a34a", "#2563eb", "#dc2626")):
-            if sx:
-                ax2.plot(sx, [100 * v for v in sy], color=colour, lw=1.6, label=label)
-        ax2.set(xlabel="step", ylabel="% of response tokens", title="Token classes")
-        if any(s[0] for _, s in shares):
-            ax2.legend(frameon=False)
+        styles = {"saliency (correct)": ("#16a34a", "-"), "sub-saliency (correct)": ("#2563eb", "-"),
+                  "other tokens (correct)": ("#9ca3af", "-"), "erroneous (incorrect)": ("#dc2626", "--"),
+                  "other tokens (incorrect)": ("#f59e0b", "--")}
+        for label, ys in classes:
+            colour, style = styles[label]
+            ax2.plot(steps, [100 * v for v in ys], color=colour, ls=style, lw=1.6, label=label,
+                     marker="." if len(steps) < 60 else None)
+        ax2.set(xlabel="step", ylabel="% of the outputs' tokens", title="Token classes", ylim=(0, 100))
+        if classes:
+            ax2.legend(frameon=False, fontsize="small")
         for ax in (ax1, ax2):
             _epoch_marks(ax, log)
-        fig.suptitle(run.name)
-        written.append(_save(fig, out / SCALES_PNG))
+        fig.suptitle(title)
+        figures[SCALES_PNG] = fig
 
     key = _accuracy_key(evals)
     if key is not None:
         fig, (ax,) = _figure()
-        curves = [(key, "#16a34a")]
-        if key == "accuracy_strict":
-            curves.append(("accuracy_flexible", "#9ca3af"))
-        for k, colour in curves:
+        # flexible accuracy (the answer read wherever it is stated) is the one to read: drawn first and bold
+        curves = [("accuracy_flexible", "#16a34a", "-", 2.2), (key, "#2563eb", "--", 1.4)] \
+            if key == "accuracy_strict" else [(key, "#16a34a", "-", 2.2)]
+        for k, colour, style, width in curves:
             ex, ey = series(evals, k, x="epoch")
             if ex:
-                ax.plot(ex, [100 * v for v in ey], color=colour, lw=1.8, marker="o", label=k.replace("_", " "))
-        ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"Accuracy: {run.name}")
+                ax.plot(ex, [100 * v for v in ey], color=colour, ls=style, lw=width, marker="o",
+                        label=k.replace("_", " "))
+        epochs = series(evals, key, x="epoch")[0]
+        for epoch in range(1, math.ceil(max(epochs, default=0)) + 1):
+            ax.axvline(epoch, color="0.6", lw=0.8, ls=":", zorder=0)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"Accuracy: {title}")
         ax.set_ylim(bottom=0)
         ax.legend(frameon=False)
-        written.append(_save(fig, out / ACCURACY_PNG))
-    return written
+        figures[ACCURACY_PNG] = fig
+    return figures
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """PNG plots of one run: training loss, mean scale and token-class shares per step, accuracy per epoch.
+
+    Args:
+        run_dir: the run directory (reads ``log_history.jsonl``, ``eval_history.jsonl``, ``manifest.json``).
+        out_dir: where the PNGs go (default: ``run_dir``).
+
+    Returns:
+        The written files, among ``plot_loss.png``, ``plot_token_classes.png`` and
+        ``plot_accuracy.png``; a plot without data is not written.
+    """
+    out = Path(out_dir) if out_dir is not None else Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [_save(fig, out / name) for name, fig in run_figures(run_dir).items()]
 
 
 def try_plot_run(run_dir: str | Path) -> tuple[list[Path], Exception | None]:
