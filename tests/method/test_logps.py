@@ -239,9 +239,10 @@ def test_capability_checks_read_the_model_inside_a_wrapper():
         got = view_logps(wrapped, batch["input_ids"], batch["attention_mask"], batch["labels"],
                          prefix_ids=torch.tensor(prefix), packed=True)[0]
     torch.testing.assert_close(got, want)
-    # the prefix alone (20 columns, no cache), then the rows' 5 and 4 tokens packed (5 columns wide) continuing from
-    # it: logits for the 4 columns that predict a response token (2-3 in one packed row, 0-2 in the other)
-    assert shapes == [(20, 20, False), (5, 4, True)]
+    # the prefix alone (20 columns, no cache, one logit column: they are not read), then the rows' 5 and 4 tokens
+    # packed (5 columns wide) continuing from it: logits for the 4 columns that predict a response token (2-3 in one
+    # packed row, 0-2 in the other)
+    assert shapes == [(20, 1, False), (5, 4, True)]
 
 
 def test_pack_rows_first_fit_decreasing_by_hand():

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from nlft.train.recipe import run_training
 
     result = run_training(resolve_options(args))
-    if not result.trained:
+    if not result.trained or not result.main_process:
         return 0
     paths, error = try_plot_run(result.run_dir)
     if paths:

@@ -390,13 +390,22 @@ def _prefix_cache(model: Any, prefix_ids: torch.Tensor, params: set[str], *, eva
     was_training = model.training
     if eval_mode:
         model.eval()
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # the prefix's logits are not read
     try:
-        cache = _cache_of(model(input_ids=prefix_ids.to(device)[None], use_cache=True))
+        out = model(input_ids=prefix_ids.to(device)[None], use_cache=True, **keep)
     finally:
         model.train(was_training)
+    cache = _cache_of(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave") or not isinstance(
             getattr(cache, "layers", None), list):
         return None
+    if out.logits.requires_grad and cache.layers:
+        # FSDP2 gathers a layer's parameters again for backward when a gradient reaches that layer's output; the
+        # last layer's output feeds only the unread logits, so its keys and values (read by the rows) would be
+        # differentiated with the parameters already resharded. A zero of the logits, added to its keys, routes
+        # a gradient through its output first; values and gradients are unchanged.
+        last = cache.layers[-1]
+        last.keys = last.keys + 0.0 * out.logits.float().sum().to(last.keys.dtype)
     return PrefixKV(cache, prefix_ids.shape[0])
 
 

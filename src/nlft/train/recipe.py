@@ -34,6 +34,7 @@ class TrainResult:
     kept: dict[str, Any] | None = None  # the epoch whose weights were kept (keep, epoch, ...)
     card: Path | None = None  # the model card written next to the weights
     trained: bool = True  # False when a resumed run had finished or been stopped by the drift monitor: nothing to do
+    main_process: bool = True  # False in the other processes of a distributed run (the main one writes the run)
 
     @property
     def weights(self) -> Path:
@@ -98,6 +99,8 @@ def common_args(opts: TrainOptions, output_dir: str | Path, *, epochs: float | N
         "bf16": opts.bf16,
         _checkpointing_arg(): opts.gradient_checkpointing,
         "dataloader_pin_memory": _cuda(),
+        # Without it, a machine with no accelerator runs `accelerate launch --num_processes N` as N separate runs.
+        "use_cpu": not _accelerator(),
         "logging_steps": opts.logging_steps,
         "save_strategy": "steps" if opts.save_steps else "epoch",
         "save_steps": opts.save_steps or 500,
@@ -121,6 +124,13 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _accelerator() -> bool:
+    """Whether torch sees an accelerator (CUDA, MPS, XPU, ...)."""
+    import torch
+
+    return torch.accelerator.is_available()
 
 
 def _load_records(path: str) -> list[dict[str, Any]]:
@@ -147,17 +157,31 @@ def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions,
     model = getattr(model, "policy", model)  # TRL's PPO wraps the policy with the value model
     from nlft.train.rundir import portable_path
 
+    # Sharded weights (FSDP, DeepSpeed) are gathered by every process together, as Trainer.save_model does;
+    # the main process writes them.
+    state_dict = None
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    write = _main_process()
     # Paths relative to the run directory (or absolute): the run can move and be read from anywhere.
     if hasattr(model, "peft_config"):
         target = run_dir / "adapter"
-        # the trained adapter only (SDFT's moving-average teacher is an adapter of the same model)
-        model.save_pretrained(target, selected_adapters=[model.active_adapter])
-        tokenizer.save_pretrained(target)
+        if write:  # the trained adapter only (SDFT's moving-average teacher is an adapter of the same model)
+            model.save_pretrained(target, selected_adapters=[model.active_adapter], state_dict=state_dict)
+            tokenizer.save_pretrained(target)
         return {"model": portable_path(base_model, run_dir), "adapter": "adapter"}
     target = run_dir / "model"
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    if write:
+        model.save_pretrained(target, state_dict=state_dict)
+        tokenizer.save_pretrained(target)
     return {"model": "model", "adapter": None}
+
+
+def _main_process() -> bool:
+    """Whether this is the main process of the run (always, outside a distributed launch)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 # ---- the recipe -----------------------------------------------------------------------------------------
@@ -306,6 +330,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
                             template)
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not _main_process():
+        return TrainResult(run_dir, method, final, main_process=False)
     recorder.manifest["final"] = final
     if monitor is not None:
         _record_monitor(recorder, monitor)

@@ -163,7 +163,9 @@ class RunRecorder(TrainerCallback):
         return {}
 
     def write_manifest(self) -> None:
-        atomic_write_json(self.run_dir / MANIFEST, self.manifest)
+        """Write ``manifest.json``; in a distributed run only the main process (``RANK`` 0) writes."""
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            atomic_write_json(self.run_dir / MANIFEST, self.manifest)
 
     def add_metrics(self, metrics: dict[str, Any]) -> None:
         """Merge ``metrics`` into the manifest's ``metrics`` and write it."""
