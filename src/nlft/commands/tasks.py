@@ -26,8 +26,10 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(spec) for spec, _ in lines)
     for spec, summary in lines:
         print(f"{spec:<{width}}  {summary}")
-    print("\nfiles: --dataset FILE.jsonl|.csv --answer-type number|math|choice[:index=0|1]|"
-          "text[:match=contains,case=true,punct=true,articles=true,numbers=true]")
+    print("\nfiles: --dataset FILE.jsonl|.json|.csv --answer-type number|math|choice[:index=0|1]|"
+          "text[:match=contains,case=true,punct=true,articles=true,numbers=true]|code\n"
+          "       where the fields are: --question-field, --answer-field, --choices-field, --labels, --id-field, "
+          "--fields FILE (docs/data.md)")
     if not args.no_gym:
         names = gym_names()
         if names:

@@ -104,6 +104,8 @@ def task_lines() -> list[tuple[str, str]]:
     lines = [(t.name, t.summary) for t in (NumberTask(), MathTask(), ChoiceTask(), TextTask())]
     lines.append(("rg:NAME[:key=value,...]", "any reasoning-gym task (names below): the task's own score_answer"))
     lines.append((HUMANEVAL, "Python functions checked by their unit tests (HumanEval; nlft.tasks.code)"))
+    lines.append(("code", "a file of Python problems with their own tests (MBPP's test_list, HumanEval's layout): "
+                          "--answer-type code"))
     return lines
 
 
