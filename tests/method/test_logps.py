@@ -52,6 +52,28 @@ def test_selective_log_softmax_matches_full():
                                logits.bfloat16().float().log_softmax(-1).gather(-1, index[..., None])[..., 0])
 
 
+def test_half_precision_blocks_give_the_same_values_and_gradients():
+    """A packed (1, N, V) bfloat16 block upcast ``chunk`` positions at a time equals it upcast whole, values and
+    gradients, log(1 - P) included, and both equal the float32 computation of the same bfloat16 logits."""
+    torch.manual_seed(1)
+    logits = (torch.randn(1, 11, 37) * 4).bfloat16()
+    logits[0, 3, 5] = 30.0  # a token with P near 1: the log(1 - P) branch over the other tokens
+    index = torch.randint(0, 37, (1, 11))
+    index[0, 3] = 5
+
+    def run(x: torch.Tensor, **kw):
+        x = x.clone().requires_grad_(True)
+        logp, log1mp = selective_log_softmax(x, index, complement=True, **kw)
+        (logp.sum() - 0.3 * log1mp.sum()).backward()
+        return logp.detach(), log1mp.detach(), x.grad.float()
+
+    whole, blocks, fp32 = run(logits, chunk=11), run(logits, chunk=4), run(logits.float())
+    for a, b, c in zip(whole, blocks, fp32):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        torch.testing.assert_close(a, c, atol=1e-2, rtol=1e-2)  # the gradient comes back in bfloat16
+    assert whole[0].dtype == torch.float32 and whole[1][0, 3] < -15  # log(1 - P) where P rounds to 1
+
+
 def test_view_logps_equal_naive(tiny_model):
     tiny_model.eval()
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]

@@ -40,8 +40,8 @@ def _log_softmax_pick(logits: torch.Tensor, index: torch.Tensor, complement: boo
     return logp, torch.where(logp < -LN2, small, near_one)
 
 
-def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, complement: bool = False
-                          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, complement: bool = False,
+                          chunk: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``log_softmax(logits)[..., index]`` without materialising the full log-softmax.
 
     Args:
@@ -50,6 +50,9 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, compleme
         complement: also return ``log(1 - P)`` of the same tokens, computed stably: for P >= 1/2
             as ``logsumexp`` over the other tokens minus ``logsumexp`` over all (exact gradient even
             where P rounds to 1; see :mod:`nlft.method.loss`), below as ``log1p(-P)``.
+        chunk: half precision only: positions upcast to float32 at once (default: the size of
+            ``logits``' second-to-last dimension, one ``(T, V)`` row). A packed batch of N tokens in
+            one row passes the padded row's width, so that it never upcasts ``(N, V)`` at once.
 
     Returns:
         ``(...)`` float32 log-probabilities of ``index``; with ``complement``, the pair
@@ -60,12 +63,14 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, *, compleme
         logp = logp.float()
         log1mp = log1mp.float() if log1mp is not None else None
     else:
-        # Half precision: upcast one row at a time so that only (T, V) float32 exists at once.
-        pairs = [_log_softmax_pick(row_logits.float(), row_index, complement)
-                 for row_logits, row_index in zip(logits.reshape(-1, *logits.shape[-2:]),
-                                                  index.reshape(-1, index.shape[-1]))]
-        logp = torch.stack([p for p, _ in pairs]).reshape(index.shape)
-        log1mp = torch.stack([c for _, c in pairs]).reshape(index.shape) if complement else None
+        # Half precision: upcast one block of positions at a time, so that only (chunk, V) float32 (and the
+        # same again for log(1 - P)) exists at once outside what autograd keeps for backward.
+        flat, flat_index = logits.reshape(-1, logits.shape[-1]), index.reshape(-1)
+        step = max(1, chunk or (logits.shape[-2] if logits.dim() > 1 else flat.shape[0]))
+        pairs = [_log_softmax_pick(flat[s : s + step].float(), flat_index[s : s + step], complement)
+                 for s in range(0, flat.shape[0], step)]
+        logp = torch.cat([p for p, _ in pairs]).reshape(index.shape)
+        log1mp = torch.cat([c for _, c in pairs]).reshape(index.shape) if complement else None
     if complement:
         return logp, log1mp
     return logp
@@ -290,7 +295,8 @@ def _packed_view_logps(model: Any, input_ids: torch.Tensor, attention_mask: torc
     out_row_t, out_col_t = torch.tensor(out_row, device=device), torch.tensor(out_col, device=device)
     targets = labels[out_row_t, out_col_t]
     valid = targets != IGNORE_INDEX
-    picked = selective_log_softmax(logits[None], targets.clamp(min=0)[None], complement=complement)
+    # one padded row's width of positions upcast at a time in half precision, as the padded batch does
+    picked = selective_log_softmax(logits[None], targets.clamp(min=0)[None], complement=complement, chunk=resp_cols)
     logp_flat, log1mp_flat = (picked[0][0], picked[1][0]) if complement else (picked[0], None)
     logps = labels.new_zeros(labels.shape, dtype=torch.float32).index_put(
         (out_row_t, out_col_t), torch.where(valid, logp_flat, torch.zeros_like(logp_flat)))
