@@ -40,11 +40,11 @@ def replay(study: Path, factors: tuple[float, ...] = FACTORS) -> list[dict[str, 
         logs = list(read_jsonl(history))
         curve = result.get("val_curve") or []
         fell = [c["step"] for c in curve if base is not None and c["flexible"] < base]
-        report = drift(logs, factors[0])
+        reports = {str(f): drift(logs, f) for f in factors}
         rows.append({"task": result["task"], "cell": result["cell"], "base_val": base,
                      "val_curve": [(c["step"], c["flexible"]) for c in curve], "fell_at": fell[0] if fell else None,
-                     "max_nll_ratio": report.max_nll_ratio,
-                     "fires_at": {str(f): drift(logs, f).step for f in factors},
+                     "max_nll_ratio": drift(logs, float("inf")).max_nll_ratio,
+                     "fires_at": {k: r.step if r.fired else None for k, r in reports.items()},
                      "stopped": (result.get("drift") or {}).get("step")})
     return rows
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report["summary"], indent=2))
     for r in rows:
         print(f"{r['task'][:24]:24} {r['cell']:26} base {r['base_val']} val {r['val_curve']} "
-              f"max ratio {r['max_nll_ratio']} fires {r['fires_at']}")
+              f"max ratio {r['max_nll_ratio']:.2f} fires {r['fires_at']}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
