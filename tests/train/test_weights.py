@@ -108,6 +108,11 @@ class ModelServer(LoopbackServer):
         super().__init__()
 
     def respond(self, path, payload, headers):
+        # the request the client sends for each documented shape
+        if self.shape == "echo":
+            assert payload["echo"] is True and payload["logprobs"] >= 0 and "prompt_logprobs" not in payload
+        else:
+            assert payload["prompt_logprobs"] >= 0 and not payload.get("echo")
         ids = payload["prompt"]
         with self._lock, torch.no_grad():
             self.paths.append(path)
@@ -137,8 +142,8 @@ def test_views_measured_on_a_server_give_the_local_weights(tmp_path, tokenizer, 
                           config=config, progress=False)
     with ModelServer(model, shape) as server, OpenAIChatClient(server.url, "tiny", max_retries=0) as client:
         remote = write_weights(records, tmp_path / "remote.jsonl", tokenizer=tokenizer, model_name="tiny",
-                               config=weights_config(phrase_rule="word", **FLAGGING), measure=server_measure(client),
-                               backend="openai", progress=False)
+                               config=weights_config(phrase_rule="word", **FLAGGING),
+                               measure=server_measure(client, api=shape), backend="openai", progress=False)
     assert set(server.paths) == {"/v1/completions"}
     assert len(server.paths) == 2 * 4 + 2  # X_base and X_standard of every row, X_judge of the two incorrect ones
     for a, b in zip(local.rows, remote.rows):
@@ -151,7 +156,8 @@ def test_views_measured_on_a_server_give_the_local_weights(tmp_path, tokenizer, 
     data = write_records(tmp_path / "nlft.jsonl", records)
     with ModelServer(model, shape) as server:
         assert main(["weights", "--data", str(data), "--model", str(tiny_dir), "--backend", "openai", "--base-url",
-                     server.url, "--phrase-rule", "word", "--no-progress", "--out", str(tmp_path / "cli.jsonl")]) == 0
+                     server.url, "--logprobs-api", shape, "--phrase-rule", "word", "--no-progress", "--out",
+                     str(tmp_path / "cli.jsonl")]) == 0
     assert len(read_weights(tmp_path / "cli.jsonl")[1]) == 4
 
 

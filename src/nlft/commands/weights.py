@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--server-model", default=None, help="the model name the server serves (default: --model)")
     server.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="environment variable holding the API key (default: OPENAI_API_KEY; optional)")
+    server.add_argument("--logprobs-api", choices=("echo", "vllm"), default="echo",
+                        help="how the prompt log-probabilities are asked for: 'echo' (echo with logprobs: OpenAI's "
+                             "completions, llama.cpp, vLLM; default) or 'vllm' (vLLM's prompt_logprobs)")
     server.add_argument("--max-concurrency", type=at_least_one, default=4, help="requests in flight (default: 4)")
     settings = {f.name: f for f in (*fields(ScaleParams), *fields(LossParams))}
     group = parser.add_argument_group("NLFT settings (on top of the preset)")
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
         client = OpenAIChatClient(args.base_url, args.server_model or args.model, api_key_env=args.api_key_env,
                                   max_concurrency=args.max_concurrency)
-        measure = server_measure(client, progress=False)
+        measure = server_measure(client, api=args.logprobs_api)
     else:
         model = load_model(path, dtype=args.dtype)
         if torch.cuda.is_available():

@@ -488,17 +488,23 @@ class OpenAIChatClient:
                 self._sleep(attempt, retry_after)
         raise APIError(f"{url}: gave up after {self.max_retries + 1} attempts; last error: {last}")
 
-    def prompt_logprobs(self, token_ids: Sequence[int]) -> list[float | None]:
+    def prompt_logprobs(self, token_ids: Sequence[int], api: str = "echo") -> list[float | None]:
         """log P of every token of a prompt given as token ids, under the served model (``POST /completions``).
 
-        Asks for both documented shapes: ``echo`` with ``logprobs`` (OpenAI's legacy completions,
-        llama.cpp, vLLM: ``choices[0].logprobs.token_logprobs``, the prompt's tokens first) and vLLM's
-        ``prompt_logprobs`` (``choices[0].prompt_logprobs``, per position a map from token id to
-        ``{"logprob": ...}``). Returns one value per prompt token; the first is None (it has no context).
+        ``api`` picks the documented request: ``"echo"`` sends ``echo`` with ``logprobs`` (OpenAI's legacy
+        completions, llama.cpp, vLLM), answered in ``choices[0].logprobs.token_logprobs`` with the prompt's
+        tokens first; ``"vllm"`` sends vLLM's ``prompt_logprobs``, answered in ``choices[0].prompt_logprobs``
+        (per position a map from token id to ``{"logprob": ...}``). Either answer is read. Returns one value
+        per prompt token; the first is None (it has no context).
         """
         ids = [int(t) for t in token_ids]
-        payload = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "echo": True,
-                   "logprobs": 0, "prompt_logprobs": 0}
+        payload: dict[str, Any] = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0}
+        if api == "echo":
+            payload.update(echo=True, logprobs=1)
+        elif api == "vllm":
+            payload.update(prompt_logprobs=1)
+        else:
+            raise ValueError(f"api must be 'echo' or 'vllm', got {api!r}")
 
         def parse(body: dict[str, Any]) -> list[float | None]:
             choice = body["choices"][0]

@@ -233,11 +233,12 @@ def write_weights(records: Sequence[dict[str, Any]], out: str | os.PathLike, *, 
     return WeightsResult(out, meta_path(out), rows)
 
 
-def server_measure(client: Any, *, progress: bool = False) -> ViewMeasure:
+def server_measure(client: Any, *, api: str = "echo") -> ViewMeasure:
     """A :data:`ViewMeasure` that asks an OpenAI-compatible server for every view's prompt log-probabilities.
 
-    ``client`` has ``prompt_logprobs(token_ids) -> list[float | None]`` and ``max_concurrency``
-    (:class:`nlft.data.generation.OpenAIChatClient`). Each row's X_base and X_standard (and X_judge for an
+    ``client`` has ``prompt_logprobs(token_ids, api) -> list[float | None]`` and ``max_concurrency``
+    (:class:`nlft.data.generation.OpenAIChatClient`); ``api``: ``"echo"`` (``echo`` with ``logprobs``) or
+    ``"vllm"`` (``prompt_logprobs``). Each row's X_base and X_standard (and X_judge for an
     incorrect output) go to the server as ``prompt ids + response ids``; the response's part of the answer is
     that view's log P of each response token.
     """
@@ -250,7 +251,7 @@ def server_measure(client: Any, *, progress: bool = False) -> ViewMeasure:
                 for kind, key in ((0, "base_prompt_ids"), (1, "std_prompt_ids"), (2, "judge_prompt_ids"))
                 if kind < 2 or not f["correct"]]
         with ThreadPoolExecutor(max_workers=client.max_concurrency) as pool:
-            answers = list(pool.map(lambda job: client.prompt_logprobs(job[2]), jobs))
+            answers = list(pool.map(lambda job: client.prompt_logprobs(job[2], api), jobs))
         probs = torch.zeros(3, len(feats), r_max)
         for (i, kind, _, n), logps in zip(jobs, answers):
             probs[kind, i, :n] = torch.tensor(logps[-n:], dtype=torch.float32).exp()
