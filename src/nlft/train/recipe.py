@@ -225,7 +225,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
             "--drift-action warn")
         final = stopped.pop("final") or {}
         return TrainResult(run_dir, opts.method, final, stopped=stopped, trained=False)
-    if opts.resume and (final := _finished(run_dir)):
+    if opts.resume and (final := _finished(run_dir, opts)):
         say(f"{run_dir} has finished (its weights: {final.get('adapter') or final.get('model')}); it is left as it is: "
             "nothing to resume. To train again, choose another --out")
         return TrainResult(run_dir, opts.method, final, trained=False)
@@ -463,13 +463,23 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
     return _save_final(trainer, tokenizer, run_dir, opts, base_model)
 
 
-def _finished(run_dir: Path) -> dict[str, Any] | None:
-    """The manifest's ``final`` weights when the run finished (training done, weights saved), else None."""
+def _finished(run_dir: Path, opts: TrainOptions) -> dict[str, Any] | None:
+    """The manifest's ``final`` weights when the run finished (training done, weights saved) at the length ``opts``
+    asks for (its ``epochs`` and ``max_steps`` as in its ``config.yaml``), else None: a longer one continues it."""
+    import yaml
+
     path = run_dir / "manifest.json"
     if not path.exists():
         return None
     final = json.loads(path.read_text(encoding="utf-8")).get("final")
-    return final if isinstance(final, dict) and final else None
+    if not isinstance(final, dict) or not final:
+        return None
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    same = config.get("epochs") == opts.epochs and config.get("max_steps") == opts.max_steps
+    return final if same else None
 
 
 def _stopped_by_monitor(run_dir: Path) -> dict[str, Any] | None:
