@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nlft.cli import build_parser
-from nlft.commands._data_args import load_dataset_from_args
+from nlft.commands._dataset_args import load_dataset_from_args
 from nlft.tasks.layout import FieldMap, get_path
 from nlft.tasks.registry import get_task
 from nlft.tasks.sources import load_questions, split_rows

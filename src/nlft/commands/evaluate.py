@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nlft.commands._data_args import add_file_arguments, file_options, questions_of_run
+from nlft.commands._dataset_args import add_file_arguments, file_options, questions_of_run
 from nlft.commands._types import OldName, add_answer_type_argument, at_least_one
 from nlft.tasks.base import PROMPT_NAMES
 

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from nlft.commands._data_args import (
-    add_backend_arguments,
-    add_dataset_arguments,
-    add_sampling_arguments,
-    generation_settings,
-    load_dataset_from_args,
-)
+from nlft.commands._data_args import add_backend_arguments, add_sampling_arguments, generation_settings
+from nlft.commands._dataset_args import add_dataset_arguments, load_dataset_from_args
 from nlft.commands._types import add_output_arguments
 
 

@@ -16,15 +16,13 @@ import argparse
 
 from nlft.commands._data_args import (
     add_backend_arguments,
-    add_dataset_arguments,
     add_judge_arguments,
     add_sampling_arguments,
     generation_settings,
     judge_spec,
-    load_dataset_from_args,
     print_summary,
-    record_split,
 )
+from nlft.commands._dataset_args import add_dataset_arguments, load_dataset_from_args, record_split
 from nlft.commands._types import add_output_arguments
 
 
