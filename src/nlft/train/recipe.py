@@ -465,14 +465,16 @@ def _run_trainer(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions
 
 def _finished(run_dir: Path, opts: TrainOptions) -> dict[str, Any] | None:
     """The manifest's ``final`` weights when the run finished (training done, weights saved) at the length ``opts``
-    asks for (its ``epochs`` and ``max_steps`` as in its ``config.yaml``), else None: a longer one continues it."""
+    asks for (its ``epochs`` and ``max_steps`` as in its ``config.yaml``), else None: a longer one continues it, and
+    so does a run the drift monitor stopped (``--resume --drift-action warn``)."""
     import yaml
 
     path = run_dir / "manifest.json"
     if not path.exists():
         return None
-    final = json.loads(path.read_text(encoding="utf-8")).get("final")
-    if not isinstance(final, dict) or not final:
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    final = manifest.get("final")
+    if not isinstance(final, dict) or not final or manifest.get("stopped"):  # a stopped run did not reach its length
         return None
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
