@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nlft.train.options import METHODS, NLFT_KNOBS, TrainOptions
-from nlft.utils.files import DataError
+from nlft.utils.files import DataError, respect_umask
 
 
 @dataclass
@@ -169,11 +169,13 @@ def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, opts: TrainOptions,
         if write:  # the trained adapter only (SDFT's moving-average teacher is an adapter of the same model)
             model.save_pretrained(target, selected_adapters=[model.active_adapter], state_dict=state_dict)
             tokenizer.save_pretrained(target)
+            respect_umask(target)
         return {"model": portable_path(base_model, run_dir), "adapter": "adapter"}
     target = run_dir / "model"
     if write:
         model.save_pretrained(target, state_dict=state_dict)
         tokenizer.save_pretrained(target)
+        respect_umask(target)
     return {"model": "model", "adapter": None}
 
 

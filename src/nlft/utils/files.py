@@ -145,6 +145,15 @@ def current_umask() -> int:
     return mask
 
 
+def respect_umask(folder: str | os.PathLike) -> None:
+    """Give every file under ``folder`` the mode a new file gets (0666 less the umask): libraries that write through
+    temporary files (safetensors' weights, for one) leave 0600, which colleagues on a shared machine cannot read."""
+    mode = 0o666 & ~current_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
