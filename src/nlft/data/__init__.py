@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from nlft.data import build
+        import nlft.data.build as build
 
         return getattr(build, name)
     raise AttributeError(f"module 'nlft.data' has no attribute {name!r}")

@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return TrainOptions
     if name in ("TrainResult", "run_training"):
-        from nlft.train import recipe
+        from nlft.train.recipe import TrainResult, run_training
 
-        return getattr(recipe, name)
+        return {"TrainResult": TrainResult, "run_training": run_training}[name]
     raise AttributeError(f"module 'nlft.train' has no attribute {name!r}")
