@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", action="store_true", help="run the preset selection (validation questions only)")
     parser.add_argument("--candidates", type=_names, default=d.candidates,
                         help=f"candidates of --select ({', '.join(CANDIDATES)})")
+    parser.add_argument("--select-seeds", type=_ints, default=d.select_seeds,
+                        help=f"seeds of --select (default {','.join(map(str, d.select_seeds))})")
     parser.add_argument("--only", nargs="+", default=None, help="run only the cells every one of these words names")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables, selection and plot")
 

@@ -268,7 +268,9 @@ def run_study(root: str | Path, cfg: StudyConfig, *, only: list[str] | None = No
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    check_run_args(root, {k: v for k, v in asdict(cfg).items() if k not in ("candidates",)}, name="study.json")
+    # Candidates and selection seeds may be added to a study: they add cells and change none.
+    check_run_args(root, {k: v for k, v in asdict(cfg).items() if k not in ("candidates", "select_seeds")},
+                   name="study.json")
     for task in cfg.tasks:
         build_task_data(root, cfg, task)
         run_base(root, cfg, task)

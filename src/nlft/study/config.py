@@ -61,6 +61,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "robust": {"preset": "paper", "irrelevant_incorrect": "likelihood", "error_reference": "initial"},
     "robust_word": {"preset": "paper", "irrelevant_incorrect": "likelihood", "error_reference": "initial",
                     "phrase_rule": "word"},
+    # The paper's loss (nothing learnt from the unflagged tokens of a wrong output) with the two causes of the falls
+    # removed: errors flagged against the initial model (no feedback loop) and phrases that are words.
+    "initial_word": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word"},
+    # The same with the reference code's plain NLL term on correct outputs, so that a correct output teaches at
+    # least what SFT on it would.
+    "initial_word_nll": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word", "nll_coef": 1.0},
 }
 
 
