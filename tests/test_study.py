@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -156,6 +157,13 @@ def test_selection_reads_validation_questions_only(study):
     assert row["tasks"][TASK]["base"] == json.loads((out / "chain_sum" / "cells" / "base" / "result.json").read_text())[
         "val_flexible"]
     assert (sel["chosen"] == "paper") == (row["complete"] and row["below_base"] == 0)
+    # a second selection seed is added to the same study: its cells run, nothing earlier is refused or rerun
+    before = (cell / "result.json").stat().st_mtime_ns
+    run_study(out, replace(cfg, select_seeds=(0, 1)), select=True, only=["sft_outputs", "s1"])
+    added = json.loads((out / "chain_sum" / "cells" / "sft_outputs-n4-s1" / "result.json").read_text())
+    assert added["seed"] == 1 and added["train_ids_sha"] != json.loads(
+        (out / "chain_sum" / "cells" / "sft_outputs-n4-s0" / "result.json").read_text())["train_ids_sha"]
+    assert (cell / "result.json").stat().st_mtime_ns == before
 
 
 def test_selection_criterion_and_bar_by_hand():
