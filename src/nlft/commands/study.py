@@ -77,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stored = out / "study.json"
     if args.report and stored.exists():  # the protocol the cells were run with
-        cfg = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v
-                             for k, v in json.loads(stored.read_text()).items()})
+        # the protocol the cells were run with; the selection's candidates and seeds are the options' (they add
+        # cells to a study and change none, so study.json does not hold them)
+        protocol = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(stored.read_text()).items()}
+        cfg = StudyConfig(**{**protocol, "candidates": args.candidates, "select_seeds": args.select_seeds})
     else:
         cfg = StudyConfig(**{f.name: getattr(args, f.name) for f in fields(StudyConfig) if hasattr(args, f.name)})
     if not args.report:

@@ -67,6 +67,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # The same with the reference code's plain NLL term on correct outputs, so that a correct output teaches at
     # least what SFT on it would.
     "initial_word_nll": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word", "nll_coef": 1.0},
+    # initial_word with correct and incorrect outputs carrying half of the loss each: where the judgment flags little
+    # (one-letter answers), the few correct outputs are not diluted by incorrect rows that train nothing.
+    "initial_word_balance": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word",
+                             "class_balance": True},
 }
 
 
