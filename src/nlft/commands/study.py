@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     stored = out / "study.json"
-    if args.report and stored.exists():  # the protocol the cells were run with
+    if args.report and stored.exists():
         # the protocol the cells were run with; the selection's candidates and seeds are the options' (they add
         # cells to a study and change none, so study.json does not hold them)
         protocol = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(stored.read_text()).items()}
