@@ -14,11 +14,11 @@ block-causal mask, else it runs padded and says so). Reported: the largest diffe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
@@ -82,10 +82,9 @@ def main() -> int:
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     report = {"device": torch.cuda.get_device_name() if cuda else "cpu", "dtype": str(dtype),
               "implementations": {impl: check(impl, device, dtype) for impl in implementations()}}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    from workload import emit
+
+    emit(report, args.json)
     return 0
 
 

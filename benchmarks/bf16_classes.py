@@ -18,7 +18,6 @@ difference of the token scales S_t and of P_base.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -124,10 +123,9 @@ def main() -> int:
     bf16 = measure(model.to(torch.bfloat16), tokenizer, records, args.batch_size)
     report = {"rows": args.rows, "model": "SmolLM2-135M-Instruct", "device": device, "phrase_rule": fp32["phrase_rule"],
               "bfloat16_weights": compare(fp32, bf16), "bfloat16_autocast": compare(fp32, autocast)}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    from workload import emit
+
+    emit(report, args.json)
     return 0
 
 

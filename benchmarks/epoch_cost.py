@@ -153,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         dynamic = report["ratios"].get("3", {}).get("nlft_dynamic_vs_sft")
         report["target_dynamic_3_epochs_long_prompt"] = {"value": dynamic, "limit": "<= 1.6",
                                                          "ok": None if dynamic is None else dynamic <= 1.6}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    from workload import emit
+
+    emit(report, args.json)
     return 0
 
 

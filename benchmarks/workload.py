@@ -129,3 +129,11 @@ def load_workload_model(kind: str, device: str) -> Any:
             model = LlamaForCausalLM(config).to(torch.bfloat16)
         return model
     raise ValueError(f"model must be 'smollm2' or 'llama3-8b-shape', got {kind!r}")
+
+
+def emit(report: dict[str, Any], path: Path | None) -> None:
+    """A benchmark's result: ``report`` as indented JSON, written to ``path`` (when given) and printed."""
+    text = json.dumps(report, indent=2)
+    if path:
+        path.write_text(text + "\n")
+    print(text)
