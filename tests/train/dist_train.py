@@ -25,6 +25,7 @@ from support import build_tiny_tokenizer, make_tiny_model, sample_records
 
 from nlft import NLFTConfig, NLFTTrainer
 from nlft.train.progress import gather_metric_means
+from nlft.train.recipe import end_processes
 
 
 class GatheringTrainer(NLFTTrainer):
@@ -83,6 +84,7 @@ def main() -> None:
         payload = {"loss": trainer.state.log_history[0]["loss"], "lora": state, "logged": trainer.state.log_history[0],
                    "world_size": trainer.accelerator.num_processes, "forwards": forwards}
         Path(out).write_text(json.dumps(payload))
+    end_processes()
 
 
 if __name__ == "__main__":

@@ -63,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from nlft.report.plots import try_plot_run
-    from nlft.train.recipe import run_training
+    from nlft.train.recipe import end_processes, run_training
 
     result = run_training(resolve_options(args))
+    end_processes()
     if not result.trained or not result.main_process:
         return 0
     paths, error = try_plot_run(result.run_dir)

@@ -189,6 +189,19 @@ def _main_process() -> bool:
 # ---- the recipe -----------------------------------------------------------------------------------------
 
 
+def end_processes() -> None:
+    """After a run under ``accelerate launch``: wait for every process, then tear the process group down.
+
+    Without it, an interpreter that exits with gloo's threads still running can abort ("terminate called without an
+    active exception") after the work is done. A no-op in one process.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_training(opts: TrainOptions) -> TrainResult:
     """Run one training of ``opts.method`` on ``opts.data`` into the run directory ``opts.out``.
 
