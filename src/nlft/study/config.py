@@ -71,6 +71,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # (one-letter answers), the few correct outputs are not diluted by incorrect rows that train nothing.
     "initial_word_balance": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word",
                              "class_balance": True},
+    # initial_word with a KL anchor to the initial model on the tokens of incorrect outputs that are not trained
+    # away: where nearly every output is wrong (basic_arithmetic), unlikelihood on a few flagged tokens must not
+    # move the rest of the answer's form.
+    "initial_word_kl": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word", "kl_coef": 1.0},
+    # initial_word with half the push away from flagged tokens (unlikelihood_weight 0.5).
+    "initial_word_half": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word",
+                          "unlikelihood_weight": 0.5},
 }
 
 
