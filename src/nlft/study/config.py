@@ -78,6 +78,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # initial_word with half the push away from flagged tokens (unlikelihood_weight 0.5).
     "initial_word_half": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word",
                           "unlikelihood_weight": 0.5},
+    # initial_word flagging only tokens whose probability the judgment at least triples (r0 3 instead of 1.5): the
+    # response's opening word, which every judgment also opens with, is raised about 2.4x by the judgment view.
+    "initial_word_r3": {"preset": "paper", "error_reference": "initial", "phrase_rule": "word", "r0": 3.0},
 }
 
 
