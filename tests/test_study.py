@@ -206,3 +206,29 @@ def test_a_candidate_and_the_table_arm_with_its_settings_share_one_run():
     assert robust != cand and _effective(robust) == _effective(cand)
     assert _effective(_train_key(cfg, "cand:robust_word", "sha", 50, 0)) != _effective(robust)
     assert _effective(_train_key(cfg, "nlft_robust", "other", 50, 0)) != _effective(robust)
+
+
+def test_wide_validation_draws_questions_the_study_never_used(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from wide_validation import fresh_questions
+
+    from nlft.study.data import data_dir, task_questions
+    from nlft.tasks.sources import file_row
+    from nlft.utils.files import atomic_write_jsonl
+
+    data = data_dir(tmp_path, TASK)
+    data.mkdir(parents=True)
+    test = task_questions(TASK, "test", 12)
+    atomic_write_jsonl(data / "pool.jsonl", [file_row(r) for r in task_questions(TASK, "train", 6)])
+    atomic_write_jsonl(data / "val.jsonl", [file_row(r) for r in test[:4]])
+    atomic_write_jsonl(data / "heldout.jsonl", [file_row(r) for r in test[4:12]])
+    rows = fresh_questions(tmp_path, TASK, 5)
+    used = {r["question"].strip() for f in ("pool", "val", "heldout") for r in load_questions(str(data / f"{f}.jsonl"))}
+    assert len(rows) == 5 and len({r["id"] for r in rows}) == 5
+    assert not used & {r["question"].strip() for r in rows}
+    assert all(r["gold"] for r in rows)  # graded like the study's own files
+    with pytest.raises(SystemExit, match="fresh questions"):
+        fresh_questions(tmp_path, TASK, 10_000)
