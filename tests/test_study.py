@@ -12,7 +12,7 @@ import pytest
 from nlft.cli import main
 from nlft.study import StudyConfig, budget, run_study
 from nlft.study.cells import cells_of
-from nlft.study.data import derived_rows
+from nlft.study.data import derived_rows, ids_sha, records_sha
 from nlft.study.stats import holm, paired_counts, sign_flip_p
 from nlft.tasks.sources import load_questions, parse_task
 
@@ -105,6 +105,8 @@ def test_cells_draw_their_data_per_seed_and_train_the_same_steps(study):
     assert {c["optimizer_steps"] for c in trained} == {budget(4, cfg)} == {2}  # 1 batch of 4, 2 epochs
     assert len({c["train_ids_sha"] for c in trained if c["seed"] == 0}) == 1
     assert cells["nlft-n4-s0"]["train_ids_sha"] != cells["nlft-n4-s1"]["train_ids_sha"]
+    assert len({c["train_records_sha"] for c in trained if c["seed"] == 0}) == 1
+    assert cells["nlft-n4-s0"]["train_records_sha"] != cells["nlft-n4-s1"]["train_records_sha"]
     for c in trained:
         assert [p["step"] for p in c["val_curve"]] == [1, 2]
         assert c["kept_step"] in (1, 2) and c["task"] == TASK and c["eval_n"] == 6
@@ -232,3 +234,13 @@ def test_wide_validation_draws_questions_the_study_never_used(tmp_path):
     assert all(r["gold"] for r in rows)  # graded like the study's own files
     with pytest.raises(SystemExit, match="fresh questions"):
         fresh_questions(tmp_path, TASK, 10_000)
+
+
+def test_records_sha_sees_an_output_change_that_the_ids_do_not():
+    rows = [{"id": "q1", "output": "2 + 2 = 4", "correct": True, "judgment": None},
+            {"id": "q2", "output": "3 + 4 = 8", "correct": False, "judgment": "7, not 8"}]
+    flipped = [rows[0], {**rows[1], "output": "3 + 4 = 7", "correct": True}]
+    assert ids_sha(rows) == ids_sha(flipped) and ids_sha(rows) == ids_sha(rows[::-1])
+    assert records_sha(rows) == records_sha(rows[::-1])  # the file's order does not enter
+    assert records_sha(rows) != records_sha(flipped)
+    assert records_sha(rows) != records_sha([rows[0], {**rows[1], "judgment": "the sum is 7"}])

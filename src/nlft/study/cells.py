@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nlft.study.config import StudyConfig, arm_of, budget, eval_every, protocol_sha, slug
-from nlft.study.data import _log, build_task_data, data_dir, draw, ids_sha
+from nlft.study.data import _log, build_task_data, data_dir, draw, ids_sha, records_sha
 from nlft.utils.files import DataError, atomic_write_json, read_jsonl
 
 RESULT = "result.json"
@@ -147,7 +147,8 @@ def run_cell(root: Path, cfg: StudyConfig, task: str, arm_name: str, n: int, see
     key = _train_key(cfg, arm_name, ids_sha(records), n, seed)
     result: dict[str, Any] = done or {
         "cell": cell_name(arm_name, n, seed), "task": task, "arm": arm_name, "method": arm.method, "n": n,
-        "seed": seed, "train_rows": rows, "train_ids_sha": ids_sha(records), "budget": budget(n, cfg),
+        "seed": seed, "train_rows": rows, "train_ids_sha": ids_sha(records),
+        "train_records_sha": records_sha(records), "budget": budget(n, cfg),
         "eval_every": eval_every(n, cfg), "settings": resolved_settings(arm_name), "train_key": key,
         "protocol_sha": protocol_sha(cfg)}
     if rows == 0:

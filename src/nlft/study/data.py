@@ -23,6 +23,7 @@ Layout of ``<study>/<task>/data/``::
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import sys
@@ -169,6 +170,15 @@ def draw(root: Path, task: str, n: int, seed: int) -> Path:
         chosen = sorted(random.Random(f"{slug(task)}|{n}|{seed}").sample(range(len(records)), n))
         atomic_write_jsonl(path, [records[i] for i in chosen])
     return path
+
+
+def records_sha(rows: list[dict[str, Any]]) -> str:
+    """sha256 of what training reads of ``rows`` (id, output, correct, judgment), in id order (``train_records_sha``:
+    two cells with the same questions differ here when the model's outputs differed, e.g. another machine's float
+    rounding flipping a greedy near-tie)."""
+    keyed = sorted((str(r.get("question_id", r["id"])), r.get("output"), bool(r.get("correct")), r.get("judgment"))
+                   for r in rows)
+    return hashlib.sha256(json.dumps(keyed, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def ids_sha(rows: list[dict[str, Any]]) -> str:
