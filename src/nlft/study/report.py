@@ -69,9 +69,11 @@ def export(root: Path, cfg: StudyConfig) -> int:
     if not cells:
         return 0
     atomic_write_jsonl(root / CELLS, cells)
-    with gzip.open(root / PREDICTIONS, "wt", encoding="utf-8", compresslevel=9) as fh:
-        for row in predictions:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in predictions)
+    # mtime 0 and no file name in the gzip header: the same predictions give the same bytes on every export
+    with open(root / PREDICTIONS, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9,
+                                                               mtime=0) as fh:
+        fh.write(text.encode("utf-8"))
     return len(cells)
 
 
