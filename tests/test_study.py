@@ -249,3 +249,32 @@ def test_records_sha_sees_an_output_change_that_the_ids_do_not():
     assert records_sha(rows) == records_sha(rows[::-1])  # the file's order does not enter
     assert records_sha(rows) != records_sha(flipped)
     assert records_sha(rows) != records_sha([rows[0], {**rows[1], "judgment": "the sum is 7"}])
+
+
+@pytest.mark.slow
+def test_task_data_travels_with_the_cells(study, tmp_path):
+    """Each task's questions and pool records go to ``task-data/``; ``--data-from`` unpacks them instead of
+    generating, and the draws then hold the very records the committed cells trained on."""
+    from nlft.study.data import build_task_data, draw, export_task_data, import_task_data
+    from nlft.utils.files import read_jsonl
+
+    out, cfg = study
+    bundle = export_task_data(out, TASK)
+    assert bundle == out / "task-data" / "chain_sum.json.gz"
+    first = bundle.read_bytes()
+    time.sleep(1.1)
+    assert export_task_data(out, TASK).read_bytes() == first  # the same data, the same bytes
+    committed = tmp_path / "committed" / "task-data"
+    committed.mkdir(parents=True)
+    shutil.copy(bundle, committed / bundle.name)
+    fresh = tmp_path / "fresh"
+    assert import_task_data(committed.parent, fresh, TASK)
+    data, original = fresh / "chain_sum" / "data", out / "chain_sum" / "data"
+    for name in ("pool.jsonl", "val.jsonl", "heldout.jsonl", "prepare/nlft.jsonl"):
+        assert read_jsonl(data / name) == read_jsonl(original / name), name
+    assert (data / "prompt.txt").read_text() == (original / "prompt.txt").read_text()
+    build_task_data(fresh, cfg, TASK)
+    assert not (data / "prepare" / "outputs.jsonl").exists()  # nothing was generated
+    cell = json.loads((out / "chain_sum" / "cells" / "nlft-n4-s0" / "result.json").read_text())
+    assert records_sha(read_jsonl(draw(fresh, TASK, 4, 0))) == cell["train_records_sha"]
+    assert not import_task_data(tmp_path / "nowhere", tmp_path / "other", TASK)

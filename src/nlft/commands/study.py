@@ -13,6 +13,7 @@ Examples::
     nlft study --out study                           # the tables (SmolLM2-135M, CPU)
     nlft study --out study --only nlft_robust n50 s0 # the cells of one arm, size and seed
     nlft study --out docs/study --report             # the published tables from the committed files
+    nlft study --out study --data-from docs/study    # train on the committed questions and records
     nlft study --out study-8b --model meta-llama/Meta-Llama-3-8B-Instruct --lr 5e-5
 """
 
@@ -62,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select-seeds", type=_ints, default=d.select_seeds,
                         help=f"seeds of --select (default {','.join(map(str, d.select_seeds))})")
     parser.add_argument("--only", nargs="+", default=None, help="run only the cells every one of these words names")
+    parser.add_argument("--data-from", default=None, metavar="DIR",
+                        help="take each task's questions and pool records from DIR/task-data/ (e.g. docs/study) "
+                             "instead of generating them, so that the cells train on the committed records")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables, selection and plot")
 
 
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = StudyConfig(**{f.name: getattr(args, f.name) for f in fields(StudyConfig) if hasattr(args, f.name)})
     if not args.report:
-        run_study(out, cfg, only=args.only, select=args.select)
+        run_study(out, cfg, only=args.only, select=args.select, data_from=args.data_from)
     table = write_report(out, cfg)
     print(markdown(table))
     if (out / "selection.json").exists():

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nlft.study.config import StudyConfig, arm_of, budget, eval_every, protocol_sha, slug
-from nlft.study.data import _log, build_task_data, data_dir, draw, ids_sha, records_sha
+from nlft.study.data import _log, build_task_data, data_dir, draw, ids_sha, import_task_data, records_sha
 from nlft.utils.files import DataError, atomic_write_json, read_jsonl
 
 RESULT = "result.json"
@@ -259,10 +259,11 @@ def matches(only: list[str] | None, task: str, arm: str, n: int, seed: int) -> b
     return not only or all(o in tokens for o in only)
 
 
-def run_study(root: str | Path, cfg: StudyConfig, *, only: list[str] | None = None, select: bool = False
-              ) -> list[dict[str, Any]]:
-    """Build every task's data, then run the base model and every cell of the tables (``select``: of the preset
-    selection, scored on validation questions only) that is not done yet; returns the results run or found."""
+def run_study(root: str | Path, cfg: StudyConfig, *, only: list[str] | None = None, select: bool = False,
+              data_from: str | Path | None = None) -> list[dict[str, Any]]:
+    """Build every task's data (``data_from``: unpacked from that folder's ``task-data/`` where it has the task),
+    then run the base model and every cell of the tables (``select``: of the preset selection, scored on
+    validation questions only) that is not done yet; returns the results run or found."""
     from dataclasses import asdict
 
     from nlft.utils.resume import check_run_args
@@ -273,6 +274,8 @@ def run_study(root: str | Path, cfg: StudyConfig, *, only: list[str] | None = No
     check_run_args(root, {k: v for k, v in asdict(cfg).items() if k not in ("candidates", "select_seeds")},
                    name="study.json")
     for task in cfg.tasks:
+        if data_from is not None:
+            import_task_data(Path(data_from), root, task)
         build_task_data(root, cfg, task)
         run_base(root, cfg, task)
     results = []

@@ -18,10 +18,17 @@ Layout of ``<study>/<task>/data/``::
     heldout.jsonl   held-out questions, reported only (split test; no question text shared with another file)
     prepare/        the base model's outputs for the pool, graded and judged (``nlft prepare``)
     draws/n<N>-s<seed>.jsonl   the N records a size-N cell of seed ``seed`` trains on
+
+A task's questions and prepared records are also kept in one file, ``task-data/<task>.json.gz`` of the study
+directory (:func:`export_task_data`), committed with the cells: another machine or library version may generate
+other questions for the same ids (reasoning-gym's generators change between releases) or other greedy outputs
+(float rounding flips near-ties), so ``nlft study --data-from DIR`` unpacks those files
+(:func:`import_task_data`) instead of generating, and its cells train on the very records of the committed ones.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -185,3 +192,62 @@ def ids_sha(rows: list[dict[str, Any]]) -> str:
     """sha256 of the sorted question ids of ``rows`` (``train_ids_sha``: equal only for the same training questions)."""
     ids = sorted(str(r.get("question_id", r["id"])) for r in rows)
     return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
+
+
+TASK_DATA = "task-data"
+# what a task's data file holds: its data folder's files (``prompt.txt`` as text, the others as JSON lines)
+_BUNDLED = ("prompt.txt", "pool.jsonl", "val.jsonl", "heldout.jsonl", "prepare/nlft.jsonl", "prepare/summary.json")
+
+
+def export_task_data(root: Path, task: str) -> Path | None:
+    """Write ``root/task-data/<slug>.json.gz``: the task's questions and prepared pool records, one JSON object
+    ``{file name: text or rows}`` (the same bytes for the same data). None when the task's data is not built."""
+    data = data_dir(root, task)
+    if not (data / "prepare" / "summary.json").exists():
+        return None
+    bundle: dict[str, Any] = {}
+    for name in _BUNDLED:
+        path = data / name
+        if name.endswith(".jsonl"):
+            bundle[name] = read_jsonl(path)
+        elif name.endswith(".json"):
+            bundle[name] = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            bundle[name] = path.read_text(encoding="utf-8")
+    out = root / TASK_DATA / f"{slug(task)}.json.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(bundle, sort_keys=True, ensure_ascii=False)
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as fh:
+        fh.write(text.encode("utf-8"))
+    tmp.replace(out)
+    return out
+
+
+def import_task_data(source: Path, root: Path, task: str) -> bool:
+    """Unpack ``source/task-data/<slug>.json.gz`` into ``root``'s data folder of ``task`` (only where that folder
+    has no questions yet), so that :func:`build_task_data` finds it built; False when ``source`` has no such
+    file."""
+    path = Path(source) / TASK_DATA / f"{slug(task)}.json.gz"
+    if not path.exists():
+        return False
+    data = data_dir(root, task)
+    if (data / "heldout.jsonl").exists():
+        return True
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        bundle = json.load(fh)
+    missing = [name for name in _BUNDLED if name not in bundle]
+    if missing:
+        raise DataError(f"no {', '.join(missing)} in it", path=str(path))
+    (data / "prepare").mkdir(parents=True, exist_ok=True)
+    # heldout.jsonl last: its presence is what says the questions are there
+    for name in sorted(_BUNDLED, key=lambda n: n == "heldout.jsonl"):
+        value = bundle[name]
+        if name.endswith(".jsonl"):
+            atomic_write_jsonl(data / name, value)
+        elif name.endswith(".json"):
+            (data / name).write_text(json.dumps(value, indent=2), encoding="utf-8")
+        else:
+            (data / name).write_text(value, encoding="utf-8")
+    _log(f"{slug(task)}: questions and the pool's records from {path}")
+    return True

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nlft.study.config import LABELS, StudyConfig, slug
+from nlft.study.data import export_task_data
 from nlft.study.stats import holm, paired_counts, sign_flip_p
 from nlft.utils.files import atomic_write_json, atomic_write_jsonl, read_jsonl
 
@@ -51,7 +52,10 @@ def secondary_pairs() -> list[tuple[str, str]]:
 
 def export(root: Path, cfg: StudyConfig) -> int:
     """Write ``cells.jsonl`` and ``predictions.jsonl.gz`` from the cell folders of ``root``; returns the cells
-    exported (0, files untouched, when ``root`` has no cell folder, e.g. the committed ``docs/study``)."""
+    exported (0, files untouched, when ``root`` has no cell folder, e.g. the committed ``docs/study``). Each task
+    whose data is built also gets its ``task-data/<task>.json.gz`` (:func:`export_task_data`)."""
+    for task in cfg.tasks:
+        export_task_data(root, task)
     cells, predictions = [], []
     for task in cfg.tasks:
         for path in sorted((root / slug(task) / "cells").glob("*/result.json")):
