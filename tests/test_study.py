@@ -16,6 +16,7 @@ from nlft.study.cells import cells_of
 from nlft.study.data import derived_rows, ids_sha, records_sha
 from nlft.study.stats import holm, paired_counts, sign_flip_p
 from nlft.tasks.sources import load_questions, parse_task
+from nlft.utils.files import atomic_write_jsonl, read_jsonl
 
 TASK = "chain_sum:max_terms=2,max_digits=1"
 
@@ -249,14 +250,15 @@ def test_records_sha_sees_an_output_change_that_the_ids_do_not():
     assert records_sha(rows) == records_sha(rows[::-1])  # the file's order does not enter
     assert records_sha(rows) != records_sha(flipped)
     assert records_sha(rows) != records_sha([rows[0], {**rows[1], "judgment": "the sum is 7"}])
+    assert records_sha(rows) != records_sha([rows[0], {**rows[1], "question": "3 + 5 ="}])  # a generator's new text
 
 
 @pytest.mark.slow
 def test_task_data_travels_with_the_cells(study, tmp_path):
-    """Each task's questions and pool records go to ``task-data/``; ``--data-from`` unpacks them instead of
-    generating, and the draws then hold the very records the committed cells trained on."""
-    from nlft.study.data import build_task_data, draw, export_task_data, import_task_data
-    from nlft.utils.files import read_jsonl
+    """Each task's questions and pool records go to ``task-data/``; a study run with ``data_from`` unpacks them
+    instead of generating, and its cells train on the very records of the committed ones."""
+    from nlft.study.data import export_task_data, import_task_data
+    from nlft.utils.files import DataError
 
     out, cfg = study
     bundle = export_task_data(out, TASK)
@@ -264,17 +266,28 @@ def test_task_data_travels_with_the_cells(study, tmp_path):
     first = bundle.read_bytes()
     time.sleep(1.1)
     assert export_task_data(out, TASK).read_bytes() == first  # the same data, the same bytes
-    committed = tmp_path / "committed" / "task-data"
-    committed.mkdir(parents=True)
-    shutil.copy(bundle, committed / bundle.name)
+    committed = tmp_path / "committed"
+    (committed / "task-data").mkdir(parents=True)
+    shutil.copy(bundle, committed / "task-data" / bundle.name)
+    shutil.copy(out / "study.json", committed / "study.json")
     fresh = tmp_path / "fresh"
-    assert import_task_data(committed.parent, fresh, TASK)
+    run_study(fresh, cfg, only=["nlft-n4-s0"], data_from=committed)
     data, original = fresh / "chain_sum" / "data", out / "chain_sum" / "data"
     for name in ("pool.jsonl", "val.jsonl", "heldout.jsonl", "prepare/nlft.jsonl"):
         assert read_jsonl(data / name) == read_jsonl(original / name), name
     assert (data / "prompt.txt").read_text() == (original / "prompt.txt").read_text()
-    build_task_data(fresh, cfg, TASK)
     assert not (data / "prepare" / "outputs.jsonl").exists()  # nothing was generated
-    cell = json.loads((out / "chain_sum" / "cells" / "nlft-n4-s0" / "result.json").read_text())
-    assert records_sha(read_jsonl(draw(fresh, TASK, 4, 0))) == cell["train_records_sha"]
+    cell = "chain_sum/cells/nlft-n4-s0/result.json"
+    assert json.loads((fresh / cell).read_text())["train_records_sha"] == json.loads((out / cell).read_text())[
+        "train_records_sha"]
+    assert import_task_data(committed, fresh, TASK, cfg)  # the same data again: nothing to do
     assert not import_task_data(tmp_path / "nowhere", tmp_path / "other", TASK)
+    with pytest.raises(DataError, match="pool_size 8, not 9"):  # data made with other settings
+        import_task_data(committed, tmp_path / "other", TASK, replace(cfg, pool_size=9))
+    rows = read_jsonl(data / "pool.jsonl")
+    atomic_write_jsonl(data / "pool.jsonl", [{**rows[0], "question": "1 + 1 ="}, *rows[1:]])
+    with pytest.raises(DataError, match=r"already holds other pool\.jsonl"):  # never overwritten
+        import_task_data(committed, fresh, TASK, cfg)
+    (tmp_path / "partial" / "chain_sum" / "data").mkdir(parents=True)
+    with pytest.raises(DataError, match="partly built"):
+        import_task_data(committed, tmp_path / "partial", TASK, cfg)

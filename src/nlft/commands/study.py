@@ -64,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seeds of --select (default {','.join(map(str, d.select_seeds))})")
     parser.add_argument("--only", nargs="+", default=None, help="run only the cells every one of these words names")
     parser.add_argument("--data-from", default=None, metavar="DIR",
-                        help="take each task's questions and pool records from DIR/task-data/ (e.g. docs/study) "
-                             "instead of generating them, so that the cells train on the committed records")
+                        help="run DIR's study (e.g. docs/study): its protocol (study.json; the protocol options are "
+                             "then not read) and each task's questions and pool records from DIR/task-data/ instead "
+                             "of generating them, so that the cells train on the committed records")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables, selection and plot")
 
 
@@ -80,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     stored = out / "study.json"
-    if args.report and stored.exists():
+    given = Path(args.data_from) / "study.json" if args.data_from else None
+    if given is not None and not args.report and given.exists():
+        stored = given  # the protocol the committed data was made with
+    if (args.report or stored == given) and stored.exists():
         # the protocol the cells were run with; the selection's candidates and seeds are the options' (they add
         # cells to a study and change none, so study.json does not hold them)
         protocol = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(stored.read_text()).items()}

@@ -275,7 +275,7 @@ def run_study(root: str | Path, cfg: StudyConfig, *, only: list[str] | None = No
                    name="study.json")
     for task in cfg.tasks:
         if data_from is not None:
-            import_task_data(Path(data_from), root, task)
+            import_task_data(Path(data_from), root, task, cfg)
         build_task_data(root, cfg, task)
         run_base(root, cfg, task)
     results = []

@@ -33,6 +33,7 @@ import hashlib
 import json
 import random
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -180,12 +181,11 @@ def draw(root: Path, task: str, n: int, seed: int) -> Path:
 
 
 def records_sha(rows: list[dict[str, Any]]) -> str:
-    """sha256 of what training reads of ``rows`` (id, output, correct, judgment), in id order (``train_records_sha``:
-    two cells with the same questions differ here when the model's outputs differed, e.g. another machine's float
-    rounding flipping a greedy near-tie)."""
-    keyed = sorted((str(r.get("question_id", r["id"])), r.get("output"), bool(r.get("correct")), r.get("judgment"))
-                   for r in rows)
-    return hashlib.sha256(json.dumps(keyed, ensure_ascii=False).encode("utf-8")).hexdigest()
+    """sha256 of the whole records ``rows`` (question, reference, output, grade, judgment, ...), whatever their order
+    (``train_records_sha``: two cells with the same question ids differ here when the questions or the model's
+    outputs differed, e.g. another reasoning-gym release or another machine's float rounding)."""
+    lines = sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def ids_sha(rows: list[dict[str, Any]]) -> str:
@@ -197,6 +197,24 @@ def ids_sha(rows: list[dict[str, Any]]) -> str:
 TASK_DATA = "task-data"
 # what a task's data file holds: its data folder's files (``prompt.txt`` as text, the others as JSON lines)
 _BUNDLED = ("prompt.txt", "pool.jsonl", "val.jsonl", "heldout.jsonl", "prepare/nlft.jsonl", "prepare/summary.json")
+# the settings that make a task's data: an import must be made with the same ones
+DATA_SETTINGS = ("model", "prompt", "pool_size", "eval_size", "val_size", "gen_max_new_tokens", "grading")
+
+
+def _read_bundled(data: Path) -> dict[str, Any]:
+    bundle: dict[str, Any] = {}
+    for name in _BUNDLED:
+        path = data / name
+        if not path.exists():
+            raise DataError(f"no {name}: the task's data is not complete", path=str(data))
+        if name.endswith(".jsonl"):
+            bundle[name] = read_jsonl(path)
+        elif name.endswith(".json"):
+            bundle[name] = json.loads(path.read_text(encoding="utf-8"))
+            bundle[name].pop("nlft_file", None)  # a path of the machine that made it
+        else:
+            bundle[name] = path.read_text(encoding="utf-8")
+    return bundle
 
 
 def export_task_data(root: Path, task: str) -> Path | None:
@@ -205,18 +223,9 @@ def export_task_data(root: Path, task: str) -> Path | None:
     data = data_dir(root, task)
     if not (data / "prepare" / "summary.json").exists():
         return None
-    bundle: dict[str, Any] = {}
-    for name in _BUNDLED:
-        path = data / name
-        if name.endswith(".jsonl"):
-            bundle[name] = read_jsonl(path)
-        elif name.endswith(".json"):
-            bundle[name] = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            bundle[name] = path.read_text(encoding="utf-8")
+    text = json.dumps(_read_bundled(data), sort_keys=True, ensure_ascii=False)
     out = root / TASK_DATA / f"{slug(task)}.json.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(bundle, sort_keys=True, ensure_ascii=False)
     tmp = out.with_suffix(".tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as fh:
         fh.write(text.encode("utf-8"))
@@ -224,30 +233,52 @@ def export_task_data(root: Path, task: str) -> Path | None:
     return out
 
 
-def import_task_data(source: Path, root: Path, task: str) -> bool:
-    """Unpack ``source/task-data/<slug>.json.gz`` into ``root``'s data folder of ``task`` (only where that folder
-    has no questions yet), so that :func:`build_task_data` finds it built; False when ``source`` has no such
-    file."""
-    path = Path(source) / TASK_DATA / f"{slug(task)}.json.gz"
+def import_task_data(source: Path, root: Path, task: str, cfg: StudyConfig | None = None) -> bool:
+    """Unpack ``source/task-data/<slug>.json.gz`` as ``root``'s data folder of ``task``, so that
+    :func:`build_task_data` finds it built; False when ``source`` has no such file.
+
+    Refused (:class:`DataError`) when ``cfg`` differs from ``source/study.json`` in a setting that makes the data
+    (:data:`DATA_SETTINGS`), when the data folder already holds other questions or records, and when it holds a
+    partly built task (nothing is overwritten). The folder appears whole or not at all.
+    """
+    source = Path(source)
+    path = source / TASK_DATA / f"{slug(task)}.json.gz"
     if not path.exists():
         return False
-    data = data_dir(root, task)
-    if (data / "heldout.jsonl").exists():
-        return True
+    if cfg is not None and (source / "study.json").exists():
+        made = json.loads((source / "study.json").read_text(encoding="utf-8"))
+        differ = [k for k in DATA_SETTINGS if k in made and made[k] != getattr(cfg, k)]
+        if differ:
+            what = ", ".join(f"{k} {made[k]!r}, not {getattr(cfg, k)!r}" for k in differ)
+            raise DataError(f"made with other settings: {what}", path=str(source / "study.json"))
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         bundle = json.load(fh)
     missing = [name for name in _BUNDLED if name not in bundle]
     if missing:
         raise DataError(f"no {', '.join(missing)} in it", path=str(path))
-    (data / "prepare").mkdir(parents=True, exist_ok=True)
-    # heldout.jsonl last: its presence is what says the questions are there
-    for name in sorted(_BUNDLED, key=lambda n: n == "heldout.jsonl"):
+    data = data_dir(root, task)
+    if (data / "prepare" / "summary.json").exists():
+        here = _read_bundled(data)
+        other = [name for name in _BUNDLED if name != "prepare/summary.json" and here[name] != bundle[name]]
+        if other:
+            raise DataError(f"already holds other {', '.join(other)} than {path}: use another --out, or remove the "
+                            "folder to take the imported data", path=str(data))
+        return True
+    if data.exists():
+        raise DataError(f"a partly built task's data (no prepare/summary.json): remove it to import {path}",
+                        path=str(data))
+    tmp = data.with_name(data.name + ".import")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # an import cut short: only ever written here
+    (tmp / "prepare").mkdir(parents=True)
+    for name in _BUNDLED:
         value = bundle[name]
         if name.endswith(".jsonl"):
-            atomic_write_jsonl(data / name, value)
+            atomic_write_jsonl(tmp / name, value)
         elif name.endswith(".json"):
-            (data / name).write_text(json.dumps(value, indent=2), encoding="utf-8")
+            (tmp / name).write_text(json.dumps(value, indent=2), encoding="utf-8")
         else:
-            (data / name).write_text(value, encoding="utf-8")
+            (tmp / name).write_text(value, encoding="utf-8")
+    tmp.replace(data)
     _log(f"{slug(task)}: questions and the pool's records from {path}")
     return True

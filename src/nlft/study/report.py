@@ -75,9 +75,10 @@ def export(root: Path, cfg: StudyConfig) -> int:
     atomic_write_jsonl(root / CELLS, cells)
     text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in predictions)
     # mtime 0 and no file name in the gzip header: the same predictions give the same bytes on every export
-    with open(root / PREDICTIONS, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9,
-                                                               mtime=0) as fh:
+    tmp = root / (PREDICTIONS + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as fh:
         fh.write(text.encode("utf-8"))
+    tmp.replace(root / PREDICTIONS)
     return len(cells)
 
 
