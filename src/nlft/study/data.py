@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from nlft.study.config import StudyConfig, slug
-from nlft.utils.files import DataError, atomic_write_jsonl, read_jsonl
+from nlft.utils.files import DataError, atomic_write_gzip, atomic_write_jsonl, read_jsonl
 
 DERIVED = ("choice-of:", "text-of:")
 
@@ -225,11 +225,7 @@ def export_task_data(root: Path, task: str) -> Path | None:
         return None
     text = json.dumps(_read_bundled(data), sort_keys=True, ensure_ascii=False)
     out = root / TASK_DATA / f"{slug(task)}.json.gz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as fh:
-        fh.write(text.encode("utf-8"))
-    tmp.replace(out)
+    atomic_write_gzip(out, text)
     return out
 
 

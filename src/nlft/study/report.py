@@ -18,7 +18,7 @@ from typing import Any
 from nlft.study.config import LABELS, StudyConfig, slug
 from nlft.study.data import export_task_data
 from nlft.study.stats import holm, paired_counts, sign_flip_p
-from nlft.utils.files import atomic_write_json, atomic_write_jsonl, read_jsonl
+from nlft.utils.files import atomic_write_gzip, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 CELLS = "cells.jsonl"
 PREDICTIONS = "predictions.jsonl.gz"
@@ -73,12 +73,7 @@ def export(root: Path, cfg: StudyConfig) -> int:
     if not cells:
         return 0
     atomic_write_jsonl(root / CELLS, cells)
-    text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in predictions)
-    # mtime 0 and no file name in the gzip header: the same predictions give the same bytes on every export
-    tmp = root / (PREDICTIONS + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as fh:
-        fh.write(text.encode("utf-8"))
-    tmp.replace(root / PREDICTIONS)
+    atomic_write_gzip(root / PREDICTIONS, "".join(json.dumps(row, sort_keys=True) + "\n" for row in predictions))
     return len(cells)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -116,8 +117,9 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Non
         os.fsync(fh.fileno())
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file so that readers see either the old or the new content, never a partial one.
+def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write a file (``text``, or ``bytes`` as they are) so that readers see either the old or the new content,
+    never a partial one.
 
     The file gets the mode any new file gets (0666 less the umask, as ``open`` gives), not the 0600 of a
     temporary file: colleagues on a shared machine read it as they read the run's other files.
@@ -126,8 +128,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             fh.flush()
             os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
@@ -157,6 +159,12 @@ def respect_umask(folder: str | os.PathLike) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_gzip(path: str | os.PathLike, text: str) -> None:
+    """Atomically write ``text`` gzip-compressed, with no time or file name in its header: the same text gives the
+    same bytes on every write (files committed and rebuilt, e.g. the study's)."""
+    atomic_write_text(path, gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
 
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
