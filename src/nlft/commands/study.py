@@ -80,11 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from nlft.study.report import markdown, selection_markdown
 
     out = Path(args.out)
-    stored = out / "study.json"
-    given = Path(args.data_from) / "study.json" if args.data_from else None
-    if given is not None and not args.report and given.exists():
-        stored = given  # the protocol the committed data was made with
-    if (args.report or stored == given) and stored.exists():
+    # --report: the protocol the cells were run with; --data-from: the one the committed data was made with
+    stored = Path(args.data_from) / "study.json" if args.data_from and not args.report else out / "study.json"
+    if (args.report or args.data_from) and stored.exists():
         # the protocol the cells were run with; the selection's candidates and seeds are the options' (they add
         # cells to a study and change none, so study.json does not hold them)
         protocol = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(stored.read_text()).items()}
