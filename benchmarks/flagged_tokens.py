@@ -10,12 +10,19 @@ reports, over the incorrect outputs:
 - the incorrect outputs with no erroneous token at all (they add nothing to training under the paper's method),
   and those excluded as entirely wrong (erroneous share over ``max_error_fraction``);
 - the share of an output that the erroneous tokens' phrases cover (near-error tokens);
+- which way the judgment view moves an incorrect output's first token (on a one-letter answer the judgment, which
+  names the right option, *lowers* the wrong letter, so no ratio threshold flags it), and the tokens the standard
+  answer's view lowers ``r0``-fold (``p_base / p_std > r0``): the error signal the judgment view does not give there;
 
 and over the correct outputs the saliency and sub-saliency shares. With ``--adapter`` the same tokens' P_base under
 the trained model is reported beside the initial one (how training moved the flagged tokens and the answers).
 
     python benchmarks/flagged_tokens.py --data study/basic_arithmetic/data/draws/n50-s0.jsonl --json flags.json
     python benchmarks/flagged_tokens.py --data ... --adapter study/.../run/adapter --preset paper
+    python benchmarks/flagged_tokens.py --task choice-of:family_relationships --seed 0 --phrase-rule word
+
+With ``--task`` the records are the study's draw of that task (``--n``, ``--seed``) from its committed data
+(``docs/study/task-data``, or ``--study-data``): the same records the study's cells trained on.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +64,7 @@ def diagnose(examples: list[dict[str, Any]], params: Any, *, trained: list[dict[
     first_flagged, no_flag, excluded, near_share, n_wrong = 0, 0, 0, [], 0
     first_tokens: dict[str, int] = {}
     sal_share, sub_share, n_right = [], [], 0
+    judge_lowers_first, std_lowered, std_lowered_outputs = 0, 0, 0
     for i, ex in enumerate(examples):
         n = len(ex["tokens"])
         if n == 0:
@@ -71,6 +80,10 @@ def diagnose(examples: list[dict[str, Any]], params: Any, *, trained: list[dict[
             sub_share.append(float(ts.sub_saliency.sum()) / n)
             continue
         n_wrong += 1
+        judge_lowers_first += ex["p_judge"] is not None and ex["p_judge"][0] < ex["p_base"][0]
+        lowered = sum(1 for b, s in zip(ex["p_base"], ex["p_std"]) if b > params.r0 * max(s, 1e-12))
+        std_lowered += lowered
+        std_lowered_outputs += lowered > 0
         err = ts.erroneous[0]
         flags = [t for t in range(n) if err[t]]
         if not flags:
@@ -95,6 +108,8 @@ def diagnose(examples: list[dict[str, Any]], params: Any, *, trained: list[dict[
         "incorrect_outputs": n_wrong, "correct_outputs": n_right,
         "erroneous_tokens": sum(kinds.values()), "erroneous_by_kind": kinds,
         "incorrect_with_no_flag": no_flag, "excluded_entirely_wrong": excluded,
+        "judgment_lowers_first_token": judge_lowers_first, "std_lowered_tokens": std_lowered,
+        "incorrect_with_std_lowered_token": std_lowered_outputs,
         "first_token_flagged": first_flagged, "first_tokens_flagged": dict(sorted(first_tokens.items(),
                                                                                   key=lambda kv: -kv[1])[:8]),
         "mean_erroneous_p_base": mean(flagged_probs["p_base"]), "mean_erroneous_p_std": mean(flagged_probs["p_std"]),
@@ -105,9 +120,23 @@ def diagnose(examples: list[dict[str, Any]], params: Any, *, trained: list[dict[
     }
 
 
+def study_draw(study_data: Path, task: str, n: int, seed: int, root: Path) -> Path:
+    """The study's size-``n`` draw of ``seed`` for ``task``, from ``study_data/task-data`` unpacked under ``root``."""
+    from nlft.study.data import draw, import_task_data
+
+    if not import_task_data(study_data, root, task):
+        raise SystemExit(f"no committed data for {task!r} in {study_data / 'task-data'}")
+    return draw(root, task, n, seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="NLFT records (JSONL)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="NLFT records (JSONL)")
+    source.add_argument("--task", help="a study task: its draw from the committed task data")
+    parser.add_argument("--study-data", default=str(REPO / "docs" / "study"), help="the folder holding task-data/")
+    parser.add_argument("--n", type=int, default=50, help="the draw's size (with --task)")
+    parser.add_argument("--seed", type=int, default=0, help="the draw's seed (with --task)")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--adapter", default=None, help="a trained adapter (P_base after training)")
     parser.add_argument("--preset", default="paper", help="the NLFT preset whose settings class the tokens")
@@ -125,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     from nlft.utils.models import load_model, load_tokenizer
 
     torch.manual_seed(0)
+    if args.task:
+        args.data = str(study_draw(Path(args.study_data), args.task, args.n, args.seed,
+                                   Path(tempfile.mkdtemp(prefix="nlft-flagged-"))))
     records = list(read_jsonl(args.data))[: args.limit]
     overrides = {"phrase_rule": args.phrase_rule} if args.phrase_rule else {}
     config = NLFTConfig(output_dir="/tmp/nlft-flagged-tokens", report_to=[], **{**PRESETS[args.preset], **overrides})
