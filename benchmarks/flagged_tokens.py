@@ -155,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     if args.task:
-        args.data = str(study_draw(Path(args.study_data), args.task, args.n, args.seed,
-                                   Path(tempfile.mkdtemp(prefix="nlft-flagged-"))))
-    records = list(read_jsonl(args.data))[: args.limit]
+        with tempfile.TemporaryDirectory(prefix="nlft-flagged-") as tmp:
+            records = list(read_jsonl(study_draw(Path(args.study_data), args.task, args.n, args.seed, Path(tmp))))
+        args.data = f"{args.task} n{args.n}-s{args.seed} ({args.study_data})"
+    else:
+        records = list(read_jsonl(args.data))
+    records = records[: args.limit]
     overrides = {"phrase_rule": args.phrase_rule} if args.phrase_rule else {}
     config = NLFTConfig(output_dir="/tmp/nlft-flagged-tokens", report_to=[], **{**PRESETS[args.preset], **overrides})
     tokenizer = load_tokenizer(args.model)
