@@ -10,8 +10,8 @@ reports, over the incorrect outputs:
 - the incorrect outputs with no erroneous token at all (they add nothing to training under the paper's method),
   and those excluded as entirely wrong (erroneous share over ``max_error_fraction``);
 - the share of an output that the erroneous tokens' phrases cover (near-error tokens);
-- which way the judgment view moves an incorrect output's first token (on a one-letter answer the judgment, which
-  names the right option, *lowers* the wrong letter, so no ratio threshold flags it), and the tokens the standard
+- which way the judgment view moves an incorrect output's first token (on a one-letter answer the model, told by the
+  judgment that the letter is wrong, *lowers* it, so no ratio threshold flags it), and the tokens the standard
   answer's view lowers ``r0``-fold (``p_base / p_std > r0``): the error signal the judgment view does not give there;
 
 and over the correct outputs the saliency and sub-saliency shares. With ``--adapter`` the same tokens' P_base under
@@ -56,7 +56,7 @@ def diagnose(examples: list[dict[str, Any]], params: Any, *, trained: list[dict[
     import torch
 
     from nlft.method.clustering import spans_to_mask
-    from nlft.method.scales import batch_token_scales
+    from nlft.method.scales import PROB_FLOOR, batch_token_scales
 
     phrase_rule, max_error_fraction = params.phrase_rule, params.max_error_fraction
     kinds = {"digit": 0, "word": 0, "punct": 0}
@@ -81,7 +81,7 @@ def diagnose(examples: list[dict[str, Any]], params: Any, *, trained: list[dict[
             continue
         n_wrong += 1
         judge_lowers_first += ex["p_judge"] is not None and ex["p_judge"][0] < ex["p_base"][0]
-        lowered = sum(1 for b, s in zip(ex["p_base"], ex["p_std"]) if b > params.r0 * max(s, 1e-12))
+        lowered = sum(1 for b, s in zip(ex["p_base"], ex["p_std"]) if b > params.r0 * max(s, PROB_FLOOR))
         std_lowered += lowered
         std_lowered_outputs += lowered > 0
         err = ts.erroneous[0]
